@@ -1,0 +1,29 @@
+"""Benchmarks: one module per paper, each reproducing its headline result beside a baseline.
+
+Run ``python -m benchmarks [NAME ...] [--quick]``. Every non-underscore module here that
+defines ``PAPER`` and ``run(quick)`` is a benchmark (see ``_harness.py``).
+"""
+
+import importlib
+import pkgutil
+import pathlib
+
+_HERE = pathlib.Path(__file__).resolve().parent
+
+
+def registry() -> dict[str, str]:
+  """Benchmark name -> module name, for every benchmark module in this package."""
+  names = sorted(m.name for m in pkgutil.iter_modules([str(_HERE)])
+                 if not m.name.startswith("_"))
+  return {name: f"benchmarks.{name}" for name in names}
+
+
+def load(name: str):
+  """Imports benchmark ``name``; unknown names raise ``ValueError`` listing the known ones."""
+  known = registry()
+  if name not in known:
+    raise ValueError(f"unknown benchmark name={name!r}; allowed: {', '.join(known) or 'none'}")
+  module = importlib.import_module(known[name])
+  if not (hasattr(module, "run") and hasattr(module, "PAPER")):
+    raise ValueError(f"benchmarks/{name}.py must define PAPER and run(quick)")
+  return module

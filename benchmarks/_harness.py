@@ -1,0 +1,202 @@
+"""The benchmark harness: timing, results, and the writers for ``benchmarks/results``.
+
+Every benchmark module ``benchmarks/NAME.py`` defines
+
+* ``PAPER``: the paper it reproduces (authors, year, arXiv id), one line;
+* ``run(quick: bool) -> Result``: runs the experiment side by side with its baseline.
+
+``python -m benchmarks`` calls ``run`` and then :func:`write_result`, which writes
+``results/NAME.json`` (machine-readable), ``results/NAME.md`` (the tables, with the paper's
+numbers beside ours) and ``results/NAME.png`` (the paper's figure, redrawn).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import pathlib
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+  """Wall-clock timing of a function: the first call (compile + run) apart from the repeats."""
+
+  first_call_s: float
+  median_s: float
+  runs_s: tuple[float, ...]
+
+  @property
+  def compile_s(self) -> float:
+    """Time of the first call beyond a steady-state call: tracing + compilation."""
+    return max(self.first_call_s - self.median_s, 0.0)
+
+  def as_dict(self) -> dict[str, Any]:
+    return {
+        "first_call_s": self.first_call_s,
+        "compile_s": self.compile_s,
+        "median_s": self.median_s,
+        "runs_s": list(self.runs_s),
+    }
+
+
+def block(tree: Any) -> Any:
+  """Waits for every array in ``tree``; non-JAX leaves pass through."""
+  return jax.tree.map(lambda x: x.block_until_ready() if isinstance(x, jax.Array) else x, tree)
+
+
+def timeit(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: bool = True,
+           **kwargs: Any) -> Timing:
+  """Times ``fn(*args, **kwargs)``: one first call (compilation), then the median of ``repeats``.
+
+  Every call is followed by ``block_until_ready`` on its outputs, so asynchronous dispatch
+  is not mistaken for speed.
+  """
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  t0 = time.perf_counter()
+  block(fn(*args, **kwargs))
+  first = time.perf_counter() - t0
+  runs = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    block(fn(*args, **kwargs))
+    runs.append(time.perf_counter() - t0)
+  return Timing(first_call_s=first, median_s=statistics.median(runs), runs_s=tuple(runs))
+
+
+@dataclasses.dataclass
+class Claim:
+  """One row of the summary table: what the paper claims, its number, ours, and whether it holds.
+
+  ``holds`` is ``None`` when the claim is reported but not checked (e.g. a timing on a
+  different machine class).
+  """
+
+  claim: str
+  paper: str
+  ours: str
+  holds: bool | None
+
+
+@dataclasses.dataclass
+class Result:
+  """What a benchmark run produced.
+
+  Attributes:
+    name: the benchmark's name (its module name).
+    paper: the paper reproduced, one line.
+    claims: the rows for the summary table.
+    tables: markdown tables (with the paper's numbers beside ours), in order.
+    data: everything machine-readable (timings, curves, configuration); JSON-serialisable
+      after :func:`to_jsonable`.
+    figure: a matplotlib figure redrawing the paper's figure, or None.
+    notes: free text for the markdown file (setup, caveats, what differs from the paper).
+  """
+
+  name: str
+  paper: str
+  claims: list[Claim]
+  tables: list[str] = dataclasses.field(default_factory=list)
+  data: dict[str, Any] = dataclasses.field(default_factory=dict)
+  figure: Any = None
+  notes: str = ""
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+  """A GitHub markdown table; floats are written with 4 significant digits."""
+
+  def cell(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+      return {True: "yes", False: "NO", None: "-"}[v]
+    if isinstance(v, (float, np.floating)):
+      return f"{v:.4g}"
+    return str(v)
+
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)
+
+
+def to_jsonable(obj: Any) -> Any:
+  """Converts arrays, NumPy scalars, dataclasses and tuples into plain JSON values."""
+  if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+    return to_jsonable(dataclasses.asdict(obj))
+  if isinstance(obj, dict):
+    return {str(k): to_jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_jsonable(v) for v in obj]
+  if isinstance(obj, (jax.Array, np.ndarray)):
+    return to_jsonable(np.asarray(obj).tolist())
+  if isinstance(obj, (np.floating, float)):
+    f = float(obj)
+    return f if math.isfinite(f) else str(f)
+  if isinstance(obj, (np.integer,)):
+    return int(obj)
+  if isinstance(obj, (np.bool_,)):
+    return bool(obj)
+  return obj
+
+
+def claims_table(claims: Sequence[Claim]) -> str:
+  return markdown_table(["claim", "paper", "ours", "holds?"],
+                        [(c.claim, c.paper, c.ours, c.holds) for c in claims])
+
+
+def write_result(result: Result, results_dir: pathlib.Path = RESULTS_DIR,
+                 quick: bool = False) -> dict[str, pathlib.Path]:
+  """Writes ``NAME.json``, ``NAME.md`` and (if there is a figure) ``NAME.png``."""
+  results_dir.mkdir(parents=True, exist_ok=True)
+  paths = {"json": results_dir / f"{result.name}.json", "md": results_dir / f"{result.name}.md"}
+  payload = {
+      "name": result.name,
+      "paper": result.paper,
+      "quick": quick,
+      "claims": result.claims,
+      "data": result.data,
+      "environment": environment(),
+  }
+  paths["json"].write_text(json.dumps(to_jsonable(payload), indent=1) + "\n")
+  md = [f"# {result.name}", "", f"Paper: {result.paper}", "",
+        f"Mode: {'--quick' if quick else 'full'}; {environment_line()}", "",
+        "## Claims", "", claims_table(result.claims), ""]
+  for table in result.tables:
+    md += [table, ""]
+  if result.notes:
+    md += ["## Notes", "", result.notes.strip(), ""]
+  if result.figure is not None:
+    paths["png"] = results_dir / f"{result.name}.png"
+    result.figure.savefig(paths["png"], dpi=110, bbox_inches="tight")
+    md += [f"![{result.name}]({result.name}.png)", ""]
+    import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+    plt.close(result.figure)
+  paths["md"].write_text("\n".join(md))
+  return paths
+
+
+def environment() -> dict[str, Any]:
+  import platform  # pylint: disable=g-import-not-at-top
+  return {
+      "jax": jax.__version__,
+      "backend": jax.default_backend(),
+      "devices": jax.device_count(),
+      "device_kind": jax.devices()[0].device_kind,
+      "python": platform.python_version(),
+      "machine": platform.machine(),
+      "cpus": __import__("os").cpu_count(),
+  }
+
+
+def environment_line() -> str:
+  e = environment()
+  return (f"jax {e['jax']} on {e['backend']} ({e['device_kind']}, {e['devices']} devices), "
+          f"{e['cpus']} CPUs, Python {e['python']}")

@@ -1,0 +1,18 @@
+"""Test configuration shared by the whole suite.
+
+* 8 simulated CPU devices, so data-parallel code runs on a real mesh.
+* Strict rank promotion: implicit broadcasting between arrays of different rank raises.
+
+Both must be set before JAX creates its backends, hence at import time of the conftest.
+"""
+
+import os
+
+# Keep XLA from spawning more threads than the 2-core CI machine has.
+os.environ.setdefault("XLA_FLAGS", "")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+import jax  # noqa: E402
+
+jax.config.update("jax_num_cpu_devices", 8)
+jax.config.update("jax_numpy_rank_promotion", "raise")

@@ -1,0 +1,15 @@
+"""tomioka_jax: functional JAX building blocks for the research of Ryota Tomioka and co-authors.
+
+Subpackages (see the README's paper -> module table for what each provides):
+
+* :mod:`tomioka_jax.core` -- train state, pure train/eval steps, data parallelism, the ``fit`` loop.
+* :mod:`tomioka_jax.data` -- TFDS loaders with offline fallbacks, batch iterators.
+* :mod:`tomioka_jax.tensor` -- convex low-rank tensor estimation.
+* :mod:`tomioka_jax.matrix` -- algebraic-combinatorial matrix completion.
+* :mod:`tomioka_jax.distributed` -- QSGD and distributed-training simulation.
+
+Subpackages are imported on demand (``import tomioka_jax.tensor``) so that importing one
+family never pays for another.
+"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""A small classifier recipe on top of the core: an NNX MLP, its loss, and ``train_classifier``.
+
+This is the piece the quickstart notebook and the ``mlp_digits`` benchmark import, and the
+baseline network several papers' experiments start from (QSGD's training parity, Path-SGD).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+from jax.sharding import Mesh
+
+from tomioka_jax.core import loop
+from tomioka_jax.core import train
+
+
+class MLP(nnx.Module):
+  """A fully connected ReLU network: inputs are flattened, the last layer gives logits."""
+
+  def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *,
+               rngs: nnx.Rngs, dtype: Any = jnp.float32):
+    if in_features < 1 or num_classes < 1 or any(h < 1 for h in hidden):
+      raise ValueError(
+          f"layer sizes must be positive, got in_features={in_features}, hidden={tuple(hidden)},"
+          f" num_classes={num_classes}")
+    sizes = [in_features, *hidden, num_classes]
+    self.in_features = in_features
+    self.layers = nnx.List([
+        nnx.Linear(a, b, rngs=rngs, dtype=dtype, param_dtype=dtype)
+        for a, b in zip(sizes[:-1], sizes[1:])
+    ])
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    x = jnp.reshape(x, (x.shape[0], -1))
+    if x.shape[1] != self.in_features:
+      raise ValueError(
+          f"x must have {self.in_features} features per example after flattening, got shape "
+          f"{x.shape}")
+    for layer in self.layers[:-1]:
+      x = jax.nn.relu(layer(x))
+    return self.layers[-1](x)
+
+
+def cross_entropy_loss(model: nnx.Module, batch: dict[str, jax.Array],
+                       rng: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """Mean softmax cross-entropy and accuracy of ``model`` on ``batch = {"x", "y"}``."""
+  del rng
+  logits = model(batch["x"])
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean()
+  accuracy = jnp.mean(jnp.argmax(logits, -1) == batch["y"])
+  return loss, {"accuracy": accuracy}
+
+
+def classification_sums(model: nnx.Module, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+  """Per-batch sums for evaluation: summed loss, number correct, and the count.
+
+  Rows with ``batch["mask"] == 0`` (padding of a last partial batch) are ignored.
+  """
+  logits = model(batch["x"])
+  weight = batch.get("mask", jnp.ones(batch["y"].shape, logits.dtype)).astype(logits.dtype)
+  losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"])
+  correct = (jnp.argmax(logits, -1) == batch["y"]).astype(logits.dtype)
+  return {"loss": jnp.sum(weight * losses), "accuracy": jnp.sum(weight * correct),
+          "count": jnp.sum(weight)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassifierConfig:
+  """Hyperparameters of :func:`train_classifier` (checked on construction).
+
+  Attributes:
+    hidden: hidden layer widths.
+    learning_rate: Adam's step size, > 0.
+    batch_size: the global batch size, > 0 (a multiple of the device count when sharded).
+    num_steps: number of updates, > 0.
+    seed: seeds the initialization, the shuffling and the step keys.
+    eval_every: evaluate on the test set every this many steps (None: only at the end).
+    checkpoint_every: checkpoint every this many steps (needs a workdir).
+  """
+
+  hidden: tuple[int, ...] = (256, 256)
+  learning_rate: float = 1e-3
+  batch_size: int = 128
+  num_steps: int = 1000
+  seed: int = 0
+  eval_every: int | None = None
+  checkpoint_every: int | None = None
+
+  def __post_init__(self):
+    if not (isinstance(self.learning_rate, (int, float)) and self.learning_rate > 0):
+      raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate!r}")
+    for name in ("batch_size", "num_steps"):
+      value = getattr(self, name)
+      if not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def train_classifier(config: ClassifierConfig, train_data: dict[str, np.ndarray],
+                     test_data: dict[str, np.ndarray], num_classes: int, *,
+                     mesh: Mesh | None = None, workdir: Any = None,
+                     progress: bool = False, dtype: Any = jnp.float32) -> loop.FitResult:
+  """Trains an :class:`MLP` with Adam on ``train_data = {"x", "y"}``, evaluating on ``test_data``.
+
+  With a ``mesh`` the step is data-parallel over its devices (batches sharded, state
+  replicated); the loss trajectory is that of one device up to float rounding.
+  """
+  # Imported here: data depends on core's parallel module, not the other way round.
+  from tomioka_jax import data as data_lib  # pylint: disable=g-import-not-at-top
+
+  key = jax.random.key(config.seed)
+  init_key, shuffle_key, step_key = jax.random.split(key, 3)
+  in_features = int(np.prod(train_data["x"].shape[1:]))
+  model = MLP(in_features, config.hidden, num_classes,
+              rngs=nnx.Rngs(params=jax.random.key_data(init_key)), dtype=dtype)
+  optimizer = optax.adam(config.learning_rate)
+  graphdef, state = train.create_train_state(model, optimizer, step_key)
+  process_index, process_count = jax.process_index(), jax.process_count()
+  batches = data_lib.Batches(train_data, config.batch_size, key=shuffle_key,
+                             process_index=process_index, process_count=process_count)
+  num_test = len(test_data["y"])
+  # Evaluate in one padded batch per 1024 rows (a multiple of any device count up to 1024).
+  eval_size = min(1024, -(-num_test // 8) * 8)
+  test_batches = data_lib.Batches(test_data, eval_size, drop_remainder=False, pad_remainder=True,
+                                  process_index=process_index, process_count=process_count)
+  if mesh is not None:
+    from tomioka_jax.core import parallel  # pylint: disable=g-import-not-at-top
+    state = parallel.replicate(state, mesh)
+    get_batch = lambda step: parallel.shard_batch(batches(step), mesh)
+    eval_batches = lambda: (parallel.shard_batch(b, mesh) for b in test_batches.epoch(0))
+  else:
+    get_batch = batches
+    eval_batches = lambda: test_batches.epoch(0)
+  step = train.make_train_step(graphdef, cross_entropy_loss, optimizer, mesh=mesh)
+  eval_step = train.make_eval_step(graphdef, classification_sums, mesh=mesh)
+  return loop.fit(step, state, get_batch, config.num_steps, workdir=workdir,
+                  checkpoint_every=config.checkpoint_every, eval_step=eval_step,
+                  eval_batches=eval_batches, eval_every=config.eval_every, progress=progress)
+
+
+__all__ = ["MLP", "cross_entropy_loss", "classification_sums", "ClassifierConfig",
+           "train_classifier"]
