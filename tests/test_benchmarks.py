@@ -1,0 +1,65 @@
+"""Tests of the benchmark harness: registry, errors, timing helper and result writers."""
+
+import json
+import subprocess
+import sys
+import pathlib
+
+import jax.numpy as jnp
+import pytest
+
+import benchmarks
+from benchmarks import _harness
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_registry_lists_benchmark_modules():
+  reg = benchmarks.registry()
+  assert "mlp_digits" in reg and not any(name.startswith("_") for name in reg)
+  module = benchmarks.load("mlp_digits")
+  assert callable(module.run) and module.PAPER
+
+
+def test_unknown_benchmark_name():
+  with pytest.raises(ValueError, match="unknown benchmark name='nope'; allowed: .*mlp_digits"):
+    benchmarks.load("nope")
+  proc = subprocess.run([sys.executable, "-m", "benchmarks", "nope", "--quick"], cwd=ROOT,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and "unknown benchmark name='nope'" in proc.stderr
+
+
+def test_timeit_separates_first_call_and_repeats():
+  calls = []
+
+  def f(x):
+    calls.append(1)
+    return jnp.sin(x)
+
+  t = _harness.timeit(f, jnp.ones(4), repeats=3)
+  assert len(calls) == 4 and len(t.runs_s) == 3
+  assert t.median_s == sorted(t.runs_s)[1] and t.compile_s >= 0.0
+  with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
+    _harness.timeit(f, jnp.ones(4), repeats=0)
+
+
+def test_write_result(tmp_path):
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  fig, ax = plt.subplots()
+  ax.plot([0, 1], [1, 0])
+  result = _harness.Result(
+      name="toy", paper="Someone 2000", figure=fig, notes="a note",
+      claims=[_harness.Claim("x is small", "<= 1", "0.5", True),
+              _harness.Claim("speed", "reported", "3 it/s", None)],
+      tables=[_harness.markdown_table(["a", "b"], [(1, 0.123456), ("z", False)])],
+      data={"curve": jnp.arange(3.0), "inf": float("inf")})
+  paths = _harness.write_result(result, tmp_path, quick=True)
+  payload = json.loads(paths["json"].read_text())
+  assert payload["data"]["curve"] == [0.0, 1.0, 2.0] and payload["data"]["inf"] == "inf"
+  assert payload["claims"][0]["holds"] is True and payload["quick"] is True
+  md = paths["md"].read_text()
+  assert "| x is small | <= 1 | 0.5 | yes |" in md and "| 1 | 0.1235 |" in md
+  assert "| z | NO |" in md and "![toy](toy.png)" in md
+  assert paths["png"].read_bytes()[:4] == b"\x89PNG"
