@@ -103,18 +103,11 @@ def test_path_sgd_step_is_rescaling_invariant_and_sgd_is_not():
     x = jax.random.normal(jax.random.key(3), (16, 5), jnp.float64)
     y = jax.random.randint(jax.random.key(4), (16,), 0, 3)
 
-    def as_params(layers):
-      state = jax.tree.map(lambda v: v, params)
-      for i, (w, b) in enumerate(layers):
-        state["layers"][i]["kernel"] = nnx.Param(w)
-        state["layers"][i]["bias"] = nnx.Param(b)
-      return state
-
     def loss(p):
       logits = network(p, x)
       return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
 
-    rescaled = as_params(capacity.rescale(layers, scales))
+    rescaled = capacity.set_mlp_layers(params, capacity.rescale(layers, scales))
     np.testing.assert_allclose(network(rescaled, x), network(params, x), rtol=1e-10)
 
     def step(opt, p):

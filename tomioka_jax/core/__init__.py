@@ -3,6 +3,7 @@
 from tomioka_jax.core.classifier import MLP
 from tomioka_jax.core.classifier import ClassifierConfig
 from tomioka_jax.core.classifier import classification_sums
+from tomioka_jax.core.classifier import make_epoch_trainer
 from tomioka_jax.core.classifier import cross_entropy_loss
 from tomioka_jax.core.classifier import train_classifier
 from tomioka_jax.core.loop import Checkpointer
@@ -29,6 +30,7 @@ __all__ = [
     "MLP",
     "ClassifierConfig",
     "classification_sums",
+    "make_epoch_trainer",
     "cross_entropy_loss",
     "train_classifier",
     "Checkpointer",

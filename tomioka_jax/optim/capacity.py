@@ -53,6 +53,20 @@ def mlp_layers(params: Any) -> list[Layer]:
   return out
 
 
+def set_mlp_layers(params: Any, layers: Layers) -> Any:
+  """A copy of an MLP parameter state with its ``(kernel, bias)`` pairs replaced by ``layers``
+  (the inverse of :func:`mlp_layers`)."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  params = jax.tree.map(lambda v: v, params)
+  if len(layers) != len(params["layers"]):
+    raise ValueError(f"layers has {len(layers)} entries, the MLP has {len(params['layers'])}")
+  for i, (w, b) in zip(sorted(params["layers"].keys()), layers):
+    params["layers"][i]["kernel"] = nnx.Param(w)
+    if b is not None:
+      params["layers"][i]["bias"] = nnx.Param(b)
+  return params
+
+
 def forward(layers: Layers, x: jax.Array) -> jax.Array:
   """The network's output on a batch ``x`` of shape (batch, fan_in): ReLU between layers."""
   _check_layers(layers)
@@ -199,6 +213,7 @@ def margin_normalized(measure: jax.Array, logits: jax.Array, labels: jax.Array, 
 
 __all__ = [
     "mlp_layers",
+    "set_mlp_layers",
     "forward",
     "group_norm",
     "per_unit_max_norm",
