@@ -1,0 +1,28 @@
+"""Distributed training: QSGD gradient quantization, coding and quantized all-reduce.
+
+* :mod:`tomioka_jax.distributed.qsgd` -- Alistarh, Grubic, Li, Tomioka, Vojnovic (2017), QSGD.
+"""
+
+from tomioka_jax.distributed.qsgd import PRESETS
+from tomioka_jax.distributed.qsgd import Quantized
+from tomioka_jax.distributed.qsgd import QuantizedMean
+from tomioka_jax.distributed.qsgd import decode
+from tomioka_jax.distributed.qsgd import dequantize
+from tomioka_jax.distributed.qsgd import encode
+from tomioka_jax.distributed.qsgd import encoded_bits
+from tomioka_jax.distributed.qsgd import quantize
+from tomioka_jax.distributed.qsgd import quantized_mean
+from tomioka_jax.distributed.qsgd import quantized_tree_mean
+
+__all__ = [
+    "PRESETS",
+    "Quantized",
+    "QuantizedMean",
+    "decode",
+    "dequantize",
+    "encode",
+    "encoded_bits",
+    "quantize",
+    "quantized_mean",
+    "quantized_tree_mean",
+]
