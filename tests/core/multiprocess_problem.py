@@ -45,6 +45,21 @@ def train(mesh, process_index: int, process_count: int) -> dict[str, np.ndarray]
   return out
 
 
+def fit_with_checkpoints(mesh, process_index: int, process_count: int, workdir) -> np.ndarray:
+  """Runs ``core.fit`` with checkpoints (every process writes its part); final parameters."""
+  batches = data.Batches(_dataset(), GLOBAL_BATCH, key=jax.random.key(1),
+                         process_index=process_index, process_count=process_count)
+  model = core.MLP(6, (16,), 3, rngs=nnx.Rngs(0))
+  opt = optax.adam(1e-2)
+  graphdef, state = core.create_train_state(model, opt, jax.random.key(2))
+  state = core.replicate(state, mesh)
+  step = core.make_train_step(graphdef, core.cross_entropy_loss, opt, mesh=mesh)
+  result = core.fit(step, state, lambda t: core.shard_batch(batches(t), mesh), NUM_STEPS,
+                    workdir=workdir, checkpoint_every=2, progress=False)
+  leaves = [np.asarray(x.addressable_data(0)) for x in jax.tree.leaves(result.state.params)]
+  return np.concatenate([l.ravel() for l in leaves])
+
+
 def save(path, results):
   np.savez(path, **results)
 

@@ -4,8 +4,9 @@ Usage: python multiprocess_worker.py COORDINATOR_ADDRESS NUM_PROCESSES PROCESS_I
 
 Joins the run with ``initialize_distributed`` (gloo CPU collectives, 2 CPU devices per
 process), trains the shared toy problem with the jit data-parallel step and the shard_map
-step, each process feeding only its slice of every global batch, and process 0 writes the
-loss trajectories and final parameters to OUT_PATH (.npz).
+step, each process feeding only its slice of every global batch, then runs ``fit`` with
+checkpoints in OUT_PATH.fit; process 0 writes the loss trajectories and final parameters to
+OUT_PATH (.npz).
 """
 
 import sys
@@ -25,6 +26,8 @@ def main():
       num_processes), (jax.process_count(), jax.device_count())
   mesh = core.data_mesh()
   results = multiprocess_problem.train(mesh, jax.process_index(), jax.process_count())
+  results["fit_params"] = multiprocess_problem.fit_with_checkpoints(
+      mesh, jax.process_index(), jax.process_count(), out_path + ".fit")
   if jax.process_index() == 0:
     multiprocess_problem.save(out_path, results)
   jax.distributed.shutdown()

@@ -51,5 +51,13 @@ def test_two_processes_equal_one_process(tmp_path):
     np.testing.assert_allclose(multi[f"{kind}_losses"], single[f"{kind}_losses"], rtol=1e-5)
     np.testing.assert_allclose(multi[f"{kind}_params"], single[f"{kind}_params"], rtol=1e-5,
                                atol=1e-6)
+  # fit with multi-process checkpoints: same parameters, and a checkpoint at the last step.
+  single_fit = multiprocess_problem.fit_with_checkpoints(core.data_mesh(jax.devices()[:4]), 0, 1,
+                                                         tmp_path / "single")
+  np.testing.assert_allclose(multi["fit_params"], single_fit, rtol=1e-5, atol=1e-6)
+  assert (pathlib.Path(str(out) + ".fit") / "checkpoints" / str(
+      multiprocess_problem.NUM_STEPS)).is_dir()
+  lines = (pathlib.Path(str(out) + ".fit") / "metrics.jsonl").read_text().splitlines()
+  assert len(lines) == multiprocess_problem.NUM_STEPS  # written once, by process 0
   # Training did something.
   assert single["jit_losses"][-1] < single["jit_losses"][0]

@@ -205,11 +205,14 @@ def fit(train_step: StepFn, state: TrainState, batches: Callable[[int], Batch], 
     start = int(state.step)
     history = _read_metrics(workdir / "metrics.jsonl", start)
     evals = _read_metrics(workdir / "evals.jsonl", start)
-    # Rewrite the files without the lines an interrupted run wrote after its checkpoint.
-    for name, records in (("metrics.jsonl", history), ("evals.jsonl", evals)):
-      (workdir / name).write_text("".join(json.dumps(r) + "\n" for r in records))
-    metrics_file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
-    evals_file = open(workdir / "evals.jsonl", "a", encoding="utf-8")
+    # With several processes (a shared workdir), process 0 alone writes the metrics files;
+    # every process takes part in the checkpoints, as orbax requires.
+    if jax.process_index() == 0:
+      # Rewrite the files without the lines an interrupted run wrote after its checkpoint.
+      for name, records in (("metrics.jsonl", history), ("evals.jsonl", evals)):
+        (workdir / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+      metrics_file = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
+      evals_file = open(workdir / "evals.jsonl", "a", encoding="utf-8")
 
   def run_eval(state):
     record = {"step": int(state.step), **evaluate(eval_step, state, eval_batches())}
@@ -220,7 +223,8 @@ def fit(train_step: StepFn, state: TrainState, batches: Callable[[int], Batch], 
     return record
 
   start = int(state.step)
-  bar = tqdm(total=num_steps, initial=start, disable=not progress, desc="fit", unit="step",
+  bar = tqdm(total=num_steps, initial=start, disable=not progress or jax.process_index() != 0,
+             desc="fit", unit="step",
              dynamic_ncols=True)
   pending: list[dict[str, jax.Array]] = []
   t_last = time.perf_counter()
