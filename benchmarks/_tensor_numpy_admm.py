@@ -1,0 +1,95 @@
+"""A plain NumPy reference for the Constraint and Mixture ADMMs (the speed baseline).
+
+Tomioka, Hayashi, Kashima, "Estimation of low-rank tensors via convex optimization", 2010,
+arXiv:1010.0789. The same iterations, defaults and stopping rule (relative duality gap) as
+:mod:`tomioka_jax.tensor.completion`, written the way one would without JAX: a Python loop,
+``numpy.linalg.svd`` of each unfolding for thresholding and norms, ``numpy.linalg.norm(., 2)``
+for spectral norms. Used only by ``benchmarks/tensor_completion.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def _unfold(x, k):
+  return np.moveaxis(x, k, 0).reshape(x.shape[k], -1)
+
+
+def _fold(m, k, shape):
+  moved = (shape[k],) + tuple(n for j, n in enumerate(shape) if j != k)
+  return np.moveaxis(m.reshape(moved), 0, k)
+
+
+def _svt(m, tau):
+  u, s, vt = np.linalg.svd(m, full_matrices=False)
+  s = np.maximum(s - tau, 0)
+  return (u * s) @ vt, s
+
+
+def _nuclear(m):
+  return np.linalg.svd(m, compute_uv=False).sum()
+
+
+def constraint(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=5):
+  """Overlapped trace norm completion by ADMM; returns (X, iterations, gap)."""
+  shape, k = y.shape, y.ndim
+  eta = 1 / (10 * np.std(y[mask], ddof=1)) if eta is None else eta
+  z = [np.zeros_like(_unfold(y, j)) for j in range(k)]
+  a = [np.zeros_like(zj) for zj in z]
+  dual_best, gap, it = -np.inf, np.inf, 0
+  x = np.zeros_like(y)
+  while it < max_iter and gap > tol:
+    m = sum(_fold(z[j] - a[j] / eta, j, shape) for j in range(k)) / k
+    c = lam * eta * k
+    x = np.where(mask, (y + c * m) / (1 + c), m)
+    for j in range(k):
+      xj = _unfold(x, j)
+      z[j], _ = _svt(xj + a[j] / eta, 1 / eta)
+      a[j] = a[j] + eta * (xj - z[j])
+    it += 1
+    if it % check_every:
+      continue
+    primal = sum(_nuclear(_unfold(x, j)) for j in range(k))
+    if lam > 0:
+      primal += np.sum((x[mask] - y[mask]) ** 2) / (2 * lam)
+    a_sum = sum(_fold(a[j], j, shape) for j in range(k))
+    off = np.where(mask, 0, a_sum) / k
+    scale = min(1.0, min(1 / np.linalg.norm(a[j] - _unfold(off, j), 2) for j in range(k)))
+    s = scale * a_sum[mask]
+    dual_best = max(dual_best, s @ y[mask] - lam / 2 * s @ s)
+    gap = (primal - dual_best) / abs(primal)
+  return x, it, gap
+
+
+def mixture(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=5):
+  """Latent trace norm completion by ADMM on the dual; returns (X, iterations, gap)."""
+  shape, k = y.shape, y.ndim
+  eta = 10 * np.std(y[mask], ddof=1) if eta is None else eta
+  z = [np.zeros_like(_unfold(y, j)) for j in range(k)]
+  alpha = np.where(mask, y, 0)
+  dual_best, gap, it = -np.inf, np.inf, 0
+  z_sum = np.zeros_like(y)
+  while it < max_iter and gap > tol:
+    v_sum, sv = np.zeros_like(y), []
+    for j in range(k):
+      t = z[j] + eta * _unfold(alpha, j)
+      z[j], s = _svt(t, eta)
+      sv.append(s)
+      v_sum += _fold((t - z[j]) / eta, j, shape)
+    z_sum = sum(_fold(z[j], j, shape) for j in range(k))
+    alpha = np.where(mask, (y - z_sum + eta * v_sum) / (lam + eta * k), 0)
+    it += 1
+    if it % check_every:
+      continue
+    if lam > 0:
+      primal = sum(s.sum() for s in sv) + np.sum((z_sum - y)[mask] ** 2) / (2 * lam)
+    else:
+      shift = np.where(mask, (z_sum - y) / k, 0)
+      primal = sum(_nuclear(z[j] - _unfold(shift, j)) for j in range(k))
+    scale = min(1.0, min(1 / np.linalg.norm(_unfold(alpha, j), 2) for j in range(k)))
+    a = scale * alpha
+    dual_best = max(dual_best, np.vdot(a, y) - lam / 2 * np.vdot(a, a))
+    gap = (primal - dual_best) / abs(primal)
+  x = z_sum if lam > 0 else np.where(mask, y, z_sum)
+  return x, it, gap

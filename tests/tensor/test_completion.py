@@ -1,0 +1,159 @@
+"""Tests for tomioka_jax.tensor.completion: duality gaps, recovery, agreement with the proxes."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tomioka_jax.tensor import completion
+from tomioka_jax.tensor import ops
+from tomioka_jax.tensor import prox
+
+
+def _problem(shape, ranks, fraction, seed=0, dtype=jnp.float64):
+  x = ops.tucker_to_tensor(*ops.random_tucker(jax.random.key(seed), shape, ranks, dtype))
+  rng = np.random.default_rng(seed)
+  size = int(np.prod(shape))
+  flat = rng.choice(size, int(round(fraction * size)), replace=False)
+  idx = np.stack(np.unravel_index(flat, shape), axis=1)
+  return x, idx, x[tuple(idx.T)]
+
+
+def _test_error(x_hat, x, idx):
+  test = np.ones(x.shape, bool)
+  test[tuple(idx.T)] = False
+  d = np.asarray(x_hat - x, np.float64)[test]
+  return np.linalg.norm(d) / np.linalg.norm(np.asarray(x, np.float64)[test])
+
+
+def test_constraint_gap_reaches_tolerance_and_recovers_at_60_percent():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((12, 12, 10), (2, 2, 2), 0.6)
+    res = completion.constraint(x.shape, idx, y, tol=1e-4)
+    assert bool(res.converged) and float(res.gap) <= 1e-4 and int(res.iterations) < 2000
+    assert int(res.iterations) % 5 == 0  # the gap is checked every check_every=5 iterations
+    every = completion.constraint(x.shape, idx, y, tol=1e-4, check_every=1)
+    assert bool(every.converged) and int(res.iterations) - 5 < int(every.iterations) <= int(
+        res.iterations)
+    assert float(res.dual) <= float(res.primal)
+    # lam = 0 is the exact-fit constraint, and the primal is the overlapped norm of X.
+    np.testing.assert_allclose(res.X[tuple(idx.T)], y, atol=1e-12)
+    np.testing.assert_allclose(res.primal, prox.overlapped_trace_norm(res.X), rtol=1e-8)
+    assert _test_error(res.X, x, idx) < 1e-2
+
+
+def test_mixture_gap_reaches_tolerance_and_recovers_with_many_observations():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((12, 12, 10), (2, 2, 2), 0.85, seed=1)
+    res = completion.mixture(x.shape, idx, y, tol=1e-4)
+    assert bool(res.converged) and float(res.gap) <= 1e-4
+    np.testing.assert_allclose(res.X[tuple(idx.T)], y, atol=1e-12)
+    np.testing.assert_allclose(res.components.sum(0), res.X, atol=1e-12)
+    # The feasible split's latent norm upper-bounds the optimum, within tol of the dual.
+    split = sum(prox.nuclear_norm(ops.unfold(res.components[k], k)) for k in range(3))
+    assert float(res.dual) <= float(split) <= float(res.dual) * (1 + 2e-4)
+    assert _test_error(res.X, x, idx) < 1e-2
+
+
+def test_fully_observed_noisy_solves_are_the_proxes():
+  # With every entry observed and lam > 0, Constraint solves prox_{lam overlapped}(Y) and
+  # Mixture solves prox_{lam latent}(Y): two independent algorithms must agree.
+  with jax.enable_x64(True):
+    shape = (6, 5, 4)
+    y = jnp.asarray(np.random.default_rng(0).standard_normal(shape))
+    idx = np.stack(np.unravel_index(np.arange(y.size), shape), axis=1)
+    vals = y[tuple(idx.T)]
+    lam = 0.8
+    over = completion.constraint(shape, idx, vals, lam=lam, tol=1e-9, eta=1.0)
+    np.testing.assert_allclose(over.X, prox.overlapped_trace_norm_prox(y, lam), atol=2e-4)
+    lat = completion.mixture(shape, idx, vals, lam=lam, tol=1e-9, eta=1.0)
+    np.testing.assert_allclose(lat.X, prox.latent_trace_norm_prox(y, lam).x, atol=2e-4)
+
+
+def test_jit_matches_no_jit_and_eager_loop():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((4, 3, 3), (2, 2, 2), 0.7, seed=2)
+    run = functools.partial(completion.constraint, x.shape, max_iter=2, check_every=1)
+    plain = run(idx, y)
+    jitted = jax.jit(run)(idx, y)
+    with jax.disable_jit():
+      eager = run(idx, y)
+    for other in (jitted, eager):
+      np.testing.assert_allclose(other.X, plain.X, rtol=1e-9, atol=1e-12)
+      np.testing.assert_allclose(other.gap, plain.gap, rtol=1e-9)
+      assert int(other.iterations) == int(plain.iterations) == 2
+
+
+@pytest.mark.parametrize("solver", ["constraint", "mixture"])
+def test_float32_agrees_with_float64(solver):
+  with jax.enable_x64(True):
+    x, idx, y = _problem((10, 9, 8), (2, 2, 2), 0.9, seed=3)
+    res64 = getattr(completion, solver)(x.shape, idx, y, tol=1e-4)
+  x, y = np.asarray(x, np.float32), np.asarray(y, np.float32)
+  res = getattr(completion, solver)(x.shape, idx, y, tol=1e-4)
+  assert res.X.dtype == jnp.float32 and res.gap.dtype == jnp.float32
+  assert bool(res.converged) and float(res.gap) <= 1e-4
+  assert _test_error(res.X, x, idx) < 1e-2
+  assert _test_error(res.X, np.asarray(res64.X), idx) < 1e-3
+
+
+def test_four_way_tensor():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((6, 6, 5, 5), (2, 2, 2, 2), 0.8, seed=4)
+    res = completion.constraint(x.shape, idx, y, tol=1e-4)
+    assert bool(res.converged) and res.components.shape == (4,) + x.shape
+    assert _test_error(res.X, x, idx) < 1e-3
+    mix = completion.mixture(x.shape, idx, y, tol=1e-3)
+    assert bool(mix.converged) and float(mix.gap) <= 1e-3
+
+
+def test_as_matrix_and_tucker_em():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((12, 12, 10), (2, 2, 2), 0.6, seed=5)
+    mat = completion.as_matrix(x.shape, idx, y, 0, tol=1e-4)
+    assert bool(mat.converged) and mat.components.shape == (1,) + x.shape
+    np.testing.assert_allclose(mat.primal, prox.nuclear_norm(ops.unfold(mat.X, 0)), rtol=1e-8)
+    tuck = completion.tucker_em(x.shape, idx, y, (2, 2, 2))
+    assert bool(tuck.converged)
+    for u in tuck.factors:
+      np.testing.assert_allclose(u.T @ u, np.eye(2), atol=1e-10)
+    np.testing.assert_allclose(ops.tucker_to_tensor(tuck.core, tuck.factors), tuck.X, atol=1e-10)
+    assert _test_error(tuck.X, x, idx) < 1e-3
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(indices=[[0, 0, 0], [0, 0, 4]]), r"indices out of range.*\(0, 0, 4\)"),
+    (dict(indices=[[0, 0, -1], [0, 0, 0]]), "indices out of range"),
+    (dict(indices=[[1, 1, 1], [1, 1, 1]], values=[1.0, 2.0]), r"distinct; \(1, 1, 1\)"),
+    (dict(values=[1.0, 2.0, 3.0]), r"values must have shape \(n_observed,\) = \(2,\)"),
+    (dict(indices=[[0, 0], [1, 1]]), r"indices must be an integer array of shape"),
+    (dict(indices=[[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]), "integer array"),
+    (dict(lam=-1.0), "lam must be >= 0"),
+    (dict(tol=0.0), "tol must be > 0"),
+    (dict(eta=-2.0), "eta must be > 0"),
+    (dict(max_iter=0), "max_iter must be a positive integer"),
+    (dict(check_every=0), "check_every must be a positive integer"),
+    (dict(shape=(4, 0, 4)), "shape must be a tuple"),
+])
+def test_bad_input(kwargs, match):
+  args = dict(shape=(4, 4, 4), indices=[[0, 0, 0], [1, 2, 3]], values=[1.0, 2.0])
+  args.update(kwargs)
+  for solver in (completion.constraint, completion.mixture):
+    with pytest.raises(ValueError, match=match):
+      solver(args["shape"], args["indices"], args["values"],
+             **{k: v for k, v in args.items() if k not in ("shape", "indices", "values")})
+
+
+@pytest.mark.parametrize("ranks, match", [((5, 2, 2), r"ranks\[0\] must be in \[1, 4\]"),
+                                          ((2, 2), "one entry per mode"),
+                                          ((2.5, 2, 2), "must be integers")])
+def test_tucker_bad_ranks(ranks, match):
+  with pytest.raises(ValueError, match=match):
+    completion.tucker_em((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], ranks)
+
+
+def test_as_matrix_bad_mode():
+  with pytest.raises(ValueError, match=r"mode must be an integer in \[0, 3\)"):
+    completion.as_matrix((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], 3)

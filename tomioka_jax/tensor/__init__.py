@@ -1,0 +1,80 @@
+"""Convex low-rank tensor estimation (Tomioka and co-authors, 2011-2016).
+
+* :mod:`~tomioka_jax.tensor.ops` -- unfold/fold, mode products, Tucker, HOSVD, random Tucker.
+* :mod:`~tomioka_jax.tensor.prox` -- singular value thresholding; overlapped, latent and
+  scaled latent trace norms, their duals and proxes.
+* :mod:`~tomioka_jax.tensor.completion` -- tensor completion: Constraint, Mixture,
+  As-a-Matrix, Tucker EM (Tomioka, Hayashi, Kashima, arXiv:1010.0789).
+* :mod:`~tomioka_jax.tensor.spectral` -- the spectral norm of a tensor by the higher-order
+  power method with random restarts (Tomioka, Suzuki, arXiv:1407.1870).
+"""
+
+from tomioka_jax.tensor.completion import CompletionResult
+from tomioka_jax.tensor.completion import TuckerResult
+from tomioka_jax.tensor.completion import as_matrix
+from tomioka_jax.tensor.completion import constraint
+from tomioka_jax.tensor.completion import mixture
+from tomioka_jax.tensor.completion import observation_tensors
+from tomioka_jax.tensor.completion import tucker_em
+from tomioka_jax.tensor.ops import Tucker
+from tomioka_jax.tensor.ops import fold
+from tomioka_jax.tensor.ops import hosvd
+from tomioka_jax.tensor.ops import mode_product
+from tomioka_jax.tensor.ops import multi_mode_product
+from tomioka_jax.tensor.ops import random_tucker
+from tomioka_jax.tensor.ops import tucker_to_tensor
+from tomioka_jax.tensor.ops import unfold
+from tomioka_jax.tensor.prox import LatentProx
+from tomioka_jax.tensor.prox import latent_trace_norm
+from tomioka_jax.tensor.prox import latent_trace_norm_dual
+from tomioka_jax.tensor.prox import latent_trace_norm_prox
+from tomioka_jax.tensor.prox import nuclear_norm
+from tomioka_jax.tensor.prox import overlapped_trace_norm
+from tomioka_jax.tensor.prox import overlapped_trace_norm_dual
+from tomioka_jax.tensor.prox import overlapped_trace_norm_prox
+from tomioka_jax.tensor.prox import project_spectral_ball
+from tomioka_jax.tensor.prox import scaled_latent_trace_norm
+from tomioka_jax.tensor.prox import scaled_latent_trace_norm_dual
+from tomioka_jax.tensor.prox import scaled_latent_trace_norm_prox
+from tomioka_jax.tensor.prox import scaled_latent_weights
+from tomioka_jax.tensor.prox import singular_value_thresholding
+from tomioka_jax.tensor.prox import singular_values
+from tomioka_jax.tensor.prox import spectral_norm
+from tomioka_jax.tensor.spectral import TensorSpectralNorm
+from tomioka_jax.tensor.spectral import tensor_spectral_norm
+
+__all__ = [
+    "CompletionResult",
+    "LatentProx",
+    "TensorSpectralNorm",
+    "Tucker",
+    "TuckerResult",
+    "as_matrix",
+    "constraint",
+    "fold",
+    "hosvd",
+    "latent_trace_norm",
+    "latent_trace_norm_dual",
+    "latent_trace_norm_prox",
+    "mixture",
+    "mode_product",
+    "multi_mode_product",
+    "nuclear_norm",
+    "observation_tensors",
+    "overlapped_trace_norm",
+    "overlapped_trace_norm_dual",
+    "overlapped_trace_norm_prox",
+    "project_spectral_ball",
+    "random_tucker",
+    "scaled_latent_trace_norm",
+    "scaled_latent_trace_norm_dual",
+    "scaled_latent_trace_norm_prox",
+    "scaled_latent_weights",
+    "singular_value_thresholding",
+    "singular_values",
+    "spectral_norm",
+    "tensor_spectral_norm",
+    "tucker_em",
+    "tucker_to_tensor",
+    "unfold",
+]
