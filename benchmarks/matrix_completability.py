@@ -1,0 +1,333 @@
+"""Algebraic-combinatorial matrix completion: completability phase transition, calibrated
+single-entry error estimates, the algebraic method against nuclear-norm minimisation, and the
+speed of the generic-point completability test.
+
+Reproduces Király, Theran, Tomioka (JMLR 2015, arXiv 1211.4116) and Király, Tomioka (ICML 2012,
+arXiv 1206.6470) at m = n = 100 (50 with ``--quick``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import scipy.stats  # noqa: E402
+
+from benchmarks import _harness  # noqa: E402
+from tomioka_jax import matrix as mc  # noqa: E402
+from tomioka_jax.matrix import completability as mc_impl  # noqa: E402
+
+_LOG = logging.getLogger(__name__)
+
+PAPER = ("Király, Theran, Tomioka 2015, arXiv 1211.4116 (JMLR 16); Király, Tomioka 2012, "
+         "arXiv 1206.6470 (ICML)")
+
+
+def _dof_density(m: int, n: int, r: int) -> float:
+  """Sampling density at which |E| equals dim = r(m+n-r), the counting bound of the papers."""
+  return r * (m + n - r) / (m * n)
+
+
+def _phase_transition(n: int, ranks, factors, trials: int, key) -> dict:
+  rng = np.random.default_rng(0)
+  curves = {}
+  for r in ranks:
+    p_dof = _dof_density(n, n, r)
+    fractions = []
+    for c in factors:
+      vals = []
+      for _ in range(trials):
+        mask = rng.random((n, n)) < min(1.0, c * p_dof)
+        key, sub = jax.random.split(key)
+        vals.append(float(jnp.mean(mc.completable_entries(mask, r, sub))))
+      fractions.append(float(np.mean(vals)))
+    # Interpolated density (in units of p_dof) where half the entries become completable.
+    f = np.asarray(fractions)
+    above = np.nonzero(f >= 0.5)[0]
+    if len(above) and above[0] > 0:
+      i = above[0]
+      half = factors[i - 1] + (0.5 - f[i - 1]) * (factors[i] - factors[i - 1]) / (f[i] - f[i - 1])
+    else:
+      half = float(factors[above[0]]) if len(above) else float("nan")
+    curves[r] = {"p_dof": p_dof, "factors": list(factors), "fraction": fractions,
+                 "half_at_factor": float(half)}
+  return curves
+
+
+def _naive_entry_test(mask: np.ndarray, r: int, entries, seed: int = 0) -> list[bool]:
+  """The straightforward baseline: one NumPy rank computation per entry (the JMLR 2015 test as
+  written), on an explicitly formed Jacobian."""
+  m, n = mask.shape
+  rng = np.random.default_rng(seed)
+  u, v = rng.normal(size=(m, r)), rng.normal(size=(n, r))
+
+  def row(i, j):
+    g = np.zeros(r * (m + n))
+    g[i * r:(i + 1) * r] = v[j]
+    g[(m + j) * r:(m + j + 1) * r] = u[i]
+    return g
+
+  jac = np.stack([row(i, j) for i, j in np.argwhere(mask)])
+  base = np.linalg.matrix_rank(jac)
+  return [np.linalg.matrix_rank(np.vstack([jac, row(i, j)[None]])) == base for i, j in entries]
+
+
+def _calibration_rank_one(n: int, sigma: float, draws: int, seed: int = 1) -> dict:
+  rng = np.random.default_rng(seed)
+  with jax.enable_x64(True):
+    a = np.outer(rng.uniform(0.5, 2.0, n) * rng.choice([-1, 1], n),
+                 rng.uniform(0.5, 2.0, n) * rng.choice([-1, 1], n))
+    mask = rng.random((n, n)) < 2.0 * _dof_density(n, n, 1)
+    pred = mc.rank_one_complete(jnp.asarray(a), mask, noise_std=sigma)
+    noisy = jnp.asarray(a[None] + sigma * rng.normal(size=(draws, n, n)))
+    est = jax.vmap(lambda x: mc_impl._rank_one_complete(  # pylint: disable=protected-access
+        x, jnp.asarray(mask), jnp.asarray(sigma)).estimate)(noisy)
+    c = np.asarray(pred.completable) & ~mask
+    empirical = np.sqrt(np.mean((np.asarray(est) - a[None]) ** 2, axis=0))[c]
+    predicted = np.asarray(pred.std)[c]
+  return {"predicted": predicted, "empirical": empirical,
+          "spearman": float(scipy.stats.spearmanr(predicted, empirical).statistic)}
+
+
+def _calibration_rank_r(n: int, r: int, sigma: float, entries: int, draws: int,
+                        seed: int = 2) -> dict:
+  rng = np.random.default_rng(seed)
+  with jax.enable_x64(True):
+    a = rng.normal(size=(n, r)) @ rng.normal(size=(r, n))
+    mask = rng.random((n, n)) < 1.6 * _dof_density(n, n, r)
+    comp = np.asarray(mc.completable_entries(mask, r, jax.random.key(seed)))
+    targets = np.argwhere(comp & ~mask)
+    targets = targets[rng.permutation(len(targets))[:entries]]
+    predicted, empirical, sizes = [], [], []
+    for t, (k, l) in enumerate(targets):
+      key = jax.random.key(100 + t)
+      circuit = mc.find_circuit(mask, r, (k, l), key)
+      pred = mc.complete_entry(jnp.asarray(a), mask, r, (k, l), key, noise_std=sigma,
+                               circuit=circuit)
+      errs = []
+      for _ in range(draws):
+        noisy = jnp.asarray(a + sigma * rng.normal(size=a.shape))
+        out = mc.complete_entry(noisy, mask, r, (k, l), key, noise_std=sigma, circuit=circuit)
+        errs.append(float(out.value) - a[k, l])
+      predicted.append(float(pred.std))
+      empirical.append(float(np.sqrt(np.mean(np.square(errs)))))
+      sizes.append(int(circuit.entries.sum()))
+  return {"predicted": np.asarray(predicted), "empirical": np.asarray(empirical),
+          "circuit_sizes": sizes,
+          "spearman": float(scipy.stats.spearmanr(predicted, empirical).statistic)}
+
+
+def _algebraic_vs_nuclear(n: int, r: int, factor: float, entries: int, seed: int = 3) -> dict:
+  """Noiseless rank-r matrix; determined entries completed by both methods."""
+  rng = np.random.default_rng(seed)
+  with jax.enable_x64(True):
+    if r == 1:
+      a = np.outer(rng.uniform(0.5, 2.0, n) * rng.choice([-1, 1], n),
+                   rng.uniform(0.5, 2.0, n) * rng.choice([-1, 1], n))
+    else:
+      a = rng.normal(size=(n, r)) @ rng.normal(size=(r, n))
+    mask = rng.random((n, n)) < factor * _dof_density(n, n, r)
+    aj = jnp.asarray(a)
+    t0 = time.perf_counter()
+    comp = np.asarray(mc.completable_entries(mask, r, jax.random.key(seed)))
+    t_test = time.perf_counter() - t0
+    targets = np.argwhere(comp & ~mask)
+    if r == 1:
+      timing = _harness.timeit(mc.rank_one_complete, aj, mask, repeats=3)
+      est = np.asarray(mc.rank_one_complete(aj, mask).estimate)
+      alg_err = np.abs(est - a)[comp & ~mask]
+      alg_time = timing.median_s
+      n_done = len(targets)
+    else:
+      targets = targets[rng.permutation(len(targets))[:entries]]
+      mc.complete_entry(aj, mask, r, tuple(targets[0]), jax.random.key(0))   # compile
+      t0 = time.perf_counter()
+      vals = [float(mc.complete_entry(aj, mask, r, (k, l), jax.random.key(i)).value)
+              for i, (k, l) in enumerate(targets)]
+      alg_time = time.perf_counter() - t0
+      alg_err = np.abs(np.asarray(vals) - a[targets[:, 0], targets[:, 1]])
+      n_done = len(targets)
+    nn_timing = _harness.timeit(mc.nuclear_norm_complete, aj, mask, tol=1e-7, repeats=1)
+    nn = mc.nuclear_norm_complete(aj, mask, tol=1e-7)
+    nn_est = np.asarray(nn.estimate)
+    if r == 1:
+      nn_err = np.abs(nn_est - a)[comp & ~mask]
+    else:
+      nn_err = np.abs(nn_est[targets[:, 0], targets[:, 1]] - a[targets[:, 0], targets[:, 1]])
+    scale = float(np.sqrt(np.mean(a**2)))
+  return {"rank": r, "density": float(mask.mean()), "factor": factor, "entries": n_done,
+          "completable_fraction": float(comp.mean()), "test_s": t_test,
+          "alg_median_rel_err": float(np.median(alg_err) / scale),
+          "alg_max_rel_err": float(np.max(alg_err) / scale), "alg_s": alg_time,
+          "nn_median_rel_err": float(np.median(nn_err) / scale),
+          "nn_max_rel_err": float(np.max(nn_err) / scale), "nn_s": nn_timing.median_s,
+          "nn_compile_s": nn_timing.compile_s, "nn_iterations": int(nn.iterations),
+          "nn_converged": bool(nn.converged)}
+
+
+def run(quick: bool) -> _harness.Result:
+  n = 50 if quick else 100
+  key = jax.random.key(0)
+  ranks = [1, 2, 3, 4, 5]
+  factors = ([0.6, 0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0] if quick else
+             [0.5, 0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.35, 1.5, 2.0, 3.0])
+  load = os.getloadavg()[0]
+
+  # 1. Speed at 100 x 100, rank 5 (always at the paper's size), against the naive baseline.
+  rng = np.random.default_rng(5)
+  mask100 = rng.random((100, 100)) < 1.2 * _dof_density(100, 100, 5)
+  speed = _harness.timeit(mc.jacobian_completability, mask100, 5, key, repeats=5)
+  cpu0 = time.process_time()   # compiled calls only
+  for _ in range(3):
+    _harness.block(mc.jacobian_completability(mask100, 5, key))
+  cpu_per_call = (time.process_time() - cpu0) / 3
+  sample = [tuple(e) for e in np.argwhere(~mask100)[:3]]
+  t0 = time.perf_counter()
+  naive = _naive_entry_test(mask100, 5, sample)
+  naive_per_entry = (time.perf_counter() - t0) / len(sample)
+  naive_all = naive_per_entry * int((~mask100).sum())
+  ours = np.asarray(mc.completable_entries(mask100, 5, key))
+  naive_agrees = all(ours[e] == ok for e, ok in zip(sample, naive))
+  stages = {"speed": time.perf_counter()}
+  _LOG.info("speed: %.2f s per call", speed.median_s)
+
+  # 2. Phase transition.
+  curves = _phase_transition(n, ranks, factors, trials=2 if quick else 3, key=key)
+  stages["phase"] = time.perf_counter()
+  _LOG.info("phase transition done")
+
+  # 3. Calibration of the error estimates under Gaussian noise.
+  sigma = 1e-3
+  cal1 = _calibration_rank_one(30 if quick else n, sigma, draws=200)
+  cal2 = _calibration_rank_r(20 if quick else 40, 2, sigma, entries=12 if quick else 40,
+                             draws=8 if quick else 30)
+  stages["calibration"] = time.perf_counter()
+  _LOG.info("calibration done: %.3f %.3f", cal1["spearman"], cal2["spearman"])
+
+  # 4. Algebraic vs nuclear norm on determined entries (noiseless).
+  cmp_n = 30 if quick else n
+  comparisons = [_algebraic_vs_nuclear(cmp_n, 1, 1.5, 0),
+                 _algebraic_vs_nuclear(cmp_n, 2, 1.6, 8 if quick else 40)]
+  stages["comparison"] = time.perf_counter()
+  _LOG.info("comparison done")
+  names = list(stages)
+  stage_s = {b: stages[b] - stages[a] for a, b in zip(names, names[1:])}
+
+  # ---- claims, tables, figure
+  halfs = {r: curves[r]["half_at_factor"] for r in ranks}
+  claims = [
+      # Judged on process CPU time: on the shared 2-core machine wall time mostly measures the
+      # other tenants (a bare 500x500 eigh takes 0.03 s idle and 0.3-2 s at load 5-8).
+      _harness.Claim("completability of a 100x100 mask at rank 5 takes <= 1 s",
+                     "(issue target)", f"{cpu_per_call:.2f} s CPU, {speed.median_s:.2f} s wall "
+                     f"(load avg {load:.1f}); naive per-entry ranks ~{naive_all:.0f} s",
+                     cpu_per_call <= 1.0),
+      _harness.Claim("completability phase transition sits at |E| ~ r(m+n-r)",
+                     "transition near the counting bound (JMLR) [mem]",
+                     "half completable at |E|/dim = " +
+                     ", ".join(f"r={r}: {h:.2f}" for r, h in halfs.items()),
+                     all(0.8 <= h <= 1.5 for h in halfs.values())),
+      _harness.Claim("rank-1 error estimate (min-variance path combination) is calibrated",
+                     "rank correlation >= 0.9", f"Spearman {cal1['spearman']:.3f}",
+                     cal1["spearman"] >= 0.9),
+      _harness.Claim("rank-2 circuit error estimate is calibrated",
+                     "rank correlation >= 0.9", f"Spearman {cal2['spearman']:.3f}",
+                     cal2["spearman"] >= 0.9),
+      _harness.Claim("algebraic completion is exact on determined entries where nuclear norm "
+                     "is not (noiseless, near the counting bound)",
+                     "algebraic outperforms NN on sparse masks (ICML 2012) [mem]",
+                     "; ".join(f"r={c['rank']}: alg {c['alg_max_rel_err']:.1e} vs NN "
+                               f"{c['nn_median_rel_err']:.1e} (median)" for c in comparisons),
+                     all(c["alg_max_rel_err"] < 1e-6 < c["nn_median_rel_err"]
+                         for c in comparisons)),
+  ]
+  speed_table = _harness.markdown_table(
+      ["method", "entries tested", "time (s)", "compile (s)", "ratio vs ours"],
+      [["ours: one eigh of the Schur complement of J^T J (size r min(m,n)), two points", 10000,
+        speed.median_s, speed.compile_s,
+        1.0],
+       ["naive: NumPy matrix_rank per entry (extrapolated from 3)", int((~mask100).sum()),
+        naive_all, 0.0, naive_all / speed.median_s]])
+  phase_table = _harness.markdown_table(
+      ["rank", "p at |E| = dim", "|E|/dim where 50% completable"] +
+      [f"frac @ {c}" for c in factors],
+      [[r, curves[r]["p_dof"], curves[r]["half_at_factor"]] + curves[r]["fraction"]
+       for r in ranks])
+  cmp_table = _harness.markdown_table(
+      ["rank", "density", "entries", "alg median rel err", "alg max rel err", "alg time (s)",
+       "NN median rel err", "NN max rel err", "NN time (s)", "NN iters"],
+      [[c["rank"], c["density"], c["entries"], c["alg_median_rel_err"], c["alg_max_rel_err"],
+        c["alg_s"], c["nn_median_rel_err"], c["nn_max_rel_err"], c["nn_s"], c["nn_iterations"]]
+       for c in comparisons])
+  cal_table = _harness.markdown_table(
+      ["setting", "entries", "Spearman(pred, emp)", "median emp/pred"],
+      [["rank 1, all determined entries", len(cal1["predicted"]), cal1["spearman"],
+        float(np.median(cal1["empirical"] / cal1["predicted"]))],
+       ["rank 2, circuits", len(cal2["predicted"]), cal2["spearman"],
+        float(np.median(cal2["empirical"] / cal2["predicted"]))]])
+
+  fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+  for r in ranks:
+    axes[0].plot(factors, curves[r]["fraction"], "o-", label=f"r={r}")
+  axes[0].axvline(1.0, color="k", ls=":", lw=1, label="|E| = r(m+n-r)")
+  axes[0].axvline(np.log(n) / n / _dof_density(n, n, 1), color="C0", ls="--", lw=1,
+                  label="r=1: p = log n / n (connectivity)")
+  axes[0].set(xlabel="|E| / r(m+n-r)  (expected observed entries over dimension)",
+              ylabel="fraction of entries completable",
+              title=f"Completability phase transition, {n}x{n}")
+  axes[0].legend(fontsize=8, loc="lower right")
+  for cal, lab, mk in [(cal1, "rank 1 (path combination)", "."), (cal2, "rank 2 (circuit)", "x")]:
+    axes[1].loglog(cal["predicted"], cal["empirical"], mk, label=f"{lab}, "
+                   f"rho={cal['spearman']:.2f}")
+  lo = min(cal1["predicted"].min(), cal2["predicted"].min())
+  hi = max(cal1["predicted"].max(), cal2["predicted"].max())
+  axes[1].plot([lo, hi], [lo, hi], "k--", lw=1)
+  axes[1].set(xlabel="predicted sd", ylabel="empirical RMS error",
+              title=f"Error estimates, Gaussian noise sd {sigma}")
+  axes[1].legend(fontsize=8)
+  width = 0.35
+  xs = np.arange(len(comparisons))
+  axes[2].bar(xs - width / 2, [max(c["alg_median_rel_err"], 1e-17) for c in comparisons], width,
+              label="algebraic")
+  axes[2].bar(xs + width / 2, [c["nn_median_rel_err"] for c in comparisons], width,
+              label="nuclear norm")
+  axes[2].set(yscale="log", xticks=xs, xticklabels=[f"rank {c['rank']}" for c in comparisons],
+              ylabel="median relative error on determined entries",
+              title="Noiseless completion near the counting bound")
+  axes[2].legend(fontsize=8)
+  fig.tight_layout()
+
+  notes = f"""
+Setup. Masks are i.i.d. Bernoulli(p); the counting bound |E| = r(m+n-r) (the dimension of the
+rank-r determinantal variety, necessary for completing the whole matrix) is at
+p_dof = r(m+n-r)/(mn). Completability is the generic-point Jacobian test (float64, two random
+points). Rank-one matrices have |u_i|, |v_j| ~ U[0.5, 2] with random signs (the log-space error
+model needs entries away from zero); rank-r matrices are products of Gaussian factors.
+Calibration: additive Gaussian noise sd {sigma}; the predicted sd is the first-order one
+(effective resistance for rank one, sqrt(g^T (J^T J)^+ g) for circuits), the empirical one the
+RMS error over noise draws (200 for rank one, {8 if quick else 30} per entry for rank two).
+Nuclear norm: accelerated proximal gradient with continuation to lam = 1e-4 ||P_E A||_2,
+tol 1e-7, same instance. The algebraic rank-2 time is for the listed entries one by one
+(circuit search + local solve each); the NN time is one solve for the whole matrix.
+Timings are wall-clock medians on a shared 2-core machine (load average {load:.1f} at start);
+the naive baseline agrees with ours on the sampled entries: {naive_agrees}.
+Paper numbers marked [mem] are recalled, not checked against the PDF.
+"""
+  return _harness.Result(
+      name="matrix_completability", paper=PAPER, claims=claims,
+      tables=[speed_table, phase_table, cal_table, cmp_table],
+      data={"speed": speed.as_dict(), "cpu_per_call_s": cpu_per_call,
+            "naive_per_entry_s": naive_per_entry, "naive_all_s": naive_all,
+            "naive_agrees": naive_agrees, "phase": curves,
+            "calibration_rank1": cal1, "calibration_rank2": cal2,
+            "comparisons": comparisons, "load_average": load, "n": n,
+            "stage_s": stage_s},
+      figure=fig, notes=notes)

@@ -1,0 +1,989 @@
+"""The Algebraic Combinatorial Approach for Low-Rank Matrix Completion.
+
+Franz J. Király, Louis Theran, Ryota Tomioka; JMLR 16:1391-1436, 2015; arXiv 1211.4116.
+Its predecessor: "A Combinatorial Algebraic Approach for the Identifiability of Low-Rank Matrix
+Completion", Franz J. Király, Ryota Tomioka; ICML 2012; arXiv 1206.6470.
+
+Which entries of a generic rank-``r`` matrix are determined by a given set of observed positions
+depends only on the positions: entry ``(k, l)`` is (finitely) completable iff its gradient with
+respect to the factors ``(U, V)`` of ``A = U V^T`` lies in the row span of the Jacobian of the
+observed entries, at a random (hence, with probability one, generic) point. This module provides
+that test for all entries at once (:func:`jacobian_completability`, :func:`completable_entries`,
+:func:`is_completable`, :func:`closure`); for rank one, the exact combinatorial test (bipartite
+connectivity), completion along a path and the minimum-variance combination of all paths in log
+space with its error estimate (:func:`rank_one_complete`); for any rank, the completion of a
+single entry from a circuit found from the Jacobian together with its first-order error under
+observation noise (:func:`find_circuit`, :func:`complete_entry`); and nuclear-norm minimisation
+on the same entries for comparison (:func:`nuclear_norm_complete`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import scipy.linalg
+from jax.typing import ArrayLike
+
+from tomioka_jax.tensor.prox import singular_value_thresholding
+
+__all__ = [
+    "Completability",
+    "jacobian_completability",
+    "completable_entries",
+    "is_completable",
+    "closure",
+    "bipartite_components",
+    "rank_one_completable",
+    "PathCompletion",
+    "rank_one_path_completion",
+    "RankOneCompletion",
+    "rank_one_complete",
+    "Circuit",
+    "find_circuit",
+    "EntryCompletion",
+    "complete_entry",
+    "NuclearNormCompletion",
+    "nuclear_norm_complete",
+]
+
+# Numerical-rank tolerances of the generic-point test, both relative (see
+# `jacobian_completability`). At a random point with unit-norm factor rows, eigenvalues of the
+# (Schur-reduced) J^T J that vanish in exact arithmetic come out at ~1e-16..1e-14 of the largest,
+# and the nonzero ones stayed above ~1e-6 of it on the random masks of the tests and the
+# benchmark (m, n <= 100, r <= 5): the reported `log10_gap` was >= 5 orders of magnitude in
+# singular values. The thresholds sit inside that gap.
+DEFAULT_RANK_RTOL = 1e-11   # on eigenvalues (i.e. ~3e-6 on singular values of J)
+DEFAULT_ENTRY_RTOL = 1e-5   # on ||N^T h_kl|| / ||h_kl|| (reduced gradient off the row span)
+
+
+# ----------------------------------------------------------------------------------------------
+# Input checks
+# ----------------------------------------------------------------------------------------------
+
+
+def _check_mask(mask: ArrayLike) -> np.ndarray:
+  mask = np.asarray(mask)
+  if mask.dtype != np.bool_:
+    raise ValueError(f"mask must be a boolean array, got dtype {mask.dtype}; "
+                     "pass e.g. `values != 0` or `mask.astype(bool)`.")
+  if mask.ndim != 2:
+    raise ValueError(f"mask must be 2-D (rows x columns), got shape {mask.shape}.")
+  return mask
+
+
+def _check_rank(rank: int, shape: tuple[int, int]) -> int:
+  if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
+    raise ValueError(f"rank must be an int, got {rank!r}.")
+  if not 1 <= rank <= min(shape):
+    raise ValueError(f"rank must satisfy 1 <= rank <= min(m, n) = {min(shape)} for a "
+                     f"{shape[0]}x{shape[1]} matrix, got {rank}.")
+  return int(rank)
+
+
+def _check_values(values: ArrayLike, shape: tuple[int, ...]) -> jax.Array:
+  values = jnp.asarray(values)
+  if values.shape != shape:
+    raise ValueError(f"values must have the mask's shape {shape}, got {values.shape}.")
+  if not jnp.issubdtype(values.dtype, jnp.floating):
+    raise ValueError(f"values must be a floating-point array, got dtype {values.dtype}.")
+  return values
+
+
+def _check_entry(entry: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
+  try:
+    k, l = (int(i) for i in entry)
+  except (TypeError, ValueError):
+    raise ValueError(f"entry must be a pair (row, column) of ints, got {entry!r}.") from None
+  if not (0 <= k < shape[0] and 0 <= l < shape[1]):
+    raise ValueError(f"entry must index a {shape[0]}x{shape[1]} matrix, got {entry!r}.")
+  return k, l
+
+
+# ----------------------------------------------------------------------------------------------
+# The Jacobian of (U, V) -> (u_i^T v_j)_{(i, j) in E} and the generic-point test
+# ----------------------------------------------------------------------------------------------
+
+
+def _random_point(key: jax.Array, m: int, n: int, rank: int, dtype) -> tuple[jax.Array, jax.Array]:
+  """A random point of the factor space with unit-norm rows.
+
+  Scaling row i of U (column j of V) by c != 0 is an automorphism of the rank-r determinantal
+  variety, so normalised rows are as generic as Gaussian ones while avoiding the tiny rows that
+  make the Jacobian needlessly ill-conditioned.
+  """
+  ku, kv = jax.random.split(key)
+  u = jax.random.normal(ku, (m, rank), dtype)
+  v = jax.random.normal(kv, (n, rank), dtype)
+  return (u / jnp.linalg.norm(u, axis=1, keepdims=True),
+          v / jnp.linalg.norm(v, axis=1, keepdims=True))
+
+
+def _jacobian_gram(weights: jax.Array, u: jax.Array, v: jax.Array) -> jax.Array:
+  """J^T diag(weights) J for the Jacobian J of the entries u_i^T v_j, parameters (vec U, vec V).
+
+  The gradient of entry (i, j) is v_j in the block of u_i and u_i in the block of v_j, so
+  J^T J has r x r blocks: sum_j w_ij v_j v_j^T on the U diagonal, sum_i w_ij u_i u_i^T on the V
+  diagonal, and w_ij v_j u_i^T coupling u_i with v_j. Built in O(mn r^2) without forming J.
+  """
+  m, r = u.shape
+  n = v.shape[0]
+  guu = jnp.einsum("ij,ja,jb->iab", weights, v, v)
+  gvv = jnp.einsum("ij,ia,ib->jab", weights, u, u)
+  uu = jnp.einsum("ik,iab->iakb", jnp.eye(m, dtype=u.dtype), guu).reshape(m * r, m * r)
+  vv = jnp.einsum("jl,jab->jalb", jnp.eye(n, dtype=u.dtype), gvv).reshape(n * r, n * r)
+  uv = jnp.einsum("ij,ja,ib->iajb", weights, v, u).reshape(m * r, n * r)
+  return jnp.block([[uu, uv], [uv.T, vv]])
+
+
+class _PointTest(NamedTuple):
+  completable: jax.Array
+  jacobian_rank: jax.Array
+  log10_gap: jax.Array
+  residual: jax.Array
+
+
+def _prune_low_degree(mask: jax.Array, rank: int) -> jax.Array:
+  """Removes, until none is left, the observed entries of rows and columns with < r of them.
+
+  In a row with fewer than r observed entries, u_i can match any values there (the v_j are
+  generically independent), so those entries are coloops of the matroid: independent of
+  everything, constraining nothing, and no missing entry of that row is determined (the degree
+  condition of ICML 2012). Removing them may lower other degrees, hence the loop.
+  """
+
+  def prune(core):
+    keep = (core.sum(1) >= rank)[:, None] & (core.sum(0) >= rank)[None, :]
+    return core & keep
+
+  return jax.lax.while_loop(lambda s: jnp.any(s[0] != s[1]), lambda s: (prune(s[0]), s[0]),
+                            (prune(mask), mask))[0]
+
+
+@functools.partial(jax.jit, static_argnames=("rank",))
+def _test_at_point(mask: jax.Array, rank: int, key: jax.Array, rank_rtol: float,
+                   entry_rtol: float) -> _PointTest:
+  """All entries from one eigendecomposition of size r * min(m, n).
+
+  With the low-degree entries pruned, every remaining row i has a positive definite block
+  D_i = sum_j v_j v_j^T of J^T J, so u can be eliminated: the null space of J^T J is
+  {(-D^{-1} B z, z) : S z = 0} with the Schur complement S = D_vv - B^T D^{-1} B (n r x n r),
+  and entry (k, l) lies in the row span of J iff its reduced gradient h_kl = c_kl (x) u_k,
+  c_kl[j] = delta_jl - w_kj v_j^T D_k^{-1} v_l, is orthogonal to null(S).
+  """
+  m, n = mask.shape
+  if m < n:   # eliminate the larger side, so the eigenproblem has the smaller one
+    t = _test_at_point(mask.T, rank, key, rank_rtol, entry_rtol)
+    return _PointTest(t.completable.T, t.jacobian_rank, t.log10_gap, t.residual.T)
+  r = rank
+  core = _prune_low_degree(mask, r)
+  w = core.astype(jnp.float64)
+  u, v = _random_point(key, m, n, r, jnp.float64)
+  row_kept = core.any(1)
+  eye = jnp.eye(r, dtype=jnp.float64)
+  duu = jnp.einsum("ij,ja,jb->iab", w, v, v)
+  duu = jnp.where(row_kept[:, None, None], duu, eye)
+  chol = jnp.linalg.cholesky(duu)                                     # D_i = C_i C_i^T
+  # G = stacked C_i^{-1} B_i, so that B^T D^{-1} B = G^T G is one GEMM.
+  cinv_v = jax.vmap(lambda c: jax.scipy.linalg.solve_triangular(c, v.T, lower=True))(chol)
+  g = jnp.einsum("ij,iaj,ib->iajb", w, cinv_v, u).reshape(m * r, n * r)
+  dvv = jnp.einsum("ij,ia,ib->jab", w, u, u)
+  dvv = jnp.einsum("jl,jab->jalb", jnp.eye(n, dtype=jnp.float64), dvv).reshape(n * r, n * r)
+  lam, z = jnp.linalg.eigh(dvv - g.T @ g)
+  scale = jnp.maximum(lam[-1], 1e-300)
+  null = lam <= rank_rtol * scale
+  d = n * r
+  kept = jnp.min(jnp.where(null, jnp.inf, lam))
+  dropped = jnp.max(jnp.where(null, jnp.abs(lam), 0.0))
+  log10_gap = 0.5 * (jnp.log10(kept) - jnp.log10(jnp.maximum(dropped, 1e-300 * scale)))
+  pruned_rows = m - jnp.sum(row_kept)
+  jacobian_rank = (r * (m + n) - jnp.sum(null) - r * pruned_rows
+                   + jnp.sum(mask) - jnp.sum(core)).astype(jnp.int32)
+  zb = (z * null.astype(z.dtype)[None, :]).reshape(n, r, d)
+  dinv = jax.vmap(lambda c: jax.scipy.linalg.cho_solve((c, True), eye))(chol)   # D_k^{-1}
+
+  # Z^T h_kl = W[k,l] - v_l^T D_k^{-1} Q_k, with W[k,j] = u_k^T Z_j and
+  # Q_k = sum_j w_kj v_j W[k,j]; a block of rows k at a time (bounded memory).
+  chunk = max(1, min(m, (1 << 21) // (n * d)))
+  blocks = -(-m // chunk)
+  pad = blocks * chunk - m
+
+  def padded(x):
+    return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape((blocks, chunk) + x.shape[1:])
+
+  def block_residual(args):
+    u_c, w_c, dinv_c = args
+    wkj = jnp.einsum("ka,jad->kjd", u_c, zb)
+    q = jnp.einsum("kj,ja,kjd->kad", w_c, v, wkj)
+    proj = wkj - jnp.einsum("la,kab,kbd->kld", v, dinv_c, q)
+    return jnp.sum(proj**2, axis=-1)
+
+  res2 = jax.lax.map(block_residual, (padded(u), padded(w), padded(dinv)))
+  res2 = res2.reshape(blocks * chunk, n)[:m]
+  s = jnp.einsum("la,kab,lb->kl", v, dinv, v)
+  h2 = jnp.sum(u**2, 1)[:, None] * jnp.maximum(1.0 - 2.0 * w * s + s, 1e-300)
+  residual = jnp.sqrt(res2 / h2)
+  determined = (residual <= entry_rtol) & row_kept[:, None] & core.any(0)[None, :]
+  return _PointTest(mask | determined, jacobian_rank, log10_gap, residual)
+
+
+class Completability(NamedTuple):
+  """Result of the generic-point completability test.
+
+  Attributes:
+    completable: (m, n) bool, entries finitely determined by the mask for generic rank-r
+      matrices (observed entries included). The conjunction over the two random points.
+    jacobian_rank: rank of the Jacobian of the observed entries (the rank of the mask in the
+      determinantal matroid), at the first point.
+    max_rank: r (m + n - r), the dimension of the variety of m x n rank-r matrices; the mask is
+      completable iff ``jacobian_rank == max_rank``.
+    log10_gap: log10 of (smallest kept / largest dropped) singular value of the Jacobian, the
+      smaller over the two points; above ~4 the numerical rank is unambiguous.
+    consistent: True iff both random points gave the same rank and the same entries.
+  """
+
+  completable: jax.Array
+  jacobian_rank: jax.Array
+  max_rank: int
+  log10_gap: jax.Array
+  consistent: jax.Array
+
+
+def jacobian_completability(mask: ArrayLike, rank: int, key: jax.Array, *,
+                            rank_rtol: float = DEFAULT_RANK_RTOL,
+                            entry_rtol: float = DEFAULT_ENTRY_RTOL) -> Completability:
+  r"""Which entries of a generic rank-``r`` matrix the observed positions determine.
+
+  With :math:`A = UV^\top`, observed positions :math:`E` and the Jacobian :math:`J_E` of
+  :math:`(U, V) \mapsto (u_i^\top v_j)_{(i,j) \in E}` (one row per observed entry, with
+  :math:`v_j` in the block of :math:`u_i` and :math:`u_i` in the block of :math:`v_j`), entry
+  :math:`(k, l)` is finitely completable iff :math:`\operatorname{rank} J_{E \cup \{kl\}} =
+  \operatorname{rank} J_E` at a generic point (JMLR 2015; the matroid of
+  the determinantal variety is the linear matroid of its Jacobian at a generic point), and the
+  whole matrix is completable iff :math:`\operatorname{rank} J_E = r(m+n-r)`.
+
+  Algorithm: entries of rows/columns with fewer than r observations are pruned (they are
+  coloops and determine nothing), the row factors are eliminated from :math:`J_E^\top J_E`
+  (each remaining row block is positive definite), and one float64 eigendecomposition of the
+  Schur complement :math:`S` (size :math:`r\min(m,n)`) gives its null space :math:`N`
+  (eigenvalues :math:`\le` ``rank_rtol`` times the largest); entry :math:`(k,l)` is completable
+  iff its reduced gradient :math:`h_{kl}` satisfies :math:`\|N^\top h_{kl}\| \le`
+  ``entry_rtol`` :math:`\|h_{kl}\|`, computed for all entries at once with GEMMs. The point has
+  unit-norm Gaussian rows. A wrong answer needs an unlucky point (probability
+  zero) or a tolerance that cuts through the spectrum, so the test is repeated at a second
+  independent point: an entry is reported completable only if both points agree, and
+  ``consistent`` / ``log10_gap`` flag a doubtful numerical rank.
+
+  Args:
+    mask: (m, n) bool, True where the entry is observed.
+    rank: the rank r, 1 <= r <= min(m, n).
+    key: PRNG key for the two random points.
+    rank_rtol: relative eigenvalue threshold for the numerical rank of :math:`J_E^\top J_E`.
+    entry_rtol: relative residual below which a gradient lies in the row span.
+
+  Returns:
+    A :class:`Completability`.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> mask = np.array([[1, 1, 0], [1, 0, 1], [0, 1, 1]], bool)
+    >>> jacobian_completability(mask, 1, jax.random.key(0)).completable.all()
+    Array(True, dtype=bool)
+
+  References:
+    Király, Theran, Tomioka (2015); Király, Tomioka (2012).
+  """
+  mask = _check_mask(mask)
+  rank = _check_rank(rank, mask.shape)
+  m, n = mask.shape
+  with jax.enable_x64(True):
+    completable, jacobian_rank, log10_gap, consistent = _test_two_points(
+        jnp.asarray(mask), rank, key, rank_rtol, entry_rtol)
+  return Completability(completable, jacobian_rank, rank * (m + n - rank), log10_gap,
+                        consistent)
+
+
+@functools.partial(jax.jit, static_argnames=("rank",))
+def _test_two_points(mask, rank, key, rank_rtol, entry_rtol):
+  # Both points in one vmapped trace: half the compilation of two calls.
+  t = jax.vmap(lambda k: _test_at_point(mask, rank, k, rank_rtol, entry_rtol))(
+      jax.random.split(key))
+  consistent = (t.jacobian_rank[0] == t.jacobian_rank[1]) & jnp.all(
+      t.completable[0] == t.completable[1])
+  return (t.completable[0] & t.completable[1], t.jacobian_rank[0], jnp.min(t.log10_gap),
+          consistent)
+
+
+def completable_entries(mask: ArrayLike, rank: int, key: jax.Array) -> jax.Array:
+  """(m, n) bool: entries finitely determined by ``mask`` for generic rank-``rank`` matrices.
+
+  The probability-one Jacobian-rank test of :func:`jacobian_completability` (see there for the
+  maths and
+  tolerances), cross-checked at two random points.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> mask = np.array([[1, 1, 0], [0, 0, 1], [0, 0, 0]], bool)
+    >>> completable_entries(mask, 1, jax.random.key(0))[1, 0]  # row 1 is not linked to col 0
+    Array(False, dtype=bool)
+  """
+  return jacobian_completability(mask, rank, key).completable
+
+
+def is_completable(mask: ArrayLike, rank: int, key: jax.Array) -> jax.Array:
+  r"""Whether ``mask`` determines every entry of a generic rank-``rank`` matrix (finitely).
+
+  True iff :math:`\operatorname{rank} J_E = r(m+n-r)` (JMLR 2015) and every entry
+  passes the test of :func:`jacobian_completability` at both random points.
+  """
+  c = jacobian_completability(mask, rank, key)
+  return jnp.asarray(int(c.jacobian_rank) == c.max_rank) & jnp.all(c.completable)
+
+
+def closure(mask: ArrayLike, rank: int, key: jax.Array) -> jax.Array:
+  """The closure of ``mask`` in the rank-``rank`` determinantal matroid: all entries it
+  determines. It contains ``mask`` and is idempotent (``closure(closure(E)) == closure(E)``)."""
+  return completable_entries(mask, rank, key)
+
+
+# ----------------------------------------------------------------------------------------------
+# Rank one: bipartite connectivity, paths, and the minimum-variance combination of paths
+# ----------------------------------------------------------------------------------------------
+
+
+@jax.jit
+def _component_labels(mask: jax.Array) -> jax.Array:
+  """Smallest node index in each node's component; rows are nodes 0..m-1, columns m..m+n-1."""
+  m, n = mask.shape
+  big = m + n
+
+  def step(labels):
+    lr, lc = labels[:m], labels[m:]
+    lr_new = jnp.minimum(lr, jnp.min(jnp.where(mask, lc[None, :], big), axis=1))
+    lc_new = jnp.minimum(lc, jnp.min(jnp.where(mask, lr_new[:, None], big), axis=0))
+    return jnp.concatenate([lr_new, lc_new])
+
+  def cond(state):
+    labels, prev = state
+    return jnp.any(labels != prev)
+
+  init = jnp.arange(m + n)
+  labels, _ = jax.lax.while_loop(cond, lambda s: (step(s[0]), s[0]), (step(init), init))
+  return labels
+
+
+def bipartite_components(mask: ArrayLike) -> jax.Array:
+  """Connected components of the bipartite graph of ``mask``.
+
+  Rows are nodes ``0..m-1``, columns nodes ``m..m+n-1``, and (i, j) is an edge iff
+  ``mask[i, j]``. Label propagation (each node takes the smallest label among its neighbours)
+  inside one ``lax.while_loop``; it stops after diameter + 1 sweeps of O(mn).
+
+  Args:
+    mask: (m, n) bool.
+
+  Returns:
+    (m + n,) int: for every node, the smallest node index of its component.
+  """
+  return _component_labels(jnp.asarray(_check_mask(mask)))
+
+
+def rank_one_completable(mask: ArrayLike) -> jax.Array:
+  """Exact rank-one completability: (k, l) is determined iff row k and column l are connected.
+
+  For rank one the circuits of the determinantal matroid are the cycles of the bipartite graph
+  (JMLR 2015; ICML 2012), so the closure of a mask is the union of the
+  complete bipartite graphs on its connected components.
+
+  Example:
+    >>> import numpy as np
+    >>> rank_one_completable(np.array([[1, 1], [0, 1]], bool))
+    Array([[ True,  True],
+           [ True,  True]], dtype=bool)
+  """
+  mask = _check_mask(mask)
+  labels = bipartite_components(mask)
+  m = mask.shape[0]
+  return labels[:m, None] == labels[None, m:]
+
+
+class PathCompletion(NamedTuple):
+  """Completion of one entry along one path.
+
+  Attributes:
+    estimate: the completed entry.
+    log_variance: first-order variance of ``log|estimate|`` under additive noise ``noise_std``
+      on every observed entry (the sum of ``noise_std**2 / a_e**2`` over the path).
+  """
+
+  estimate: jax.Array
+  log_variance: jax.Array
+
+
+def rank_one_path_completion(values: ArrayLike, path: ArrayLike,
+                             noise_std: float = 0.0) -> PathCompletion:
+  r"""Completes a rank-one entry along an alternating path of observed entries.
+
+  For :math:`A = uv^\top` and a path :math:`k = i_0, j_1, i_1, j_2, \dots, i_p, j_{p+1} = l`
+  in the bipartite graph, :math:`a_{kl} = \prod_t a_{i_t j_{t+1}} / \prod_t a_{i_{t+1} j_{t+1}}`
+  (the :math:`u`'s and :math:`v`'s of the inner nodes cancel; JMLR 2015). In log space
+  this is a signed sum, so independent noise adds variances.
+
+  Args:
+    values: (m, n) matrix whose path entries are observed.
+    path: even-length int sequence ``[k, j_1, i_1, j_2, ..., i_p, l]`` alternating row and
+      column indices; consecutive pairs are observed entries.
+    noise_std: standard deviation of additive observation noise, for ``log_variance``.
+
+  Returns:
+    A :class:`PathCompletion`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> a = jnp.outer(jnp.array([1., 2.]), jnp.array([3., 5.]))
+    >>> rank_one_path_completion(a, [1, 0, 0, 1]).estimate  # a[1,0] a[0,1] / a[0,0]
+    Array(10., dtype=float32)
+  """
+  values = jnp.asarray(values)
+  path = np.asarray(path, dtype=int)
+  if path.ndim != 1 or path.size < 2 or path.size % 2:
+    raise ValueError(f"path must be an even-length 1-D sequence [row, col, row, ..., col], got "
+                     f"{path.tolist()}.")
+  rows, cols = path[0::2], path[1::2]
+  forward = values[rows, cols]                   # (i_t, j_{t+1}): numerator
+  backward = values[rows[1:], cols[:-1]]         # (i_{t+1}, j_{t+1}): denominator
+  estimate = jnp.prod(forward) / jnp.prod(backward)
+  on_path = jnp.concatenate([forward, backward])
+  return PathCompletion(estimate, jnp.sum(noise_std**2 / on_path**2))
+
+
+class RankOneCompletion(NamedTuple):
+  """Rank-one completion of every determined entry by the best combination of paths.
+
+  Attributes:
+    estimate: (m, n) completed matrix (observed entries re-estimated too; NaN where the entry
+      is not determined).
+    std: (m, n) predicted standard deviation of ``estimate`` under the noise model.
+    log_std: (m, n) predicted standard deviation of ``log|estimate|`` (for ``noise_std=1`` it is
+      the square root of the effective resistance between row k and column l).
+    completable: (m, n) bool, row and column in the same component.
+  """
+
+  estimate: jax.Array
+  std: jax.Array
+  log_std: jax.Array
+  completable: jax.Array
+
+
+@jax.jit
+def _rank_one_complete(values, mask, noise_std):
+  m, n = mask.shape
+  dtype = values.dtype
+  labels = _component_labels(mask)
+  # Signs: sign(a_ij) = s_i t_j; propagate from each component's root (the node with the
+  # smallest index) along observed edges, one sweep per graph distance.
+  sign_a = jnp.where(mask, jnp.sign(values), 0.0)
+  root = (labels == jnp.arange(m + n)).astype(dtype)
+
+  def sign_step(s):
+    sr, sc = s[:m], s[m:]
+    sr = jnp.where(sr == 0, jnp.sign(sign_a @ sc), sr)
+    sc = jnp.where(sc == 0, jnp.sign(sign_a.T @ sr), sc)
+    return jnp.concatenate([sr, sc])
+
+  signs, _ = jax.lax.while_loop(lambda st: jnp.any(st[0] != st[1]),
+                                lambda st: (sign_step(st[0]), st[0]),
+                                (sign_step(root), root))
+  # Log space: y_ij = log|a_ij| = phi_i - phi_{m+j} with phi_i = log|u_i|, phi_{m+j} = -log|v_j|.
+  # Under additive noise, Var(y_ij) ~ sigma^2 / a_ij^2 (delta method), so the minimum-variance
+  # unbiased combination of all paths is weighted least squares on the graph, with weights
+  # w_ij = a_ij^2 (the common sigma^2 cancels): L phi = B^T W y, L the weighted Laplacian.
+  # Its variance for phi_k - phi_{m+l} is sigma^2 times the effective resistance
+  # (e_k - e_{m+l})^T L^+ (e_k - e_{m+l}) (JMLR 2015: the variance-minimal path combination).
+  w = jnp.where(mask, values**2, 0.0)
+  y = jnp.where(mask, jnp.log(jnp.where(mask, jnp.abs(values), 1.0)), 0.0)
+  lap = jnp.block([[jnp.diag(w.sum(1)), -w], [-w.T, jnp.diag(w.sum(0))]])
+  rhs = jnp.concatenate([(w * y).sum(1), -(w * y).sum(0)])
+  # L + P with P the projector onto the component indicators is invertible, and its inverse
+  # equals L^+ on vectors orthogonal to every indicator (all potential differences inside a
+  # component), so one Cholesky solves every component at once.
+  onehot = (labels[:, None] == jnp.arange(m + n)[None, :]).astype(dtype)
+  onehot = onehot / jnp.sqrt(jnp.maximum(onehot.sum(0, keepdims=True), 1.0))
+  chol = jax.scipy.linalg.cho_factor(lap + onehot @ onehot.T)
+  phi = jax.scipy.linalg.cho_solve(chol, rhs)
+  inv = jax.scipy.linalg.cho_solve(chol, jnp.eye(m + n, dtype=dtype))
+  d = jnp.diag(inv)
+  resistance = d[:m, None] + d[None, m:] - 2.0 * inv[:m, m:]
+  completable = labels[:m, None] == labels[None, m:]
+  log_std = noise_std * jnp.sqrt(jnp.maximum(resistance, 0.0))
+  magnitude = jnp.exp(phi[:m, None] - phi[None, m:])
+  estimate = jnp.where(completable, signs[:m, None] * signs[None, m:] * magnitude, jnp.nan)
+  return RankOneCompletion(estimate, jnp.abs(estimate) * log_std,
+                           jnp.where(completable, log_std, jnp.inf), completable)
+
+
+def rank_one_complete(values: ArrayLike, mask: ArrayLike,
+                      noise_std: float = 1.0) -> RankOneCompletion:
+  r"""Completes every determined entry of a rank-one matrix by the minimum-variance path
+  combination, with its error estimate.
+
+  Every path from row :math:`k` to column :math:`l` gives an unbiased estimate of
+  :math:`\log|a_{kl}|` as a signed sum of observed :math:`\log|a_{ij}|`
+  (:func:`rank_one_path_completion`). Under independent additive noise of standard deviation
+  :math:`\sigma`, :math:`\operatorname{Var}\log|a_{ij}| \approx \sigma^2 / a_{ij}^2`, and the
+  minimum-variance linear combination of all paths is the weighted least-squares potential
+  :math:`L\phi = B^\top W y` on the bipartite graph; its variance is :math:`\sigma^2` times the
+  effective resistance between row :math:`k` and column :math:`l` with edge resistances
+  :math:`1/a_{ij}^2` (the electrical-network form of the paper's variance-minimal combination).
+  Signs are propagated along a spanning forest. Noiseless data are reproduced exactly.
+  Observed entries must be nonzero: a zero entry of a rank-one matrix zeroes its whole row or
+  column and carries no ratio information (its log-weight is zero).
+
+  Args:
+    values: (m, n) float, observed entries (others are ignored).
+    mask: (m, n) bool, True where observed.
+    noise_std: :math:`\sigma`, only scales the reported standard deviations.
+
+  Returns:
+    A :class:`RankOneCompletion`; ``std`` is the first-order (delta-method) standard deviation
+    :math:`|\hat a_{kl}|\,\sigma\sqrt{R_{\mathrm{eff}}(k, l)}`.
+
+  Example:
+    >>> import jax.numpy as jnp, numpy as np
+    >>> a = jnp.outer(jnp.array([1., -2.]), jnp.array([3., 5.]))
+    >>> mask = np.array([[1, 1], [1, 0]], bool)
+    >>> round(float(rank_one_complete(a, mask).estimate[1, 1]), 4)
+    -10.0
+
+  References:
+    Király, Theran, Tomioka (2015), rank one: paths, cycles, error-minimising
+    combination; Király, Theran (2013), arXiv 1302.5337.
+  """
+  mask = _check_mask(mask)
+  values = _check_values(values, mask.shape)
+  return _rank_one_complete(values, jnp.asarray(mask), jnp.asarray(noise_std, values.dtype))
+
+
+# ----------------------------------------------------------------------------------------------
+# Rank r: circuits from the Jacobian and the local equations they define
+# ----------------------------------------------------------------------------------------------
+
+
+class Circuit(NamedTuple):
+  """A circuit through one entry.
+
+  Attributes:
+    entries: (m, n) bool, the observed entries C such that C + {entry} is a circuit (a minimal
+      dependent set) of the rank-r determinantal matroid; all False if the entry is not
+      completable; just the entry itself if it is observed.
+    completable: whether the entry is determined by the mask.
+  """
+
+  entries: np.ndarray
+  completable: bool
+
+
+def _gradient_rows(rows, cols, u, v, row_index, col_index, d):
+  """Dense Jacobian rows (numpy) of entries (rows[t], cols[t]) in local parameter coordinates."""
+  r = u.shape[1]
+  jac = np.zeros((len(rows), d))
+  for t, (i, j) in enumerate(zip(rows, cols)):
+    jac[t, row_index[i] * r:(row_index[i] + 1) * r] = v[j]
+    off = (len(row_index) + col_index[j]) * r
+    jac[t, off:off + r] = u[i]
+  return jac
+
+
+def _bfs_distance(mask: np.ndarray, k: int, l: int) -> tuple[np.ndarray, np.ndarray]:
+  """Graph distances of every row and column node from {row k, column l}."""
+  m, n = mask.shape
+  drow = np.full(m, np.inf)
+  dcol = np.full(n, np.inf)
+  drow[k] = 0
+  dcol[l] = 0
+  while True:
+    ncol = np.minimum(dcol, np.min(np.where(mask, drow[:, None] + 1, np.inf), axis=0))
+    nrow = np.minimum(drow, np.min(np.where(mask, ncol[None, :] + 1, np.inf), axis=1))
+    if np.array_equal(ncol, dcol) and np.array_equal(nrow, drow):
+      return drow, dcol
+    drow, dcol = nrow, ncol
+
+
+def find_circuit(mask: ArrayLike, rank: int, entry: tuple[int, int], key: jax.Array, *,
+                 rtol: float = 1e-8) -> Circuit:
+  r"""A circuit of the rank-r determinantal matroid through an unobserved entry.
+
+  A circuit :math:`C \cup \{kl\}` is a minimal set of entries that are algebraically dependent
+  on rank-r matrices; its circuit polynomial determines :math:`a_{kl}` from :math:`a_C`
+  (JMLR 2015). At a generic point the matroid is the linear matroid of the
+  Jacobian rows, so: order the observed entries by their graph distance from row k and column
+  l (random tie-break), take the shortest prefix :math:`S` whose Jacobian spans
+  :math:`g_{kl}` (doubling, then bisection), pick a basis :math:`B \subseteq S` by pivoted QR,
+  and return the fundamental circuit of :math:`kl` in :math:`B`: the support of the unique
+  :math:`c` with :math:`J_B^\top c = g_{kl}` (minimal by construction).
+
+  This is a host-side routine (float64 NumPy/SciPy): the circuit's size is data-dependent.
+
+  Args:
+    mask: (m, n) bool observed positions.
+    rank: the rank r.
+    entry: (k, l), the entry to complete.
+    key: PRNG key for the random point and the tie-break.
+    rtol: relative residual for "lies in the span" on the small local systems.
+
+  Returns:
+    A :class:`Circuit`.
+
+  References:
+    Király, Theran, Tomioka (2015), circuits.
+  """
+  mask = _check_mask(mask)
+  rank = _check_rank(rank, mask.shape)
+  k, l = _check_entry(entry, mask.shape)
+  m, n = mask.shape
+  if mask[k, l]:
+    only = np.zeros_like(mask)
+    only[k, l] = True
+    return Circuit(only, True)
+  kc, kp, kt = jax.random.split(key, 3)
+  if not bool(completable_entries(mask, rank, kc)[k, l]):
+    return Circuit(np.zeros_like(mask), False)
+  with jax.enable_x64(True):
+    u, v = (np.asarray(x) for x in _random_point(kp, m, n, rank, jnp.float64))
+    tie = np.asarray(jax.random.uniform(kt, (m, n), jnp.float64))
+  drow, dcol = _bfs_distance(mask, k, l)
+  priority = np.where(mask, drow[:, None] + dcol[None, :] + tie, np.inf)
+  order = np.argsort(priority, axis=None)[: int(mask.sum())]
+  obs_rows, obs_cols = np.unravel_index(order, mask.shape)
+
+  def local_system(p):
+    rows = np.unique(np.concatenate([obs_rows[:p], [k]]))
+    cols = np.unique(np.concatenate([obs_cols[:p], [l]]))
+    ri = {int(i): t for t, i in enumerate(rows)}
+    ci = {int(j): t for t, j in enumerate(cols)}
+    d = rank * (len(rows) + len(cols))
+    jac = _gradient_rows(obs_rows[:p], obs_cols[:p], u, v, ri, ci, d)
+    g = _gradient_rows([k], [l], u, v, ri, ci, d)[0]
+    return jac, g
+
+  def residual(jac, g):
+    coef = scipy.linalg.lstsq(jac.T, g, lapack_driver="gelsd", cond=1e-10)[0]
+    return np.linalg.norm(jac.T @ coef - g) / np.linalg.norm(g), coef
+
+  def spans(p):
+    return residual(*local_system(p))[0] <= rtol
+
+  total = len(order)
+  lo, hi = 0, min(total, (rank + 1) ** 2 - 1)   # no circuit has fewer than (r+1)^2 entries
+  while not spans(hi):
+    lo, hi = hi, min(total, 2 * hi)
+    if lo == total:                             # numerically inconsistent with the global test
+      return Circuit(np.zeros_like(mask), False)
+  while hi - lo > 1:                            # invariant: prefix lo fails, prefix hi spans
+    mid = (lo + hi) // 2
+    lo, hi = (lo, mid) if spans(mid) else (mid, hi)
+  jac, g = local_system(hi)
+  _, r_diag, piv = scipy.linalg.qr(jac.T, mode="economic", pivoting=True)
+  basis_size = int(np.sum(np.abs(np.diag(r_diag)) > 1e-10 * abs(r_diag[0, 0])))
+  basis = np.sort(piv[:basis_size])
+  _, coef = residual(jac[basis], g)
+  support = basis[np.abs(coef) > 1e-9 * np.max(np.abs(coef))]
+  if residual(jac[support], g)[0] > rtol:       # threshold cut a true coefficient: keep basis
+    support = basis
+  circuit = np.zeros_like(mask)
+  circuit[obs_rows[support], obs_cols[support]] = True
+  return Circuit(circuit, True)
+
+
+class _Fit(NamedTuple):
+  u: jax.Array
+  v: jax.Array
+  loss: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("rank", "n_restarts", "iterations"))
+def _fit_low_rank(values, weights, rank, key, n_restarts, iterations):
+  """Levenberg-Marquardt on 0.5 * sum w_ij (u_i^T v_j - a_ij)^2 from random starts (vmapped)."""
+  m, n = values.shape
+  dtype = values.dtype
+  scale = jnp.sqrt(jnp.sum(weights * values**2) / jnp.maximum(jnp.sum(weights), 1.0) / rank)
+
+  def loss_fn(u, v):
+    return 0.5 * jnp.sum(weights * (u @ v.T - values) ** 2)
+
+  # Restart 0 starts from the rank-r SVD of the rescaled zero-filled block (a good start when
+  # the block is well sampled); the others from random factors.
+  fill = jnp.sum(weights) / (m * n)
+  left, sv, right = jnp.linalg.svd(weights * values / jnp.maximum(fill, 1e-12),
+                                   full_matrices=False)
+  u_svd = left[:, :rank] * jnp.sqrt(sv[:rank])[None, :]
+  v_svd = right[:rank].T * jnp.sqrt(sv[:rank])[None, :]
+
+  def solve_one(k, from_svd):
+    ku, kv = jax.random.split(k)
+    u0 = jnp.where(from_svd, u_svd, jnp.sqrt(scale) * jax.random.normal(ku, (m, rank), dtype))
+    v0 = jnp.where(from_svd, v_svd, jnp.sqrt(scale) * jax.random.normal(kv, (n, rank), dtype))
+
+    def step(_, state):
+      u, v, loss, mu = state
+      res = weights * (u @ v.T - values)
+      grad = jnp.concatenate([(res @ v).ravel(), (res.T @ u).ravel()])
+      gram = _jacobian_gram(weights, u, v)
+      # Marquardt scaling plus a small absolute ridge: J^T J is singular along the r^2 gauge
+      # directions (U G, V G^{-T}) and along unobserved rows, which do not change the loss.
+      damp = mu * (jnp.diag(gram) + 1e-12 * jnp.max(jnp.diag(gram)) + 1e-30)
+      delta = -jnp.linalg.solve(gram + jnp.diag(damp), grad)
+      u_new = u + delta[: m * rank].reshape(m, rank)
+      v_new = v + delta[m * rank:].reshape(n, rank)
+      new_loss = loss_fn(u_new, v_new)
+      better = new_loss < loss
+      return (jnp.where(better, u_new, u), jnp.where(better, v_new, v),
+              jnp.where(better, new_loss, loss),
+              jnp.where(better, jnp.maximum(mu / 3.0, 1e-12), mu * 4.0))
+
+    u, v, loss, _ = jax.lax.fori_loop(
+        0, iterations, step, (u0, v0, loss_fn(u0, v0), jnp.asarray(1e-2, dtype)))
+    return _Fit(u, v, loss)
+
+  return jax.vmap(solve_one)(jax.random.split(key, n_restarts), jnp.arange(n_restarts) == 0)
+
+
+class EntryCompletion(NamedTuple):
+  """Completion of one entry from its circuit.
+
+  Attributes:
+    value: the completed entry (NaN if the entry is not completable).
+    std: predicted standard deviation of ``value`` under i.i.d. additive noise ``noise_std`` on
+      the observed entries used (first-order, at the fitted point).
+    circuit: (m, n) bool, the circuit found (see :class:`Circuit`); with ``use_block`` the fit
+      uses every observed entry of a block of rows and columns containing it.
+    residual: root-mean-square misfit of the local equations at the solution.
+    spread: max - min of the completed value over the restarts that reached the best misfit
+      (up to 1e-6 relative); nonzero flags several roots of the circuit polynomial.
+  """
+
+  value: jax.Array
+  std: jax.Array
+  circuit: np.ndarray
+  residual: jax.Array
+  spread: jax.Array
+
+
+def _pad(size: int, multiple: int = 8) -> int:
+  return -(-size // multiple) * multiple
+
+
+def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[int, int],
+                   key: jax.Array, *, noise_std: float = 1.0, use_block: bool = True,
+                   n_restarts: int = 32, iterations: int = 150, max_grow: int = 10,
+                   circuit: Circuit | None = None) -> EntryCompletion:
+  r"""Completes one entry of a rank-r matrix from a circuit, with its error estimate.
+
+  The circuit :math:`C` through :math:`(k, l)` (:func:`find_circuit`) names a few rows
+  :math:`I` and columns :math:`J`; the local equations :math:`u_i^\top v_j = a_{ij}` for the
+  observed :math:`(i,j)` (those of :math:`C`, or with ``use_block`` every observed entry of
+  :math:`I \times J`, grown when the circuit polynomial has several roots) are solved by
+  Levenberg-Marquardt from ``n_restarts`` random starts, and
+  :math:`\hat a_{kl} = \hat u_k^\top \hat v_l` from the best. Error estimate (first order, JMLR
+  2015): since :math:`g_{kl} = J^\top c` for the local Jacobian :math:`J` at the fit,
+  :math:`d a_{kl} = c^\top d a_{\mathrm{obs}}`, so
+  :math:`\operatorname{sd}(\hat a_{kl}) \approx \sigma \|c\| =
+  \sigma \sqrt{g_{kl}^\top (J^\top J)^+ g_{kl}}` with the minimum-norm :math:`c` (the
+  least-squares prediction variance).
+
+  Args:
+    values: (m, n) float, observed entries (others ignored). Its dtype is the solver's dtype.
+    mask: (m, n) bool observed positions.
+    rank: the rank r.
+    entry: (k, l).
+    key: PRNG key (circuit search and restarts).
+    noise_std: :math:`\sigma`, standard deviation of additive observation noise.
+    use_block: fit every observed entry in the circuit's rows x columns, not only the circuit;
+      and when the restarts find several roots, grow the block (two rows and two columns at a
+      time, those with most observed entries in it, up to ``max_grow`` times) until one remains.
+    n_restarts: random starts of the local solver.
+    iterations: Levenberg-Marquardt iterations.
+    max_grow: how many times the block may grow to single out one root.
+    circuit: a :class:`Circuit` from :func:`find_circuit` for this mask, rank and entry, to
+      reuse it (e.g. across noise draws); found here when None.
+
+  Returns:
+    An :class:`EntryCompletion`.
+
+  References:
+    Király, Theran, Tomioka (2015).
+  """
+  mask = _check_mask(mask)
+  values = _check_values(values, mask.shape)
+  rank = _check_rank(rank, mask.shape)
+  k, l = _check_entry(entry, mask.shape)
+  kc, kf = jax.random.split(key)
+  if circuit is None:
+    circuit = find_circuit(mask, rank, (k, l), kc)
+  dtype = values.dtype
+  nan = jnp.asarray(jnp.nan, dtype)
+  if not circuit.completable:
+    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan)
+  if mask[k, l]:
+    return EntryCompletion(values[k, l], jnp.asarray(noise_std, dtype), circuit.entries,
+                           jnp.zeros((), dtype), jnp.zeros((), dtype))
+  rows = np.unique(np.concatenate([np.nonzero(circuit.entries)[0], [k]]))
+  cols = np.unique(np.concatenate([np.nonzero(circuit.entries)[1], [l]]))
+  if use_block:
+    # The circuit's equations fix a_kl only up to the roots of its circuit polynomial, which may
+    # be several; a few extra equations single out the true one generically. Grow until the
+    # block has r more observed entries than local degrees of freedom (or cannot grow).
+    for _ in range(max_grow):
+      spare = mask[np.ix_(rows, cols)].sum() - rank * (len(rows) + len(cols) - rank)
+      grown = _grow_block(mask, rows, cols)
+      if spare >= rank or (len(grown[0]), len(grown[1])) == (len(rows), len(cols)):
+        break
+      rows, cols = grown
+  for _ in range(max_grow + 1):
+    value, std, resid, spread = _solve_local(values, mask if use_block else circuit.entries,
+                                             rows, cols, rank, (k, l), kf, noise_std, n_restarts,
+                                             iterations)
+    if not use_block or spread <= 1e-6 * (abs(float(value)) + float(resid) + 1e-30):
+      break
+    # Several roots fit the local equations equally well (a circuit polynomial of degree > 1
+    # in a_kl): add the two rows and two columns with the most observed entries in the block's
+    # span, whose extra equations are generically violated by the spurious roots.
+    rows, cols = _grow_block(mask, rows, cols)
+  return EntryCompletion(value, std, circuit.entries, resid, spread)
+
+
+def _grow_block(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, step: int = 2):
+  row_hits = np.where(np.isin(np.arange(mask.shape[0]), rows), -1, mask[:, cols].sum(1))
+  col_hits = np.where(np.isin(np.arange(mask.shape[1]), cols), -1, mask[rows, :].sum(0))
+  new_rows = np.argsort(-row_hits, kind="stable")[:step]
+  new_cols = np.argsort(-col_hits, kind="stable")[:step]
+  return (np.union1d(rows, new_rows[row_hits[new_rows] > 0]),
+          np.union1d(cols, new_cols[col_hits[new_cols] > 0]))
+
+
+def _solve_local(values, used_mask, rows, cols, rank, entry, key, noise_std, n_restarts,
+                 iterations):
+  """Fits the local equations on rows x cols and predicts the entry (padded, jitted)."""
+  k, l = entry
+  dtype = values.dtype
+  used = used_mask[np.ix_(rows, cols)]
+  # Pad to multiples of 8 with unobserved rows/columns so that few shapes get compiled; padded
+  # rows have zero weight and do not move the fit. (Gathered on the host: eager device ops
+  # would compile once per block shape.)
+  mp, np_ = _pad(len(rows)), _pad(len(cols))
+  w = np.zeros((mp, np_), dtype)
+  w[: len(rows), : len(cols)] = used
+  a = np.zeros((mp, np_), dtype)
+  a[: len(rows), : len(cols)] = np.asarray(values)[np.ix_(rows, cols)]
+  w, a = jnp.asarray(w), jnp.asarray(a)
+  fit = _fit_low_rank(a * w, w, rank, key, n_restarts, iterations)
+  kk, ll = np.searchsorted(rows, k), np.searchsorted(cols, l)
+  return _local_estimate(fit, w, kk, ll, jnp.asarray(noise_std, dtype))
+
+
+@jax.jit
+def _local_estimate(fit: _Fit, weights, k, l, noise_std):
+  best = jnp.argmin(fit.loss)
+  u, v = fit.u[best], fit.v[best]
+  preds = jnp.einsum("sa,sa->s", fit.u[:, k], fit.v[:, l])
+  near = fit.loss <= fit.loss[best] * (1 + 1e-6) + 1e-20 * jnp.max(jnp.abs(preds)) ** 2
+  spread = jnp.max(jnp.where(near, preds, -jnp.inf)) - jnp.min(jnp.where(near, preds, jnp.inf))
+  m, r = u.shape
+  n = v.shape[0]
+  block = jnp.arange(r)
+  g = jnp.zeros((m + n) * r, u.dtype)
+  g = g.at[k * r + block].set(v[l]).at[(m + l) * r + block].set(u[k])
+  # g^T (J^T J)^+ g by an eigendecomposition: the r^2 gauge directions (and unobserved padding)
+  # are null, and g has no component there because the entry is in the span.
+  lam, w = jnp.linalg.eigh(_jacobian_gram(weights, u, v))
+  keep = lam > 1e-10 * lam[-1]
+  coords = w.T @ g
+  variance = jnp.sum(jnp.where(keep, coords**2 / jnp.where(keep, lam, 1.0), 0.0))
+  resid = jnp.sqrt(2.0 * fit.loss[best] / jnp.maximum(jnp.sum(weights), 1.0))
+  return u[k] @ v[l], noise_std * jnp.sqrt(variance), resid, spread
+
+
+# ----------------------------------------------------------------------------------------------
+# Nuclear-norm minimisation on the same entries (baseline)
+# ----------------------------------------------------------------------------------------------
+
+
+class NuclearNormCompletion(NamedTuple):
+  """Result of :func:`nuclear_norm_complete`.
+
+  Attributes:
+    estimate: (m, n) completed matrix.
+    iterations: iterations run.
+    relative_change: last relative change of the iterate (the stopping criterion).
+    converged: whether ``relative_change < tol`` before ``max_iterations``.
+  """
+
+  estimate: jax.Array
+  iterations: jax.Array
+  relative_change: jax.Array
+  converged: jax.Array
+
+
+@functools.partial(jax.jit, static_argnames=("max_iterations",))
+def _accelerated_soft_impute(values, mask, lam, tol, max_iterations):
+  maskf = mask.astype(values.dtype)
+  observed = maskf * values
+
+  def body(state):
+    x, x_prev, t, _, it, lam_t = state
+    # Accelerated proximal gradient (Toh, Yun 2010) with unit step -- the loss
+    # 0.5 ||P_E(X - A)||^2 has a 1-Lipschitz gradient -- and lam decreased geometrically to its
+    # target (continuation), which makes small lam, i.e. near-interpolation, converge fast.
+    t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t**2))
+    y = x + ((t - 1.0) / t_next) * (x - x_prev)
+    x_new = singular_value_thresholding(observed + (1.0 - maskf) * y, lam_t)
+    change = jnp.linalg.norm(x_new - x) / jnp.maximum(jnp.linalg.norm(x), 1e-30)
+    return x_new, x, t_next, change, it + 1, jnp.maximum(lam_t * 0.7, lam)
+
+  def cond(state):
+    *_, change, it, lam_t = state
+    return (it < max_iterations) & ((change > tol) | (lam_t > lam))
+
+  zero = jnp.zeros_like(values)
+  lam0 = jnp.maximum(0.5 * jnp.linalg.norm(observed, 2), lam)
+  init = (zero, zero, jnp.asarray(1.0, values.dtype), jnp.asarray(jnp.inf, values.dtype),
+          jnp.asarray(0), lam0)
+  x, _, _, change, it, _ = jax.lax.while_loop(cond, body, init)
+  return NuclearNormCompletion(x, it, change, change <= tol)
+
+
+def nuclear_norm_complete(values: ArrayLike, mask: ArrayLike, *, lam: float | None = None,
+                          tol: float = 1e-6, max_iterations: int = 2000) -> NuclearNormCompletion:
+  r"""Nuclear-norm-regularised completion, the convex baseline the papers compare against.
+
+  Solves :math:`\min_X \tfrac12\|P_E(X - A)\|_F^2 + \lambda\|X\|_*` by accelerated proximal
+  gradient (singular value thresholding from :mod:`tomioka_jax.tensor.prox`) with continuation
+  in :math:`\lambda`, inside one ``lax.while_loop``. For noiseless data a small :math:`\lambda`
+  approximates the
+  interpolating nuclear-norm minimiser :math:`\min \|X\|_*` s.t. :math:`P_E X = P_E A`.
+
+  Args:
+    values: (m, n) float observed entries.
+    mask: (m, n) bool observed positions.
+    lam: :math:`\lambda`; default ``1e-4 * ||P_E A||_2``.
+    tol: stop when the relative change of X falls below it (after continuation ends).
+    max_iterations: iteration cap.
+
+  Returns:
+    A :class:`NuclearNormCompletion`.
+
+  References:
+    Candès, Recht (2009); Toh, Yun (2010); Mazumder, Hastie, Tibshirani (2010); the
+    comparison baseline of Király, Theran, Tomioka (2015).
+  """
+  mask = _check_mask(mask)
+  values = _check_values(values, mask.shape)
+  if lam is None:
+    lam = 1e-4 * float(jnp.linalg.norm(jnp.where(jnp.asarray(mask), values, 0.0), 2))
+  if lam < 0:
+    raise ValueError(f"lam must be >= 0, got {lam}.")
+  return _accelerated_soft_impute(values, jnp.asarray(mask), jnp.asarray(lam, values.dtype),
+                      jnp.asarray(tol, values.dtype), max_iterations)
