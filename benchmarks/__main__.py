@@ -45,18 +45,21 @@ def main(argv: list[str] | None = None) -> int:
   results_dir = args.results_dir or _harness.RESULTS_DIR
 
   rows, failed, not_holding = [], [], []
+  times: dict[str, float] = {}
+  start = time.perf_counter()
   for name, module in modules.items():
     print(f"== {name} ({'quick' if args.quick else 'full'}) ==", flush=True)
     t0 = time.perf_counter()
     try:
       result = module.run(quick=args.quick)
-      paths = _harness.write_result(result, results_dir, quick=args.quick)
+      elapsed = time.perf_counter() - t0
+      paths = _harness.write_result(result, results_dir, quick=args.quick, elapsed_s=elapsed)
     except Exception:  # pylint: disable=broad-except
       traceback.print_exc()
       failed.append(name)
       rows.append((name, module.PAPER, "benchmark raised an error", "-", "-", False))
       continue
-    elapsed = time.perf_counter() - t0
+    times[name] = elapsed
     print(f"   wrote {', '.join(str(p) for p in paths.values())} in {elapsed:.1f} s", flush=True)
     for c in result.claims:
       rows.append((name, result.paper, c.claim, c.paper, c.ours, c.holds))
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
   print()
   print(_harness.markdown_table(["benchmark", "paper", "claim", "paper's number", "ours", "holds?"],
                                 rows))
+  print(f"\n{len(times)} benchmark(s) in {time.perf_counter() - start:.0f} s: " +
+        ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
   if not_holding:
     print(f"\n{len(not_holding)} claim(s) did not hold (see each NAME.md for why): " +
           "; ".join(not_holding))

@@ -153,21 +153,27 @@ def claims_table(claims: Sequence[Claim]) -> str:
 
 
 def write_result(result: Result, results_dir: pathlib.Path = RESULTS_DIR,
-                 quick: bool = False) -> dict[str, pathlib.Path]:
-  """Writes ``NAME.json``, ``NAME.md`` and (if there is a figure) ``NAME.png``."""
+                 quick: bool = False, elapsed_s: float | None = None) -> dict[str, pathlib.Path]:
+  """Writes ``NAME.json``, ``NAME.md`` and (if there is a figure) ``NAME.png``.
+
+  ``elapsed_s`` is the benchmark's whole run time (compilation included), recorded for
+  keeping ``--quick`` within its budget.
+  """
   results_dir.mkdir(parents=True, exist_ok=True)
   paths = {"json": results_dir / f"{result.name}.json", "md": results_dir / f"{result.name}.md"}
   payload = {
       "name": result.name,
       "paper": result.paper,
       "quick": quick,
+      "elapsed_s": elapsed_s,
       "claims": result.claims,
       "data": result.data,
       "environment": environment(),
   }
   paths["json"].write_text(json.dumps(to_jsonable(payload), indent=1) + "\n")
   md = [f"# {result.name}", "", f"Paper: {result.paper}", "",
-        f"Mode: {'--quick' if quick else 'full'}; {environment_line()}", "",
+        f"Mode: {'--quick' if quick else 'full'}; {environment_line()}" +
+        ("" if elapsed_s is None else f"; ran in {elapsed_s:.0f} s"), "",
         "## Claims", "", claims_table(result.claims), ""]
   for table in result.tables:
     md += [table, ""]
