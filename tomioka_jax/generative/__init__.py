@@ -1,14 +1,18 @@
-"""Generative models: f-GANs (Nowozin, Cseke, Tomioka 2016) and the multi-level VAE
-(Bouchacourt, Tomioka, Nowozin 2017).
+"""Generative models: f-GANs (Nowozin, Cseke, Tomioka 2016), Poincaré-ball VAEs (Mathieu, Le
+Lan, Maddison, Tomioka, Teh 2019) and the multi-level VAE (Bouchacourt, Tomioka, Nowozin 2017).
 
 * :mod:`~tomioka_jax.generative.fgan` -- every f-divergence of the paper with its conjugate,
   output activation and stable composite; the objective ``F``; the single-step gradient method
   (Algorithm 1); density-ratio estimates from the critic; Lambert W and Wright omega.
+* :mod:`~tomioka_jax.generative.pvae` -- the Poincaré ball (Möbius operations, exp/log maps,
+  parallel transport, distances), the wrapped and Riemannian normal distributions (distrax),
+  gyroplane and Möbius layers.
 * :mod:`~tomioka_jax.generative.mlvae` -- the ML-VAE: group evidence accumulation as a
   product of Gaussians, the group ELBO and IWAE bound, content/style swapping.
 """
 
 from tomioka_jax.generative import mlvae
+from tomioka_jax.generative import pvae
 
 from tomioka_jax.generative.fgan import DIVERGENCES
 from tomioka_jax.generative.fgan import FDivergence
@@ -25,6 +29,7 @@ from tomioka_jax.generative.fgan import wright_omega
 
 __all__ = [
     "mlvae",
+    "pvae",
     "DIVERGENCES",
     "FDivergence",
     "FGANMetrics",

@@ -1,0 +1,178 @@
+"""Tests of the wrapped and Riemannian normals: normalisation, normaliser, sampler, gradients."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.test_util import check_grads
+from scipy import integrate, stats
+
+from tomioka_jax.generative import pvae
+
+
+def _disk_grid(c, t_max, n_t=500, n_theta=256):
+  """Geodesic polar grid on the 2-D ball: points and Riemannian volume weights.
+
+  x = tanh(sqrt(c) t / 2) / sqrt(c) (cos a, sin a) is at geodesic distance t from 0, where the
+  volume element is sinh(sqrt(c) t) / sqrt(c) dt da. Gauss-Legendre in t, the (spectrally accurate)
+  periodic trapezoid rule in a.
+  """
+  nodes, weights = np.polynomial.legendre.leggauss(n_t)
+  t = 0.5 * t_max * (nodes + 1)
+  w_t = 0.5 * t_max * weights * np.sinh(np.sqrt(c) * t) / np.sqrt(c)
+  a = 2 * np.pi * np.arange(n_theta) / n_theta
+  rho = np.tanh(np.sqrt(c) * t / 2) / np.sqrt(c)
+  x = np.stack([np.outer(rho, np.cos(a)), np.outer(rho, np.sin(a))], axis=-1).reshape(-1, 2)
+  w = np.outer(w_t, np.full(n_theta, 2 * np.pi / n_theta)).reshape(-1)
+  return jnp.asarray(x), w
+
+
+def _log_normalizer_by_quadrature(scale, c, d):
+  log_integrand = lambda r: (-r**2 / (2 * scale**2)
+                             + (d - 1) * np.log(np.sinh(np.sqrt(c) * r) / np.sqrt(c)))
+  r_peak = max((d - 1) * np.sqrt(c) * scale**2, 1e-3)  # near the mode, for the offset
+  offset = log_integrand(r_peak)
+  value, _ = integrate.quad(lambda r: np.exp(log_integrand(r) - offset) if r > 0 else 0.0, 0,
+                            r_peak + 40 * scale, points=[r_peak], epsabs=0, epsrel=1e-12, limit=200)
+  log_area = math.log(2) + 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d)
+  return log_area + offset + math.log(value)
+
+
+CASES_2D = [(0.5, 0.3), (1.0, 1.0), (2.0, 0.6)]  # (c, scale)
+
+
+@pytest.mark.parametrize("c,scale", CASES_2D)
+def test_densities_integrate_to_one_on_the_disk(c, scale):
+  with jax.enable_x64(True):
+    loc = jnp.array([0.4, -0.3]) / np.sqrt(c)
+    t_max = float(pvae.distance0(loc, c)) + np.sqrt(c) * scale**2 + 14 * scale
+    x, w = _disk_grid(c, t_max)
+    for dist in [pvae.WrappedNormal(loc, jnp.array([scale, 0.5 * scale]), c),
+                 pvae.RiemannianNormal(loc, scale, c)]:
+      density = np.exp(np.asarray(jax.jit(dist.log_prob)(x)))
+      np.testing.assert_allclose(np.sum(w * density), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("d", range(2, 11))
+def test_log_normalizer_against_numerical_integration(d):
+  with jax.enable_x64(True):
+    for scale, c in [(0.3, 1.0), (1.0, 0.5), (1.7, 1.2)]:
+      expected = _log_normalizer_by_quadrature(scale, c, d)
+      np.testing.assert_allclose(pvae.log_normalizer(scale, c, d), expected, rtol=1e-8, atol=1e-8)
+
+
+def test_log_normalizer_limits_and_batching():
+  with jax.enable_x64(True):
+    # d = 1: the Gaussian normaliser sqrt(2 pi) sigma, for every c.
+    np.testing.assert_allclose(pvae.log_normalizer(0.7, 3.0, 1), math.log(math.sqrt(2 * math.pi)
+                                                                          * 0.7), rtol=1e-12)
+    # c -> 0: the Euclidean Gaussian in normal coordinates, (2 pi)^(d/2) sigma^d.
+    np.testing.assert_allclose(pvae.log_normalizer(0.8, 1e-6, 3),
+                               1.5 * math.log(2 * math.pi) + 3 * math.log(0.8), atol=1e-5)
+    scales = jnp.array([[0.3], [1.0]]) * jnp.ones((2, 3))
+    batched = pvae.log_normalizer(scales, 1.0, 4)
+    assert batched.shape == (2, 3)
+    np.testing.assert_allclose(batched[1, 2], pvae.log_normalizer(1.0, 1.0, 4), rtol=1e-12)
+
+
+@pytest.mark.parametrize("scale,c,d", [(0.4, 2.0, 2), (0.6, 0.5, 10)])
+def test_radius_cdf_and_sampler(scale, c, d):
+  with jax.enable_x64(True):
+    # The closed-form CDF against quadrature of the radius density.
+    density = lambda r: float(np.exp(pvae.radius_log_prob(r, scale, c, d)))
+    for r in [0.3 * scale, scale, 3 * scale]:
+      expected, _ = integrate.quad(density, 0, r, epsabs=1e-12)
+      np.testing.assert_allclose(pvae.radius_cdf(r, scale, c, d), expected, atol=1e-9)
+    # Inverse-CDF samples against the CDF (KS), also through the distribution's geometry.
+    r = pvae.sample_radius(jax.random.key(0), scale, c, d, (3000,))
+    cdf = lambda x: np.asarray(pvae.radius_cdf(jnp.asarray(x), scale, c, d))
+    assert stats.kstest(np.asarray(r), cdf).pvalue > 1e-3
+    loc = jnp.full((d,), 0.3 / np.sqrt(c * d))
+    z = pvae.RiemannianNormal(loc, scale, c).sample(seed=jax.random.key(1), sample_shape=3000)
+    dist = pvae.distance(jnp.broadcast_to(loc, z.shape), z, c)
+    assert stats.kstest(np.asarray(dist), cdf).pvalue > 1e-3
+
+
+def test_wrapped_normal_distance_is_chi_distributed():
+  with jax.enable_x64(True):
+    loc, scale, c = jnp.array([0.2, -0.5, 0.1]), 0.8, 1.5
+    z = pvae.WrappedNormal(loc, jnp.full(3, scale), c).sample(seed=jax.random.key(2),
+                                                              sample_shape=3000)
+    dist = pvae.distance(jnp.broadcast_to(loc, z.shape), z, c)
+    assert stats.kstest(np.asarray(dist) / scale, stats.chi(3).cdf).pvalue > 1e-3
+
+
+@pytest.mark.parametrize("c,scale", [(1.0, 0.5)])
+def test_samples_match_log_prob_moments(c, scale):
+  """Monte Carlo means under the samplers equal quadrature means under ``log_prob``."""
+  with jax.enable_x64(True):
+    loc = jnp.array([0.35, 0.2])
+    x, w = _disk_grid(c, float(pvae.distance0(loc, c)) + 14 * scale + 1.0)
+    for dist in [pvae.WrappedNormal(loc, jnp.array([scale, 0.6 * scale]), c),
+                 pvae.RiemannianNormal(loc, scale, c)]:
+      p = w * np.exp(np.asarray(dist.log_prob(x)))
+      mean_quad = np.sum(p[:, None] * np.asarray(x), axis=0)
+      z = np.asarray(dist.sample(seed=jax.random.key(3), sample_shape=20000))
+      stderr = z.std(axis=0) / np.sqrt(len(z))
+      assert np.all(np.abs(z.mean(axis=0) - mean_quad) < 5 * stderr), (z.mean(0), mean_quad)
+
+
+def test_implicit_radius_gradients_match_finite_differences():
+  """dr/dsigma and dr/dc from the implicit function theorem against central differences."""
+  with jax.enable_x64(True):
+    key = jax.random.key(4)
+    f = lambda s, k: pvae.sample_radius(key, s, k, 4, (5,))
+    check_grads(f, (0.7, 1.3), order=1, modes=("rev",), atol=1e-6, rtol=1e-6)
+
+
+def test_reparameterized_samples_have_correct_gradients():
+  with jax.enable_x64(True):
+    key = jax.random.key(5)
+    loc, c = jnp.array([0.2, -0.1, 0.3]), 0.9
+    rn = lambda loc, s: pvae.RiemannianNormal(loc, s, c).sample(seed=key, sample_shape=2)
+    check_grads(rn, (loc, 0.6), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
+    # log q(z) is differentiable in sigma through the signed log-sum-exp normaliser.
+    check_grads(lambda s: pvae.log_normalizer(s, c, 5), (0.6,), order=2, modes=("rev",))
+
+
+def test_shapes_jit_and_float32():
+  loc = jnp.array([[0.1, 0.2], [-0.3, 0.0], [0.0, 0.0]])
+  for dist in [pvae.WrappedNormal(loc, 0.5, 1.0), pvae.RiemannianNormal(loc, jnp.ones(3), 1.0)]:
+    assert dist.event_shape == (2,) and dist.batch_shape == (3,)
+    z, log_p = jax.jit(lambda d: d.sample_and_log_prob(seed=jax.random.key(6),
+                                                        sample_shape=(4,)))(dist)
+    assert z.shape == (4, 3, 2) and log_p.shape == (4, 3)
+    assert z.dtype == jnp.float32 and log_p.dtype == jnp.float32
+    np.testing.assert_allclose(log_p, dist.log_prob(z), rtol=1e-5, atol=1e-5)
+    with jax.enable_x64(True):
+      z64 = jnp.asarray(z, jnp.float64)
+      dist64 = type(dist)(jnp.asarray(loc, jnp.float64), jnp.asarray(dist.scale, jnp.float64),
+                          1.0)
+      np.testing.assert_allclose(log_p, dist64.log_prob(z64), rtol=1e-4, atol=1e-4)
+
+
+def test_bad_inputs_raise():
+  loc = jnp.zeros(2)
+  for cls, scale in [(pvae.WrappedNormal, jnp.ones(2)), (pvae.RiemannianNormal, 1.0)]:
+    with pytest.raises(ValueError, match="c must be"):
+      cls(loc, scale, 0.0)
+    with pytest.raises(ValueError, match="c must be"):
+      cls(loc, scale, -1.0)
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+      cls(loc, 0.0 * scale, 1.0)
+    with pytest.raises(ValueError, match="scale must be finite and > 0"):
+      cls(loc, -scale, 1.0)
+    with pytest.raises(ValueError, match="loc must lie inside the Poincaré ball"):
+      cls(jnp.array([0.8, 0.8]), scale, 1.0)
+    with pytest.raises(ValueError, match="loc must have at least one axis"):
+      cls(jnp.asarray(0.0), scale, 1.0)
+  with pytest.raises(ValueError, match="scale must be a scalar per batch element"):
+    pvae.RiemannianNormal(loc, jnp.ones(2), 1.0)
+  with pytest.raises(ValueError, match="dim must be a positive integer"):
+    pvae.log_normalizer(1.0, 1.0, 0)
+  with pytest.raises(ValueError, match="scale must be finite and > 0"):
+    pvae.sample_radius(jax.random.key(0), -1.0, 1.0, 2)
+  with pytest.raises(ValueError, match="c must be"):
+    pvae.log_normalizer(1.0, 0.0, 3)

@@ -1,0 +1,66 @@
+"""Poincaré-ball VAEs (Mathieu, Le Lan, Maddison, Tomioka, Teh 2019, arXiv:1901.06033).
+
+* :mod:`~tomioka_jax.generative.pvae.manifold` -- the Poincaré ball of curvature -c: Möbius
+  operations, exp/log maps, parallel transport, distances, gyroplanes, projection.
+* :mod:`~tomioka_jax.generative.pvae.distributions` -- ``WrappedNormal`` and ``RiemannianNormal``
+  (distrax distributions, densities w.r.t. the Riemannian volume), the Riemannian normal's exact
+  log-normaliser, radius CDF and reparameterised radius sampler.
+* :mod:`~tomioka_jax.generative.pvae.layers` -- NNX ``GyroplaneLayer`` (hyperbolic multinomial
+  regression, the decoder's first layer) and ``MobiusLayer``.
+"""
+
+from tomioka_jax.generative.pvae.distributions import RiemannianNormal
+from tomioka_jax.generative.pvae.distributions import WrappedNormal
+from tomioka_jax.generative.pvae.distributions import log_normalizer
+from tomioka_jax.generative.pvae.distributions import radius_cdf
+from tomioka_jax.generative.pvae.distributions import radius_log_prob
+from tomioka_jax.generative.pvae.distributions import sample_radius
+from tomioka_jax.generative.pvae.layers import GyroplaneLayer
+from tomioka_jax.generative.pvae.layers import MobiusLayer
+from tomioka_jax.generative.pvae.manifold import check_in_ball
+from tomioka_jax.generative.pvae.manifold import conformal_factor
+from tomioka_jax.generative.pvae.manifold import distance
+from tomioka_jax.generative.pvae.manifold import distance0
+from tomioka_jax.generative.pvae.manifold import expmap
+from tomioka_jax.generative.pvae.manifold import expmap0
+from tomioka_jax.generative.pvae.manifold import gyration
+from tomioka_jax.generative.pvae.manifold import gyroplane_distance
+from tomioka_jax.generative.pvae.manifold import logmap
+from tomioka_jax.generative.pvae.manifold import logmap0
+from tomioka_jax.generative.pvae.manifold import mobius_add
+from tomioka_jax.generative.pvae.manifold import mobius_matvec
+from tomioka_jax.generative.pvae.manifold import mobius_scalar_mul
+from tomioka_jax.generative.pvae.manifold import parallel_transport
+from tomioka_jax.generative.pvae.manifold import parallel_transport0
+from tomioka_jax.generative.pvae.manifold import parallel_transport_to0
+from tomioka_jax.generative.pvae.manifold import project
+from tomioka_jax.generative.pvae.manifold import riemannian_norm
+
+__all__ = [
+    "GyroplaneLayer",
+    "MobiusLayer",
+    "RiemannianNormal",
+    "WrappedNormal",
+    "check_in_ball",
+    "conformal_factor",
+    "distance",
+    "distance0",
+    "expmap",
+    "expmap0",
+    "gyration",
+    "gyroplane_distance",
+    "log_normalizer",
+    "logmap",
+    "logmap0",
+    "mobius_add",
+    "mobius_matvec",
+    "mobius_scalar_mul",
+    "parallel_transport",
+    "parallel_transport0",
+    "parallel_transport_to0",
+    "project",
+    "radius_cdf",
+    "radius_log_prob",
+    "riemannian_norm",
+    "sample_radius",
+]

@@ -1,0 +1,104 @@
+"""Hyperbolic layers of the P-VAE decoder: the gyroplane layer and the Möbius linear layer.
+
+"Continuous Hierarchical Representations with Poincaré Variational Auto-Encoders", Emile Mathieu,
+Charline Le Lan, Chris J. Maddison, Ryota Tomioka, Yee Whye Teh, 2019, arXiv:1901.06033.
+
+Flax NNX modules that read points of the Poincaré ball: :class:`GyroplaneLayer` (the decoder's
+first layer, paper eq. 12, i.e. hyperbolic multinomial regression) maps a point to its signed,
+norm-weighted distances to ``out_features`` gyroplanes, and :class:`MobiusLayer` is the Möbius
+version of an affine map, ``(W (x) x) (+) b`` (Ganea et al. 2018). Both tend to Euclidean affine
+maps as ``c -> 0``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+from jax.typing import ArrayLike
+
+from tomioka_jax.generative.pvae import manifold
+
+
+def _check_features(**features: int) -> None:
+  for name, value in features.items():
+    if not isinstance(value, int) or value < 1:
+      raise ValueError(f"{name} must be a positive integer, got {name}={value}")
+
+
+class GyroplaneLayer(nnx.Module):
+  """Signed distances to learned gyroplanes, weighted by the normals' Riemannian norms.
+
+  Unit ``k`` has a direction ``w_k`` and a scalar offset ``b_k``; its plane passes through
+  ``p_k = exp_0(b_k w_k)`` with normal ``a_k = P_{0 -> p_k}(w_k)``, and (paper eq. 12)
+
+  .. math::  f_k(z) = \\|a_k\\|_{p_k}\\, d_c^{\\pm}(z, H_{a_k, p_k}),
+     \\qquad \\|a_k\\|_{p_k} = \\lambda_{p_k}^c |a_k| = 2 |w_k|
+
+  with the signed distance of :func:`~tomioka_jax.generative.pvae.manifold.gyroplane_distance`.
+  As ``c -> 0`` with ``b = 0`` it tends to the linear map ``z -> 4 W z`` (the metric is
+  ``4|dx|^2`` there).
+
+  Args:
+    in_features: the ball's dimension d.
+    out_features: number of gyroplanes K.
+    c: curvature magnitude > 0.
+    rngs: ``nnx.Rngs`` for initialisation (``w`` ~ N(0, 1/d), ``b`` = 0).
+
+  Example:
+    >>> layer = GyroplaneLayer(2, 8, c=1.0, rngs=nnx.Rngs(0))
+    >>> layer(jnp.array([[0.1, -0.2]])).shape  # (1, 8)
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, c: float = 1.0, rngs: nnx.Rngs):
+    _check_features(in_features=in_features, out_features=out_features)
+    manifold.check_curvature(c)
+    self.c = c
+    std = 1.0 / jnp.sqrt(in_features)
+    self.w = nnx.Param(std * jax.random.normal(rngs.params(), (out_features, in_features)))
+    self.b = nnx.Param(jnp.zeros((out_features,)))
+
+  def __call__(self, z: ArrayLike) -> jax.Array:
+    """Map points ``z`` (..., d) to ``(..., K)`` signed weighted distances."""
+    z = jnp.asarray(z)
+    w, b = self.w[...], self.b[...]
+    p = manifold.expmap0(b[:, None] * w, self.c)
+    a = manifold.parallel_transport0(p, w, self.c)
+    shape = z.shape[:-1] + w.shape
+    zz = jnp.broadcast_to(z[..., None, :], shape)
+    dist = manifold.gyroplane_distance(zz, jnp.broadcast_to(p, shape), jnp.broadcast_to(a, shape),
+                                       self.c)
+    weight = manifold.riemannian_norm(p, a, self.c)
+    return jnp.broadcast_to(weight, dist.shape) * dist
+
+
+class MobiusLayer(nnx.Module):
+  """Möbius affine layer ``x -> (W (x)_c x) (+)_c exp_0(b)`` between Poincaré balls.
+
+  ``W (x)_c x = exp_0(W log_0 x)`` (Ganea et al. 2018, eq. 26); the bias is parametrised in the
+  tangent space at the origin so it is unconstrained. Tends to ``W x + b`` as ``c -> 0``.
+
+  Args:
+    in_features, out_features: dimensions of the input and output balls.
+    c: curvature magnitude > 0.
+    rngs: ``nnx.Rngs`` for initialisation (``W`` ~ N(0, 1/in), ``b`` = 0).
+
+  Example:
+    >>> layer = MobiusLayer(2, 3, c=1.0, rngs=nnx.Rngs(0))
+    >>> layer(jnp.array([[0.1, -0.2]])).shape  # (1, 3), inside the ball
+  """
+
+  def __init__(self, in_features: int, out_features: int, *, c: float = 1.0, rngs: nnx.Rngs):
+    _check_features(in_features=in_features, out_features=out_features)
+    manifold.check_curvature(c)
+    self.c = c
+    std = 1.0 / jnp.sqrt(in_features)
+    self.kernel = nnx.Param(std * jax.random.normal(rngs.params(), (out_features, in_features)))
+    self.bias = nnx.Param(jnp.zeros((out_features,)))
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    """Map points ``x`` (..., in_features) to points (..., out_features) of the ball."""
+    x = jnp.asarray(x)
+    mx = manifold.mobius_matvec(self.kernel[...], x, self.c)
+    bias = jnp.broadcast_to(manifold.expmap0(self.bias[...], self.c), mx.shape)
+    return manifold.mobius_add(mx, bias, self.c)
