@@ -59,18 +59,22 @@ def timeit(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: bool = 
   """Times ``fn(*args, **kwargs)``: one first call (compilation), then the median of ``repeats``.
 
   Every call is followed by ``block_until_ready`` on its outputs, so asynchronous dispatch
-  is not mistaken for speed.
+  is not mistaken for speed. ``warmup=False`` skips the separate first call (for baselines
+  with nothing to compile and a long run time); the first repeat then stands in for it.
   """
   if repeats < 1:
     raise ValueError(f"repeats must be >= 1, got {repeats}")
-  t0 = time.perf_counter()
-  block(fn(*args, **kwargs))
-  first = time.perf_counter() - t0
+  first = None
+  if warmup:
+    t0 = time.perf_counter()
+    block(fn(*args, **kwargs))
+    first = time.perf_counter() - t0
   runs = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     block(fn(*args, **kwargs))
     runs.append(time.perf_counter() - t0)
+  first = runs[0] if first is None else first
   return Timing(first_call_s=first, median_s=statistics.median(runs), runs_s=tuple(runs))
 
 

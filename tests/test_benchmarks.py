@@ -39,6 +39,9 @@ def test_timeit_separates_first_call_and_repeats():
   t = _harness.timeit(f, jnp.ones(4), repeats=3)
   assert len(calls) == 4 and len(t.runs_s) == 3
   assert t.median_s == sorted(t.runs_s)[1] and t.compile_s >= 0.0
+  calls.clear()
+  t = _harness.timeit(f, jnp.ones(4), repeats=2, warmup=False)
+  assert len(calls) == 2 and t.first_call_s == t.runs_s[0]
   with pytest.raises(ValueError, match="repeats must be >= 1, got 0"):
     _harness.timeit(f, jnp.ones(4), repeats=0)
 

@@ -7,6 +7,10 @@
   As-a-Matrix, Tucker EM (Tomioka, Hayashi, Kashima, arXiv:1010.0789).
 * :mod:`~tomioka_jax.tensor.spectral` -- the spectral norm of a tensor by the higher-order
   power method with random restarts (Tomioka, Suzuki, arXiv:1407.1870).
+* :mod:`~tomioka_jax.tensor.schatten` -- denoising with the overlapped and latent Schatten-1
+  norms and their predicted-MSE complexity measures (Tomioka, Suzuki, arXiv:1303.6370).
+* :mod:`~tomioka_jax.tensor.subspace` -- denoising with the subspace norm (Zheng, Tomioka,
+  arXiv:1503.05479).
 """
 
 from tomioka_jax.tensor.completion import CompletionResult
@@ -42,6 +46,15 @@ from tomioka_jax.tensor.prox import singular_values
 from tomioka_jax.tensor.prox import spectral_norm
 from tomioka_jax.tensor.spectral import TensorSpectralNorm
 from tomioka_jax.tensor.spectral import tensor_spectral_norm
+from tomioka_jax.tensor.schatten import DenoisingResult
+from tomioka_jax.tensor.schatten import latent_complexity
+from tomioka_jax.tensor.schatten import latent_schatten_denoising
+from tomioka_jax.tensor.schatten import overlapped_complexity
+from tomioka_jax.tensor.schatten import overlapped_schatten_denoising
+from tomioka_jax.tensor.subspace import SubspaceResult
+from tomioka_jax.tensor.subspace import subspace_basis
+from tomioka_jax.tensor.subspace import subspace_factors
+from tomioka_jax.tensor.subspace import subspace_norm_denoising
 
 __all__ = [
     "CompletionResult",
@@ -77,4 +90,14 @@ __all__ = [
     "tucker_em",
     "tucker_to_tensor",
     "unfold",
+    # structured Schatten norms (2013) and the subspace norm (2015)
+    "DenoisingResult",
+    "SubspaceResult",
+    "latent_complexity",
+    "latent_schatten_denoising",
+    "overlapped_complexity",
+    "overlapped_schatten_denoising",
+    "subspace_basis",
+    "subspace_factors",
+    "subspace_norm_denoising",
 ]
