@@ -148,16 +148,21 @@ def _log_normalizer(scale, c, dim):
   return log_area - 0.5 * (dim - 1) * jnp.log(c) + _log_radial_normalizer(scale, c, dim)
 
 
+def _on_radius(fn, r: ArrayLike, scale: ArrayLike, c: ArrayLike, dim: int) -> jax.Array:
+  """Calls a jitted radius function in the compute dtype on broadcast inputs; casts back."""
+  _check_dim(dim)
+  dtype = _compute_dtype()
+  out_dtype = jnp.result_type(jnp.asarray(r), 0.0)
+  r, scale, c = jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in (r, scale, c)))
+  return fn(r, scale, c, dim).astype(out_dtype)
+
+
 def radius_log_prob(r: ArrayLike, scale: ArrayLike, c: ArrayLike, dim: int) -> jax.Array:
   """Log-density of the geodesic radius ``r = d_c(loc, z)`` of a Riemannian normal sample.
 
   .. math::  p(r) \\propto e^{-r^2 / 2\\sigma^2} \\sinh(\\sqrt c\\, r)^{d-1}, \\qquad r > 0
   """
-  _check_dim(dim)
-  dtype = _compute_dtype()
-  out_dtype = jnp.result_type(jnp.asarray(r), 0.0)
-  r, scale, c = jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in (r, scale, c)))
-  return _radius_log_prob(r, scale, c, dim).astype(out_dtype)
+  return _on_radius(_radius_log_prob, r, scale, c, dim)
 
 
 @functools.partial(jax.jit, static_argnums=(3,))
@@ -177,11 +182,7 @@ def radius_cdf(r: ArrayLike, scale: ArrayLike, c: ArrayLike, dim: int) -> jax.Ar
 
   Evaluated as a ratio of signed log-sum-exps (float64 when x64 is enabled).
   """
-  _check_dim(dim)
-  dtype = _compute_dtype()
-  out_dtype = jnp.result_type(jnp.asarray(r), 0.0)
-  r, scale, c = jnp.broadcast_arrays(*(jnp.asarray(a, dtype) for a in (r, scale, c)))
-  return _radius_cdf(r, scale, c, dim).astype(out_dtype)
+  return _on_radius(_radius_cdf, r, scale, c, dim)
 
 
 @functools.partial(jax.jit, static_argnums=(3,))
