@@ -23,6 +23,9 @@ def _configure_jax() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
     jax.config.update("jax_num_cpu_devices", int(os.environ.get("TOMIOKA_CPU_DEVICES", "8")))
+  # Bit-identical random numbers, much shorter XLA:CPU compile times (tomioka_jax.core.compat).
+  from tomioka_jax.core import compat  # pylint: disable=g-import-not-at-top
+  compat.fast_threefry_compilation()
 
 
 def main(argv: list[str] | None = None) -> int:

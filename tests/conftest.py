@@ -2,6 +2,8 @@
 
 * 8 simulated CPU devices, so data-parallel code runs on a real mesh.
 * Strict rank promotion: implicit broadcasting between arrays of different rank raises.
+* The threefry compile-time work-around (bit-identical random numbers, see
+  :mod:`tomioka_jax.core.compat`).
 
 Both must be set before JAX creates its backends, hence at import time of the conftest.
 """
@@ -16,3 +18,7 @@ import jax  # noqa: E402
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+from tomioka_jax.core import compat  # noqa: E402
+
+compat.fast_threefry_compilation()

@@ -6,6 +6,7 @@ from tomioka_jax.core.classifier import classification_sums
 from tomioka_jax.core.classifier import make_epoch_trainer
 from tomioka_jax.core.classifier import cross_entropy_loss
 from tomioka_jax.core.classifier import train_classifier
+from tomioka_jax.core.compat import fast_threefry_compilation
 from tomioka_jax.core.loop import Checkpointer
 from tomioka_jax.core.loop import FitResult
 from tomioka_jax.core.loop import evaluate
@@ -33,6 +34,7 @@ __all__ = [
     "make_epoch_trainer",
     "cross_entropy_loss",
     "train_classifier",
+    "fast_threefry_compilation",
     "Checkpointer",
     "FitResult",
     "evaluate",
