@@ -36,28 +36,46 @@ GROUP_SIZES = (1, 2, 4, 8, 16)
 
 
 def train_model(x: np.ndarray, y: np.ndarray, group_size: int, num_steps: int, seed: int = 0):
-  """Trains an ML-VAE with groups of ``group_size`` same-class images; returns the model."""
+  """Trains an ML-VAE with groups of ``group_size`` same-class images; returns the model.
+
+  The whole run is one compiled ``lax.scan``: each step draws its groups on the device
+  (:func:`mlvae.make_group_sampler`) and applies the core's train step.
+  """
   model = mlvae.MLVAE(x.shape[1:], STYLE_DIM, CONTENT_DIM, hidden=256, rngs=nnx.Rngs(seed))
   opt = optax.adam(1e-3)
   graphdef, state = core.create_train_state(model, opt, jax.random.key(seed))
   step = core.make_train_step(graphdef, mlvae.mlvae_loss, opt)
-  num_groups = 256 // group_size  # 256 images per step whatever the grouping
-  key = jax.random.key(seed + 1)
-  for t in range(num_steps):
-    idx = mlvae.group_batches(jax.random.fold_in(key, t), y, num_groups, group_size)
-    state, _ = step(state, {"x": x[idx]})
+  sample = mlvae.make_group_sampler(y, 256 // group_size, group_size)  # 256 images per step
+  images = jnp.asarray(x)
+
+  @jax.jit
+  def train(state, key):
+    def body(state, t):
+      idx = sample(jax.random.fold_in(key, t))
+      state, metrics = step.jitted(state, {"x": images[idx]})
+      return state, metrics["loss"]
+    return jax.lax.scan(body, state, jnp.arange(num_steps))
+
+  state, _ = _harness.block(train(state, jax.random.key(seed + 1)))
   return nnx.merge(graphdef, state.params, state.model_state)
 
 
 @jax.jit
-def _elbo_per_obs(model, keys, x):
-  terms = jax.vmap(lambda k: mlvae.group_elbo(model, k, x).elbo)(keys)
-  return jnp.mean(terms) / x.shape[1]
+def _elbo_per_obs(model, keys, x, mask):
+  terms = jax.vmap(lambda k: mlvae.group_elbo(model, k, x, mask).elbo)(keys)
+  return jnp.mean(terms) / jnp.sum(mask[0])
 
 
 def test_elbo(model, x, y, group_size: int, num_groups: int = 200) -> float:
+  """Test ELBO per image of groups of ``group_size``, padded to the largest group size (one
+  compiled function for every size; the mask marks the real members)."""
   idx = mlvae.group_batches(jax.random.key(100 + group_size), y, num_groups, group_size)
-  return float(_elbo_per_obs(model, jax.random.split(jax.random.key(7), 8), jnp.asarray(x[idx])))
+  pad = max(GROUP_SIZES) - group_size
+  idx = np.pad(idx, ((0, 0), (0, pad)))
+  mask = jnp.asarray(np.arange(max(GROUP_SIZES)) < group_size, jnp.float32)
+  mask = jnp.broadcast_to(mask, (num_groups, max(GROUP_SIZES)))
+  return float(_elbo_per_obs(model, jax.random.split(jax.random.key(7), 8), jnp.asarray(x[idx]),
+                             mask))
 
 
 def probe_accuracy(model, x_tr, y_tr, x_te, y_te) -> dict[str, float]:

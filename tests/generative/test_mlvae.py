@@ -112,6 +112,28 @@ def test_group_batches_are_same_label_and_distinct():
     mlvae.group_batches(jax.random.key(0), labels, 2, 8)
 
 
+def test_group_sampler_is_uniform_and_jittable():
+  # Labels 0..2 with 3, 5 and 1 members; groups of 2 can only come from labels 0 and 1.
+  labels = np.array([0, 1, 1, 0, 2, 1, 0, 1, 1])
+  sample = mlvae.make_group_sampler(labels, num_groups=4, group_size=2)
+  keys = jax.random.split(jax.random.key(3), 5000)
+  idx = np.asarray(jax.jit(jax.vmap(sample))(keys)).reshape(-1, 2)
+  assert np.all(labels[idx[:, 0]] == labels[idx[:, 1]]) and np.all(idx[:, 0] != idx[:, 1])
+  n = len(idx)
+  # Each eligible label with probability 1/2 (binomial sd ~ 0.004 at n = 20000).
+  assert abs(np.mean(labels[idx[:, 0]] == 0) - 0.5) < 0.02
+  # Within label 1, every unordered pair of its 5 members equally likely: 1/10 each.
+  ones = idx[labels[idx[:, 0]] == 1]
+  pairs = np.sort(ones, axis=1)
+  _, counts = np.unique(pairs, axis=0, return_counts=True)
+  assert len(counts) == 10 and np.all(np.abs(counts / len(ones) - 0.1) < 0.02), counts
+  assert n == 20000
+  with pytest.raises(ValueError, match="num_groups must be >= 1, got 0"):
+    mlvae.make_group_sampler(labels, 0, 2)
+  with pytest.raises(ValueError, match="labels must be 1-D"):
+    mlvae.make_group_sampler(labels[None], 2, 2)
+
+
 def test_bad_input():
   model = _model()
   with pytest.raises(ValueError, match="x must have shape"):

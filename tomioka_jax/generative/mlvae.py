@@ -22,6 +22,7 @@ marking real members, so groups of different sizes share one compiled function.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import jax
@@ -223,23 +224,51 @@ def swap(model: MLVAE, x_style: jax.Array, x_content: jax.Array,
   return jax.nn.sigmoid(model.decode(s_mean, content))
 
 
+def make_group_sampler(labels: np.ndarray, num_groups: int, group_size: int
+                       ) -> Callable[[jax.Array], jax.Array]:
+  """A jittable ``key -> indices (num_groups, group_size)`` of groups of same-label examples.
+
+  Each group picks a label uniformly among those with at least ``group_size`` examples, then
+  ``group_size`` distinct examples of that label (uniform without replacement: the top
+  ``group_size`` of i.i.d. uniform scores over the label's members). The labels are fixed when
+  the sampler is made, so it can run inside ``jit`` and ``lax.scan`` (a whole training run's
+  batches drawn on the device).
+  """
+  labels = np.asarray(labels)
+  if labels.ndim != 1:
+    raise ValueError(f"labels must be 1-D, got shape {labels.shape}")
+  for name, value in (("num_groups", num_groups), ("group_size", group_size)):
+    if int(value) < 1:
+      raise ValueError(f"{name} must be >= 1, got {value}")
+  classes = [c for c in np.unique(labels) if np.sum(labels == c) >= group_size]
+  if not classes:
+    raise ValueError(f"no label has group_size={group_size} examples")
+  members = [np.nonzero(labels == c)[0] for c in classes]
+  width = max(len(m) for m in members)
+  table = np.zeros((len(classes), width), np.int32)  # members of each class, padded
+  for i, m in enumerate(members):
+    table[i, :len(m)] = m
+  valid = jnp.asarray(np.arange(width)[None, :] < np.array([len(m) for m in members])[:, None])
+  table = jnp.asarray(table)
+
+  def sample(key: jax.Array) -> jax.Array:
+    k_class, k_members = jax.random.split(key)
+    cls = jax.random.randint(k_class, (num_groups,), 0, len(classes))
+    scores = jax.random.uniform(k_members, (num_groups, width))
+    scores = jnp.where(valid[cls], scores, -1.0)
+    _, pos = jax.lax.top_k(scores, group_size)
+    return jnp.take_along_axis(table[cls], pos, axis=1)
+
+  return sample
+
+
 def group_batches(key: jax.Array, labels: np.ndarray, num_groups: int, group_size: int
                   ) -> np.ndarray:
   """Indices (num_groups, group_size) of groups of same-label examples, drawn by ``key``.
 
-  Each group picks a label uniformly among those with at least ``group_size`` examples, then
-  ``group_size`` distinct examples of that label.
+  The host-side form of :func:`make_group_sampler` (same groups for the same key).
   """
-  labels = np.asarray(labels)
-  classes = [c for c in np.unique(labels) if np.sum(labels == c) >= group_size]
-  if not classes:
-    raise ValueError(f"no label has group_size={group_size} examples")
-  by_class = {c: np.nonzero(labels == c)[0] for c in classes}
-  rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).astype(np.uint64))
-  out = np.empty((num_groups, group_size), np.int64)
-  for g, c in enumerate(rng.choice(classes, size=num_groups)):
-    out[g] = rng.choice(by_class[c], size=group_size, replace=False)
-  return out
+  return np.asarray(make_group_sampler(labels, num_groups, group_size)(key))
 
 
 __all__ = [
@@ -253,4 +282,5 @@ __all__ = [
     "mlvae_loss",
     "swap",
     "group_batches",
+    "make_group_sampler",
 ]
