@@ -170,8 +170,10 @@ def _python_loop_timing(div, optimizer, batch: int, num_steps: int) -> _harness.
   step = jax.jit(fgan.make_fgan_step(div, generator_apply, critic_apply, optimizer, optimizer))
   theta = {"mu": jnp.asarray(0.0), "log_sigma": jnp.asarray(0.0)}
   state0 = fgan.init_fgan_state(theta, init_critic(jax.random.key(0)), optimizer, optimizer)
-  sample = jax.jit(lambda k: (sample_p(k, batch), jax.random.normal(k, (batch,))))
-  data = [sample(k) for k in jax.random.split(jax.random.key(1), num_steps)]
+  sample = jax.jit(jax.vmap(lambda k: (sample_p(k, batch), jax.random.normal(k, (batch,)))))
+  # One device array per step, made without per-step compilations (no unstacking of jax arrays).
+  x_all, z_all = map(np.asarray, sample(jax.random.split(jax.random.key(1), num_steps)))
+  data = [(jax.device_put(x), jax.device_put(z)) for x, z in zip(x_all, z_all)]
 
   def run():
     state = state0

@@ -329,6 +329,17 @@ def test_single_step_is_simultaneous_descent_ascent():
   assert int(new.step) == 1
 
 
+def test_step_compiles_once_from_weakly_typed_initial_parameters():
+  generator, critic, theta, omega = _gaussian_problem()  # Python-scalar (weak) parameters
+  opt = optax.adam(1e-2)
+  step = jax.jit(fgan.make_fgan_step(fgan.divergence("kl"), generator, critic, opt, opt))
+  state = fgan.init_fgan_state(theta, omega, opt, opt)
+  x_real, z = jnp.linspace(-2.0, 3.0, 16), jnp.linspace(-1.5, 1.5, 16)
+  for _ in range(3):
+    state, _ = step(state, x_real, z)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+
+
 @pytest.mark.parametrize("name,generator_loss,make_opt", [
     ("gan", "minimax", optax.sgd),  # Algorithm 1 as written: plain simultaneous gradient steps
     ("kl", "nonsaturating", lambda lr: optax.adam(lr, b1=0.0)),

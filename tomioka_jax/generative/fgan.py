@@ -640,7 +640,13 @@ class FGANMetrics(NamedTuple):
 def init_fgan_state(generator_params: Any, critic_params: Any,
                     generator_optimizer: optax.GradientTransformation,
                     critic_optimizer: optax.GradientTransformation) -> FGANState:
-  """The initial :class:`FGANState`: both optimizers initialised, step 0."""
+  """The initial :class:`FGANState`: both optimizers initialised, step 0.
+
+  Parameters are made strongly typed (a weakly typed Python-scalar parameter would change type
+  after the first update and make a jitted step compile twice).
+  """
+  strong = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, dtype=jnp.asarray(a).dtype), tree)
+  generator_params, critic_params = strong(generator_params), strong(critic_params)
   return FGANState(generator_params, critic_params, generator_optimizer.init(generator_params),
                    critic_optimizer.init(critic_params), jnp.zeros((), jnp.int32))
 
