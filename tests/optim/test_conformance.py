@@ -14,12 +14,21 @@ from flax import nnx
 
 from tomioka_jax import core
 from tomioka_jax import optim
+from tomioka_jax.optim import ddp
+
+
+def _reference_inputs(shape):
+  """Inputs for DDP-SGD's data-dependent scaling when update() is called without a batch."""
+  return jax.random.normal(jax.random.key(3), (32, *shape))
+
 
 # name -> factory(network, input_shape) -> optax.GradientTransformation
 OPTIMIZERS = {
     "path_sgd": lambda network, shape: optim.path_sgd(0.05, network, shape),
     "path_sgd_momentum": lambda network, shape: optim.path_sgd(0.02, network, shape,
                                                                momentum=0.9),
+    "ddp_sgd": lambda network, shape: ddp.ddp_sgd(
+        0.05, 0.5, reference_inputs=_reference_inputs(shape)),
 }
 
 
