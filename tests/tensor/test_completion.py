@@ -157,3 +157,74 @@ def test_tucker_bad_ranks(ranks, match):
 def test_as_matrix_bad_mode():
   with pytest.raises(ValueError, match=r"mode must be an integer in \[0, 3\)"):
     completion.as_matrix((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], 3)
+
+
+def _svt_np(m, tau):
+  u, s, vt = np.linalg.svd(m, full_matrices=False)
+  return (u * np.maximum(s - tau, 0)) @ vt
+
+
+def test_constraint_iterations_match_the_papers_updates():
+  # The solver keeps B_k = X_(k) + A_k / eta; n of its iterations must equal n iterations of
+  # the paper's X-, Z- and A-steps written out plainly (lam > 0 exercises the blended X-step).
+  with jax.enable_x64(True):
+    x, idx, y = _problem((5, 4, 3), (2, 2, 2), 0.6, seed=6)
+    mask, y_dense = completion.observation_tensors(x.shape, idx, y)
+    mask, y_dense = np.asarray(mask), np.asarray(y_dense)
+    eta, n_iter, k_modes = 0.7, 4, 3
+    for lam in (0.0, 0.3):
+      z = [np.zeros_like(np.asarray(ops.unfold(y_dense, k))) for k in range(k_modes)]
+      a = [np.zeros_like(zk) for zk in z]
+      for _ in range(n_iter):
+        m = sum(np.asarray(ops.fold(z[k] - a[k] / eta, k, x.shape)) for k in range(3)) / 3
+        c = lam * eta * 3
+        x_ref = np.where(mask, (y_dense + c * m) / (1 + c), m)
+        for k in range(k_modes):
+          xk = np.asarray(ops.unfold(x_ref, k))
+          z[k] = _svt_np(xk + a[k] / eta, 1 / eta)
+          a[k] = a[k] + eta * (xk - z[k])
+      res = completion.constraint(x.shape, idx, y, lam=lam, eta=eta, max_iter=n_iter,
+                                  check_every=100)
+      assert int(res.iterations) == n_iter
+      np.testing.assert_allclose(res.X, x_ref, atol=1e-10)
+      for k in range(k_modes):
+        np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
+
+
+def test_mixture_iterations_match_the_papers_updates():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((5, 4, 3), (2, 2, 2), 0.6, seed=7)
+    mask, y_dense = completion.observation_tensors(x.shape, idx, y)
+    mask, y_dense = np.asarray(mask), np.asarray(y_dense)
+    eta, n_iter, lam = 0.9, 4, 0.2
+    z = [np.zeros_like(np.asarray(ops.unfold(y_dense, k))) for k in range(3)]
+    alpha = np.where(mask, y_dense, 0)
+    for _ in range(n_iter):
+      v_sum = np.zeros_like(y_dense)
+      for k in range(3):
+        t = z[k] + eta * np.asarray(ops.unfold(alpha, k))
+        z[k] = _svt_np(t, eta)
+        v_sum += np.asarray(ops.fold((t - z[k]) / eta, k, x.shape))
+      z_sum = sum(np.asarray(ops.fold(z[k], k, x.shape)) for k in range(3))
+      alpha = np.where(mask, (y_dense - z_sum + eta * v_sum) / (lam + eta * 3), 0)
+    res = completion.mixture(x.shape, idx, y, lam=lam, eta=eta, max_iter=n_iter, check_every=100)
+    np.testing.assert_allclose(res.X, z_sum, atol=1e-10)
+    for k in range(3):
+      np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
+
+
+def test_as_matrix_is_constraint_on_one_unfolding():
+  # as_matrix solves the unfolding as a matrix; it must equal the tensor solve over that mode.
+  with jax.enable_x64(True):
+    x, idx, y = _problem((6, 5, 4), (2, 2, 2), 0.7, seed=8)
+    mask, y_dense = completion.observation_tensors(x.shape, idx, y)
+    for mode in range(3):
+      mat = completion.as_matrix(x.shape, idx, y, mode, tol=1e-4)
+      eta = 1 / (10 * np.std(np.asarray(y), ddof=1))
+      ref = completion._constraint_jit(  # pylint: disable=protected-access
+          mask, y_dense, 0.0, eta, 1e-4, jnp.ones((1,)), modes=(mode,), max_iter=2000,
+          check_every=5)
+      assert int(mat.iterations) == int(ref.iterations)
+      np.testing.assert_allclose(mat.X, ref.X, atol=1e-10)
+      np.testing.assert_allclose(mat.components, ref.components, atol=1e-10)
+      np.testing.assert_allclose(mat.gap, ref.gap, rtol=1e-8)

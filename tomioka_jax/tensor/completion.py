@@ -128,10 +128,25 @@ def observation_tensors(shape: Sequence[int], indices: ArrayLike,
       dup = np.unravel_index(uniq[counts > 1][0], shape)
       raise ValueError(f"indices must be distinct; {tuple(int(i) for i in dup)} is observed "
                        f"{int(counts.max())} times")
+  if _is_concrete(indices, values):
+    # Scatter on the host: an eager scatter compiles anew for every number of observations.
+    where = tuple(np.asarray(indices).T)
+    mask = np.zeros(shape, bool)
+    mask[where] = True
+    y = np.zeros(shape, values.dtype)
+    y[where] = np.asarray(values)
+    return jnp.asarray(mask), jnp.asarray(y)
   where = tuple(indices.T)
   mask = jnp.zeros(shape, bool).at[where].set(True)
   y = jnp.zeros(shape, values.dtype).at[where].set(values)
   return mask, y
+
+
+def _observed_values(mask: jax.Array, y: jax.Array, values: ArrayLike) -> jax.Array:
+  """The observed values in ``y``'s dtype (gathered on the host when concrete)."""
+  if _is_concrete(mask, y):
+    return np.asarray(y)[np.asarray(mask)]
+  return jnp.asarray(values, y.dtype)
 
 
 def _check_hyper(lam, tol, max_iter, eta, check_every=1) -> None:
@@ -148,6 +163,11 @@ def _check_hyper(lam, tol, max_iter, eta, check_every=1) -> None:
 
 
 def _std(values: jax.Array) -> jax.Array:
+  if _is_concrete(values):
+    # On the host: jnp.std would compile anew for every number of observations.
+    v = np.asarray(values)
+    s = float(np.std(v, ddof=1)) if v.shape[0] > 1 else 0.0
+    return jnp.asarray(s if s > 0 else 1.0, values.dtype)
   s = jnp.std(values, ddof=1) if values.shape[0] > 1 else jnp.zeros((), values.dtype)
   return jnp.where(s > 0, s, 1)
 
@@ -162,16 +182,18 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
   """The Constraint ADMM on dense observation tensors (see :func:`constraint`).
 
   ``modes`` selects the unfoldings in the overlapped norm (all modes for Constraint, one for
-  As-a-Matrix) and ``weights`` holds one ``g_k`` per entry of ``modes``.
+  As-a-Matrix) and ``weights`` holds one ``g_k`` per entry of ``modes``. The loop carries
+  ``B_k = X_(k) + A_k / eta`` (unfolded) instead of ``(Z_k, A_k)``: the same iterates with
+  fewer folds, unfoldings and elementwise passes per iteration.
   """
   shape, dtype = y.shape, y.dtype
   lam, eta, tol = (jnp.asarray(v, dtype) for v in (lam, eta, tol))
   n_blocks = len(modes)
 
-  def x_step(z, a):
+  def x_step(z_minus_a):
     # argmin_X of the augmented Lagrangian: the average of the folded Z_k - A_k / eta off
     # Omega; on Omega the closed form (y + lam eta K m) / (1 + lam eta K), i.e. y at lam = 0.
-    m = sum(ops.fold(z_i - a_i / eta, k, shape) for z_i, a_i, k in zip(z, a, modes)) / n_blocks
+    m = sum(ops.fold(t, k, shape) for t, k in zip(z_minus_a, modes)) / n_blocks
     c = lam * eta * n_blocks
     return jnp.where(mask, (y + c * m) / (1 + c), m)
 
@@ -193,33 +215,35 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
     return nuc + jnp.where(lam > 0, sq / (2 * jnp.where(lam > 0, lam, 1)), 0)
 
   def body(state):
-    _, z, a, it, gap, primal, dual_best, _ = state
-    x = x_step(z, a)
-    z_new, a_new = [], []
-    for i, (a_i, k) in enumerate(zip(a, modes)):
-      x_k = ops.unfold(x, k)
-      z_i, _ = prox.svt_with_spectrum(x_k + a_i / eta, weights[i] / eta, method)
-      z_new.append(z_i)
-      a_new.append(a_i + eta * (x_k - z_i))
+    x, b, _, _, it, gap, primal, dual_best, _ = state
+    # The state keeps B_k = X_(k) + A_k / eta, the input of the k-th thresholding, in the
+    # unfolded layout. With Z_k = svt(B_k) the multiplier update is A_k = eta (B_k - Z_k),
+    # so Z_k - A_k / eta = 2 Z_k - B_k (the X-step's input) and the next B_k is
+    # X_(k) + B_k - Z_k: one fold and one unfold per mode and iteration.
+    z = tuple(prox.svt_with_spectrum(b_i, weights[i] / eta, method)[0]
+              for i, b_i in enumerate(b))
+    a = tuple(eta * (b_i - z_i) for b_i, z_i in zip(b, z))
 
     def certificate(_):
       p = primal_value(x)
-      d = jnp.maximum(dual_best, dual_value(a_new))
+      d = jnp.maximum(dual_best, dual_value(a))
       return (p - d) / jnp.abs(p), p, d
 
     # The gap costs as much as the iteration itself; it can be checked every few iterations.
     gap, primal, dual_best = lax.cond((it + 1) % check_every == 0, certificate,
                                       lambda _: (gap, primal, dual_best), None)
-    return x, tuple(z_new), tuple(a_new), it + 1, gap, primal, dual_best, gap <= tol
+    x_next = x_step(2 * z_i - b_i for z_i, b_i in zip(z, b))
+    b = tuple(ops.unfold(x_next, k) + b_i - z_i for k, b_i, z_i in zip(modes, b, z))
+    return x_next, b, z, x, it + 1, gap, primal, dual_best, gap <= tol
 
   def cond(state):
-    return (state[3] < max_iter) & ~state[7]
+    return (state[4] < max_iter) & ~state[8]
 
-  zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
+  x0 = x_step(ops.unfold(jnp.zeros_like(y), k) for k in modes)
+  b0 = tuple(ops.unfold(x0, k) for k in modes)
   inf = jnp.asarray(jnp.inf, dtype)
-  init = (jnp.zeros_like(y), zeros, zeros, jnp.asarray(0, jnp.int32), inf, inf, -inf,
-          jnp.asarray(False))
-  x, z, _, it, gap, primal, dual, converged = lax.while_loop(cond, body, init)
+  init = (x0, b0, b0, x0, jnp.asarray(0, jnp.int32), inf, inf, -inf, jnp.asarray(False))
+  _, _, z, x, it, gap, primal, dual, converged = lax.while_loop(cond, body, init)
   comps = jnp.stack([ops.fold(z_i, k, shape) for z_i, k in zip(z, modes)])
   return CompletionResult(x, comps, it, gap, primal, dual, converged)
 
@@ -274,7 +298,7 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   """
   mask, y = observation_tensors(shape, indices, values)
   _check_hyper(lam, tol, max_iter, eta, check_every)
-  values = y[mask] if _is_concrete(mask) else jnp.asarray(values, y.dtype)
+  values = _observed_values(mask, y, values)
   eta = 1 / (10 * _std(values)) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   return _constraint_jit(mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)),
@@ -309,10 +333,16 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
   _check_hyper(lam, tol, max_iter, eta, check_every)
   if int(mode) != mode or not 0 <= mode < y.ndim:
     raise ValueError(f"mode must be an integer in [0, {y.ndim}), got {mode}")
-  values = y[mask] if _is_concrete(mask) else jnp.asarray(values, y.dtype)
+  values = _observed_values(mask, y, values)
   eta = 1 / (10 * _std(values)) if eta is None else eta
-  return _constraint_jit(mask, y, lam, eta, tol, jnp.ones((1,), y.dtype), modes=(int(mode),),
-                         max_iter=max_iter, method=method, check_every=check_every)
+  # The problem only sees the mode-k unfolding: solve it as a matrix (a 2-way tensor), which
+  # compiles once per unfolding shape rather than once per (shape, mode).
+  mode = int(mode)
+  res = _constraint_jit(ops.unfold(mask, mode), ops.unfold(y, mode), lam, eta, tol,
+                        jnp.ones((1,), y.dtype), modes=(0,), max_iter=max_iter, method=method,
+                        check_every=check_every)
+  return res._replace(X=ops.fold(res.X, mode, y.shape),
+                      components=ops.fold(res.components[0], mode, y.shape)[None])
 
 
 # --------------------------------------------------------------------------- Mixture
@@ -339,18 +369,20 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
                for k in modes)
 
   def body(state):
-    z, alpha, it, gap, primal, dual_best, _ = state
-    z_new, v_sum, sv = [], jnp.zeros_like(y), []
+    z, z_sum, alpha, it, gap, primal, dual_best, _ = state
+    z_new, sv = [], []
     for k in modes:
-      # Z_k <- prox of eta g_k ||.||_* at Z_k + eta alpha_(k); V_k, the projection onto the
-      # spectral ball of radius g_k, is what thresholding removed.
-      t = z[k] + eta * ops.unfold(alpha, k)
-      z_k, sv_k = prox.svt_with_spectrum(t, eta * weights[k], method)
+      # Z_k <- prox of eta g_k ||.||_* at T_k = Z_k + eta alpha_(k); V_k, the projection onto
+      # the spectral ball of radius g_k, is what thresholding removed: (T_k - Z_k_new) / eta.
+      z_k, sv_k = prox.svt_with_spectrum(z[k] + eta * ops.unfold(alpha, k), eta * weights[k],
+                                         method)
       z_new.append(z_k)
       sv.append(sv_k)
-      v_sum = v_sum + ops.fold((t - z_k) / eta, k, shape)
-    z_sum = sum(ops.fold(z_k, k, shape) for k, z_k in zip(modes, z_new))
-    alpha = jnp.where(mask, (y - z_sum + eta * v_sum) / (lam + eta * n_modes), 0)
+    # sum_k fold(V_k) = (sum_k fold(Z_k) + K eta alpha - sum_k fold(Z_k_new)) / eta.
+    z_sum_new = sum(ops.fold(z_k, k, shape) for k, z_k in zip(modes, z_new))
+    eta_v_sum = z_sum + n_modes * eta * alpha - z_sum_new
+    z_sum = z_sum_new
+    alpha = jnp.where(mask, (y - z_sum + eta_v_sum) / (lam + eta * n_modes), 0)
 
     def certificate(_):
       p = lax.cond(lam > 0, primal_noisy, primal_exact, tuple(z_new), tuple(sv), z_sum)
@@ -362,16 +394,16 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
 
     gap, primal, dual_best = lax.cond((it + 1) % check_every == 0, certificate,
                                       lambda _: (gap, primal, dual_best), None)
-    return tuple(z_new), alpha, it + 1, gap, primal, dual_best, gap <= tol
+    return tuple(z_new), z_sum, alpha, it + 1, gap, primal, dual_best, gap <= tol
 
   def cond(state):
-    return (state[2] < max_iter) & ~state[6]
+    return (state[3] < max_iter) & ~state[7]
 
   zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
   inf = jnp.asarray(jnp.inf, dtype)
-  init = (zeros, jnp.where(mask, y, 0), jnp.asarray(0, jnp.int32), inf, inf, -inf,
-          jnp.asarray(False))
-  z, _, it, gap, primal, dual, converged = lax.while_loop(cond, body, init)
+  init = (zeros, jnp.zeros_like(y), jnp.where(mask, y, 0), jnp.asarray(0, jnp.int32), inf,
+          inf, -inf, jnp.asarray(False))
+  z, _, _, it, gap, primal, dual, converged = lax.while_loop(cond, body, init)
   comps = jnp.stack([ops.fold(z_k, k, shape) for k, z_k in zip(modes, z)])
   z_sum = jnp.sum(comps, axis=0)
   shift = jnp.where((lam > 0) | ~mask, 0, (z_sum - y) / n_modes)
@@ -422,7 +454,7 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   """
   mask, y = observation_tensors(shape, indices, values)
   _check_hyper(lam, tol, max_iter, eta, check_every)
-  values = y[mask] if _is_concrete(mask) else jnp.asarray(values, y.dtype)
+  values = _observed_values(mask, y, values)
   eta = 10 * _std(values) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   return _mixture_jit(mask, y, lam, eta, tol, w, max_iter=max_iter, method=method,
