@@ -5,11 +5,14 @@ Poincaré Variational Auto-Encoders" (NeurIPS 2019, arXiv 1901.06033).
 
 The speed item of the P-VAE benchmark: draw N samples and evaluate their log-densities, for the
 wrapped normal and the Riemannian normal on the d-dimensional Poincaré ball, with
-``tomioka_jax.generative.pvae`` (jitted; the Riemannian radius by inverse CDF with 64 bisection
-steps on the closed-form CDF) and with a straightforward NumPy/SciPy implementation written here
-(the Riemannian radius by vectorised rejection sampling from the Gaussian envelope
-``exp(-r^2/2 s^2 + (d-1) sqrt(c) r)``, acceptance ``(1 - exp(-2 sqrt(c) r))^(d-1)``). Both in
-float64. The two radius samplers are also checked against each other (two-sample KS test).
+``tomioka_jax.generative.pvae`` (jitted ``sample_and_log_prob``; the Riemannian radius by inverse
+CDF: a quantile table per (sigma, c) solved by safeguarded Newton on the closed-form CDF, cubic
+Hermite interpolation and one Newton polish) and with a straightforward NumPy/SciPy
+implementation written here (the Riemannian radius by vectorised rejection sampling from the
+Gaussian envelope ``exp(-r^2/2 s^2 + (d-1) sqrt(c) r)``, acceptance
+``(1 - exp(-2 sqrt(c) r))^(d-1)``). Both in float64, and both evaluate the log-density at the
+tangent vector / radius they drew (no log map or distance back from the sample). The two radius
+samplers are also checked against each other (two-sample KS test).
 The tree and MNIST likelihood experiments of the issue are not in this module yet.
 """
 
@@ -48,13 +51,6 @@ def _np_expmap(x, v, c):
   return _np_mobius_add(x, np.tanh(np.sqrt(c) * lam * n / 2) * v / (np.sqrt(c) * n), c)
 
 
-def _np_logmap(x, y, c):
-  lam = 2 / (1 - c * np.sum(x * x, -1, keepdims=True))
-  u = _np_mobius_add(-x, y, c)
-  n = np.maximum(np.linalg.norm(u, axis=-1, keepdims=True), 1e-15)
-  return 2 / (np.sqrt(c) * lam) * np.arctanh(np.sqrt(c) * n) * u / n
-
-
 def _np_distance(x, y, c):
   n = np.linalg.norm(_np_mobius_add(-x, y, c), axis=-1)
   return 2 / np.sqrt(c) * np.arctanh(np.sqrt(c) * n)
@@ -65,9 +61,8 @@ def np_wrapped_normal(rng, loc, scale, c, n):
   v = scale * rng.normal(size=(n, d))
   lam = 2 / (1 - c * np.sum(loc**2))
   z = _np_expmap(loc, (2 / lam) * v / 2, c)
-  u = lam * _np_logmap(loc, z, c)
-  r = np.linalg.norm(u, axis=-1)
-  log_p = (np.sum(stats.norm.logpdf(u, scale=scale), -1)
+  r = np.linalg.norm(v, axis=-1)  # the density at the drawn v = lambda_mu log_mu(z) (eq. 5)
+  log_p = (np.sum(stats.norm.logpdf(v, scale=scale), -1)
            - (d - 1) * np.log(np.sinh(np.sqrt(c) * r) / (np.sqrt(c) * r)))
   return z, log_p
 
@@ -97,7 +92,7 @@ def np_riemannian_normal(rng, loc, scale, c, n):
   alpha = e / np.linalg.norm(e, axis=-1, keepdims=True)
   lam = 2 / (1 - c * np.sum(loc**2))
   z = _np_expmap(loc, (2 / lam) * radii[:, None] * alpha / 2, c)
-  log_p = -_np_distance(loc, z, c)**2 / (2 * scale**2) - np_riemannian_log_z(scale, c, d)
+  log_p = -radii**2 / (2 * scale**2) - np_riemannian_log_z(scale, c, d)  # d_c(loc, z) = radii
   return z, log_p, radii
 
 
@@ -129,8 +124,12 @@ def run(quick: bool) -> _harness.Result:
                      f"{t_np.median_s / t_jax.median_s:.3g}x", f"{t_jax.compile_s:.2f}"])
         data[f"{name}_d{d}"] = {"jax": t_jax.as_dict(), "numpy": t_np.as_dict()}
       # Agreement of the two samplers (inverse CDF vs rejection) and of the log-normalisers.
-      z, _ = ours["riemannian"](jax.random.key(100 + d))
+      z, log_p = ours["riemannian"](jax.random.key(100 + d))
       r_ours = np.asarray(pvae.distance(jnp.broadcast_to(jnp.asarray(loc), z.shape), z, C))
+      # The fused log-density equals the density recomputed from z (NumPy geometry).
+      recomputed = (-_np_distance(loc, np.asarray(z), C)**2 / (2 * SCALE**2)
+                    - np_riemannian_log_z(SCALE, C, d))
+      data[f"fused_log_prob_gap_d{d}"] = float(np.max(np.abs(np.asarray(log_p) - recomputed)))
       r_np = np_riemannian_normal(np.random.default_rng(1), loc, SCALE, C, n)[2]
       ks = stats.ks_2samp(r_ours, r_np).pvalue
       log_z_gap = abs(float(pvae.log_normalizer(SCALE, C, d)) - np_riemannian_log_z(SCALE, C, d))
@@ -165,8 +164,14 @@ def run(quick: bool) -> _harness.Result:
       notes=("Throughput of draw-N-samples-and-evaluate-their-log-density, float64, "
              f"N = {n}, c = {C}, sigma = {SCALE}, loc at Euclidean radius 0.3. The NumPy "
              "reference is written in benchmarks/pvae.py (rejection sampling of the radius). "
-             "Our Riemannian-normal sampler runs 64 bisection steps on the closed-form CDF "
-             "(d terms of log_ndtr each) and is far slower on CPU than envelope rejection, "
-             "which accepts most proposals at this sigma; a safeguarded Newton finish or a "
-             "rejection sampler under jit are the obvious fixes. "
+             "Both sides return the log-density at the tangent vector / radius they drew "
+             "(distrax's sample_and_log_prob), not recomputed from z by log map or distance. "
+             "Our radius sampler is an exact inverse CDF, reparameterised with implicit "
+             "gradients: with many samples per (sigma, c) it tabulates the quantile function "
+             "once (257 z-nodes, safeguarded Newton on the closed-form log-CDF, ~4-5 steps), "
+             "interpolates (cubic Hermite in z) and polishes each sample with one Newton step "
+             "whose residual is two 4-point Gauss-Legendre integrals from the table node, so the "
+             "per-sample cost does not grow with d (the bisection it replaces, 64 closed-form "
+             "CDF evaluations per sample, ran at 0.012-0.02x of NumPy). CPU timings on a shared "
+             "2-core machine are noisy (tens of %). "
              "Not yet here: the branching-diffusion tree and MNIST likelihood tables."))
