@@ -698,6 +698,142 @@ def find_circuit(mask: ArrayLike, rank: int, entry: tuple[int, int], key: jax.Ar
   return Circuit(circuit, True)
 
 
+# ----------------------------------------------------------------------------------------------
+# r-neighbour propagation: a unique, linear construction of the factors (the exact start)
+# ----------------------------------------------------------------------------------------------
+
+
+class _Propagation(NamedTuple):
+  """Factors of a rigid "body" grown from a fully observed r x r seed.
+
+  Attributes:
+    row_gen, col_gen: (m,), (n,) int generation at which each row/column joined (-1: never).
+      Seed rows and columns have generation 0; rows join at odd, columns at even generations.
+    u, v: (m, r), (n, r) float64 factors in the seed's gauge (U[seed rows] = I); NaN outside.
+    seed_rows, seed_cols: the seed's indices.
+  """
+
+  row_gen: np.ndarray
+  col_gen: np.ndarray
+  u: np.ndarray
+  v: np.ndarray
+  seed_rows: np.ndarray
+  seed_cols: np.ndarray
+
+
+def _seed_blocks(mask: np.ndarray, rank: int, rng: np.random.Generator, tries: int):
+  """Random fully observed r x r blocks (K_{r,r} subgraphs of the bipartite graph)."""
+  m = mask.shape[0]
+  seen = set()
+  for _ in range(tries):
+    i0 = int(rng.integers(m))
+    cols0 = np.flatnonzero(mask[i0])
+    if len(cols0) < rank:
+      continue
+    cs = np.sort(rng.choice(cols0, rank, replace=False))
+    cand = np.flatnonzero(mask[:, cs].all(1))
+    if len(cand) < rank:
+      continue
+    rs = np.sort(np.concatenate([[i0], rng.choice(cand[cand != i0], rank - 1, replace=False)]))
+    if (tuple(rs), tuple(cs)) not in seen:
+      seen.add((tuple(rs), tuple(cs)))
+      yield rs, cs
+
+
+def _generations(mask: np.ndarray, rank: int, rows: np.ndarray, cols: np.ndarray):
+  """r-neighbour bootstrap percolation from a seed: a row joins once it has >= r observed
+  entries in joined columns, a column once it has >= r in joined rows (sweeps alternate)."""
+  m, n = mask.shape
+  row_gen = np.full(m, -1)
+  col_gen = np.full(n, -1)
+  row_gen[rows] = 0
+  col_gen[cols] = 0
+  gen = 1
+  while True:
+    new_rows = (row_gen < 0) & ((mask & (col_gen >= 0)[None, :]).sum(1) >= rank)
+    row_gen[new_rows] = gen
+    new_cols = (col_gen < 0) & ((mask & (row_gen >= 0)[:, None]).sum(0) >= rank)
+    col_gen[new_cols] = gen + 1
+    if not (new_rows.any() or new_cols.any()):
+      return row_gen, col_gen
+    gen += 2
+
+
+def _propagate(values: np.ndarray, mask: np.ndarray, rank: int, entry: tuple[int, int],
+               rng: np.random.Generator, max_seeds: int) -> _Propagation | None:
+  r"""Exact factors on a body containing row k and column l, or None if no seed reaches both.
+
+  With a fully observed, invertible r x r seed block :math:`A_0 = A[R_0, C_0]`, the gauge
+  :math:`U_{R_0} = I` gives :math:`V_{C_0} = A_0^\top`; every later row (column) has >= r
+  observed entries in earlier columns (rows), so its factor is the unique least-squares
+  solution of a full-rank linear system (generically). On noiseless data this reproduces the
+  true rank-r matrix on the whole body: the propagation picks the one root of the polynomial
+  system that all the linear steps agree on, so no root has to be chosen afterwards. Every
+  entry of the body is determined (the body is rigid), but not every determined entry lies in
+  a body grown from an r x r seed (near the counting bound for r >= 3 they often do not).
+  """
+  k, l = entry
+  m, n = mask.shape
+  for rs, cs in _seed_blocks(mask, rank, rng, 20 * max_seeds):
+    max_seeds -= 1
+    if max_seeds < 0:
+      return None
+    row_gen, col_gen = _generations(mask, rank, rs, cs)
+    if row_gen[k] < 0 or col_gen[l] < 0:
+      continue
+    a0 = values[np.ix_(rs, cs)]
+    if np.linalg.cond(a0) > 1e8:
+      continue
+    u = np.full((m, rank), np.nan)
+    v = np.full((n, rank), np.nan)
+    u[rs] = np.eye(rank)
+    v[cs] = a0.T
+    for g in range(1, max(row_gen.max(), col_gen.max()) + 1):
+      if g % 2:
+        for i in np.flatnonzero(row_gen == g):
+          p = np.flatnonzero(mask[i] & (col_gen >= 0) & (col_gen < g))
+          u[i] = np.linalg.lstsq(v[p], values[i, p], rcond=None)[0]
+      else:
+        for j in np.flatnonzero(col_gen == g):
+          p = np.flatnonzero(mask[:, j] & (row_gen >= 0) & (row_gen < g))
+          v[j] = np.linalg.lstsq(u[p], values[p, j], rcond=None)[0]
+    return _Propagation(row_gen, col_gen, u, v, rs, cs)
+  return None
+
+
+def _ancestors(mask: np.ndarray, prop: _Propagation, entry: tuple[int, int]):
+  """Rows and columns whose observed entries the propagation used to reach row k and col l."""
+  k, l = entry
+  rows = np.zeros(mask.shape[0], bool)
+  cols = np.zeros(mask.shape[1], bool)
+  stack = [("r", k), ("c", l)]
+  while stack:
+    side, i = stack.pop()
+    if side == "r":
+      if rows[i]:
+        continue
+      rows[i] = True
+      parents = np.flatnonzero(mask[i] & (prop.col_gen >= 0) & (prop.col_gen < prop.row_gen[i]))
+      stack.extend(("c", int(j)) for j in parents if not cols[j])
+    else:
+      if cols[i]:
+        continue
+      cols[i] = True
+      parents = np.flatnonzero(mask[:, i] & (prop.row_gen >= 0) & (prop.row_gen < prop.col_gen[i]))
+      stack.extend(("r", int(j)) for j in parents if not rows[j])
+  rows[prop.seed_rows] = True   # the gauge and the seed block A_0 enter every factor
+  cols[prop.seed_cols] = True
+  return np.flatnonzero(rows), np.flatnonzero(cols)
+
+
+def _balanced(u: np.ndarray, v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """The same product u v^T with u^T u = v^T v (a well-scaled gauge for the local solver)."""
+  qu, ru = np.linalg.qr(u)
+  qv, rv = np.linalg.qr(v)
+  left, s, right_t = np.linalg.svd(ru @ rv.T)
+  return qu @ left * np.sqrt(s), qv @ right_t.T * np.sqrt(s)
+
+
 class _Fit(NamedTuple):
   u: jax.Array
   v: jax.Array
@@ -705,8 +841,12 @@ class _Fit(NamedTuple):
 
 
 @functools.partial(jax.jit, static_argnames=("rank", "n_restarts", "iterations"))
-def _fit_low_rank(values, weights, rank, key, n_restarts, iterations):
-  """Levenberg-Marquardt on 0.5 * sum w_ij (u_i^T v_j - a_ij)^2 from random starts (vmapped)."""
+def _fit_low_rank(values, weights, rank, key, n_restarts, iterations, u_init=None, v_init=None):
+  """Levenberg-Marquardt on 0.5 * sum w_ij (u_i^T v_j - a_ij)^2 from several starts (vmapped).
+
+  Restart 0 starts from (u_init, v_init) when given, else from a truncated SVD; the others
+  from random factors.
+  """
   m, n = values.shape
   dtype = values.dtype
   scale = jnp.sqrt(jnp.sum(weights * values**2) / jnp.maximum(jnp.sum(weights), 1.0) / rank)
@@ -714,21 +854,23 @@ def _fit_low_rank(values, weights, rank, key, n_restarts, iterations):
   def loss_fn(u, v):
     return 0.5 * jnp.sum(weights * (u @ v.T - values) ** 2)
 
-  # Restart 0 starts from the rank-r SVD of the rescaled zero-filled block (a good start when
-  # the block is well sampled); the others from random factors.
+  # Without an initial point, restart 0 starts from the rank-r SVD of the rescaled zero-filled
+  # block (a good start when the block is well sampled).
   fill = jnp.sum(weights) / (m * n)
   left, sv, right = jnp.linalg.svd(weights * values / jnp.maximum(fill, 1e-12),
                                    full_matrices=False)
   u_svd = left[:, :rank] * jnp.sqrt(sv[:rank])[None, :]
   v_svd = right[:rank].T * jnp.sqrt(sv[:rank])[None, :]
+  if u_init is not None:
+    u_svd, v_svd = u_init.astype(dtype), v_init.astype(dtype)
 
   def solve_one(k, from_svd):
     ku, kv = jax.random.split(k)
     u0 = jnp.where(from_svd, u_svd, jnp.sqrt(scale) * jax.random.normal(ku, (m, rank), dtype))
     v0 = jnp.where(from_svd, v_svd, jnp.sqrt(scale) * jax.random.normal(kv, (n, rank), dtype))
 
-    def step(_, state):
-      u, v, loss, mu = state
+    def step(state):
+      it, u, v, loss, mu, fails = state
       res = weights * (u @ v.T - values)
       grad = jnp.concatenate([(res @ v).ravel(), (res.T @ u).ravel()])
       gram = _jacobian_gram(weights, u, v)
@@ -740,12 +882,18 @@ def _fit_low_rank(values, weights, rank, key, n_restarts, iterations):
       v_new = v + delta[m * rank:].reshape(n, rank)
       new_loss = loss_fn(u_new, v_new)
       better = new_loss < loss
-      return (jnp.where(better, u_new, u), jnp.where(better, v_new, v),
+      return (it + 1, jnp.where(better, u_new, u), jnp.where(better, v_new, v),
               jnp.where(better, new_loss, loss),
-              jnp.where(better, jnp.maximum(mu / 3.0, 1e-12), mu * 4.0))
+              jnp.where(better, jnp.maximum(mu / 3.0, 1e-12), mu * 4.0),
+              jnp.where(better, 0, fails + 1))
 
-    u, v, loss, _ = jax.lax.fori_loop(
-        0, iterations, step, (u0, v0, loss_fn(u0, v0), jnp.asarray(1e-2, dtype)))
+    def running(state):
+      # Stop after `iterations`, or after 8 rejected steps in a row (the damping grew 4^8-fold
+      # without progress: converged to rounding, or stuck).
+      return (state[0] < iterations) & (state[5] < 8)
+
+    _, u, v, loss, _, _ = jax.lax.while_loop(
+        running, step, (0, u0, v0, loss_fn(u0, v0), jnp.asarray(1e-2, dtype), 0))
     return _Fit(u, v, loss)
 
   return jax.vmap(solve_one)(jax.random.split(key, n_restarts), jnp.arange(n_restarts) == 0)
@@ -757,12 +905,17 @@ class EntryCompletion(NamedTuple):
   Attributes:
     value: the completed entry (NaN if the entry is not completable).
     std: predicted standard deviation of ``value`` under i.i.d. additive noise ``noise_std`` on
-      the observed entries used (first-order, at the fitted point).
+      the observed entries used (first-order, at the returned local solution).
     circuit: (m, n) bool, the circuit found (see :class:`Circuit`); with ``use_block`` the fit
       uses every observed entry of a block of rows and columns containing it.
-    residual: root-mean-square misfit of the local equations at the solution.
+    residual: root-mean-square misfit of the local equations at the solution (~0 on noiseless
+      data; about ``noise_std`` times sqrt(1 - dof / equations) at the right root otherwise).
     spread: max - min of the completed value over the restarts that reached the best misfit
-      (up to 1e-6 relative); nonzero flags several roots of the circuit polynomial.
+      (up to 1e-6 relative); nonzero flags several roots of the circuit polynomial. Zero when
+      the solve started from the propagation (one restart: the root is fixed by construction).
+    propagated: True iff the local solve started from the exact propagated factors (the entry
+      lies in a body grown from an r x r seed); False means random restarts were used, whose
+      result is reliable only if ``residual`` is at the noise level.
   """
 
   value: jax.Array
@@ -770,43 +923,64 @@ class EntryCompletion(NamedTuple):
   circuit: np.ndarray
   residual: jax.Array
   spread: jax.Array
+  propagated: bool
 
 
-def _pad(size: int, multiple: int = 8) -> int:
-  return -(-size // multiple) * multiple
+def _pad(size: int) -> int:
+  """Padded block size: 8, 16, 24, 32, 48, 64, 96, ... (few shapes, hence few compilations)."""
+  if size <= 32:
+    return max(8, -(-size // 8) * 8)
+  step = 1 << (int(np.ceil(np.log2(size))) - 2)   # quarter of the next power of two
+  return -(-size // step) * step
 
 
 def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[int, int],
                    key: jax.Array, *, noise_std: float = 1.0, use_block: bool = True,
-                   n_restarts: int = 32, iterations: int = 150, max_grow: int = 10,
+                   propagate: bool = True, n_restarts: int = 32, iterations: int = 150,
+                   max_grow: int = 10, max_seeds: int = 64,
                    circuit: Circuit | None = None) -> EntryCompletion:
   r"""Completes one entry of a rank-r matrix from a circuit, with its error estimate.
 
   The circuit :math:`C` through :math:`(k, l)` (:func:`find_circuit`) names a few rows
   :math:`I` and columns :math:`J`; the local equations :math:`u_i^\top v_j = a_{ij}` for the
   observed :math:`(i,j)` (those of :math:`C`, or with ``use_block`` every observed entry of
-  :math:`I \times J`, grown when the circuit polynomial has several roots) are solved by
-  Levenberg-Marquardt from ``n_restarts`` random starts, and
-  :math:`\hat a_{kl} = \hat u_k^\top \hat v_l` from the best. Error estimate (first order, JMLR
-  2015): since :math:`g_{kl} = J^\top c` for the local Jacobian :math:`J` at the fit,
-  :math:`d a_{kl} = c^\top d a_{\mathrm{obs}}`, so
-  :math:`\operatorname{sd}(\hat a_{kl}) \approx \sigma \|c\| =
+  :math:`I \times J`, grown until there are r more equations than local degrees of freedom)
+  are solved by Levenberg-Marquardt, and :math:`\hat a_{kl} = \hat u_k^\top \hat v_l`.
+
+  The local system is polynomial and near the counting bound it is barely overdetermined:
+  from random starts Levenberg-Marquardt mostly stalls at non-zero misfit (at 100 x 100,
+  rank 2, 1.6 times the counting bound, none of 32 starts reached the solution for most
+  entries), and the circuit polynomial can have several roots. So, with ``propagate``, the
+  start is constructed: from a fully observed r x r block (gauge :math:`U_{R_0} = I`), rows and
+  columns with at least r observed entries among those already placed are added one
+  generation at a time, each factor the least-squares solution of a full-rank linear system.
+  This is unique, hence picks the true root on noiseless data (exact up to rounding), and
+  close to it under small noise; the least-squares fit on the circuit's block then polishes
+  the start (if the block leaves the propagated body, its rows and columns outside are
+  replaced by all those the propagation used to reach row k and column l). Seeds are tried (up to ``max_seeds``) until one
+  reaches both row k and column l; if none does, the solve falls back to ``n_restarts``
+  random starts on the circuit's block, growing it while the best restarts disagree
+  (``spread``), and ``propagated`` is False.
+
+  Error estimate (first order, JMLR 2015): at the returned local solution, since
+  :math:`g_{kl} = J^\top c` for the local Jacobian :math:`J`, :math:`d a_{kl} = c^\top
+  d a_{\mathrm{obs}}`, so :math:`\operatorname{sd}(\hat a_{kl}) \approx \sigma \|c\| =
   \sigma \sqrt{g_{kl}^\top (J^\top J)^+ g_{kl}}` with the minimum-norm :math:`c` (the
-  least-squares prediction variance).
+  least-squares prediction variance of the local fit).
 
   Args:
     values: (m, n) float, observed entries (others ignored). Its dtype is the solver's dtype.
     mask: (m, n) bool observed positions.
     rank: the rank r.
     entry: (k, l).
-    key: PRNG key (circuit search and restarts).
+    key: PRNG key (circuit search, seeds and restarts).
     noise_std: :math:`\sigma`, standard deviation of additive observation noise.
-    use_block: fit every observed entry in the circuit's rows x columns, not only the circuit;
-      and when the restarts find several roots, grow the block (two rows and two columns at a
-      time, those with most observed entries in it, up to ``max_grow`` times) until one remains.
-    n_restarts: random starts of the local solver.
+    use_block: fit every observed entry in the block's rows x columns, not only the circuit.
+    propagate: start from the propagated factors when a seed reaches the entry.
+    n_restarts: random starts of the fallback solver.
     iterations: Levenberg-Marquardt iterations.
-    max_grow: how many times the block may grow to single out one root.
+    max_grow: how many times the block may grow (two rows and two columns at a time).
+    max_seeds: how many r x r seed blocks the propagation may try.
     circuit: a :class:`Circuit` from :func:`find_circuit` for this mask, rank and entry, to
       reuse it (e.g. across noise draws); found here when None.
 
@@ -820,39 +994,64 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
   values = _check_values(values, mask.shape)
   rank = _check_rank(rank, mask.shape)
   k, l = _check_entry(entry, mask.shape)
-  kc, kf = jax.random.split(key)
+  kc, kf, ks = jax.random.split(key, 3)
   if circuit is None:
     circuit = find_circuit(mask, rank, (k, l), kc)
   dtype = values.dtype
   nan = jnp.asarray(jnp.nan, dtype)
   if not circuit.completable:
-    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan)
+    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan, False)
   if mask[k, l]:
     return EntryCompletion(values[k, l], jnp.asarray(noise_std, dtype), circuit.entries,
-                           jnp.zeros((), dtype), jnp.zeros((), dtype))
+                           jnp.zeros((), dtype), jnp.zeros((), dtype), False)
   rows = np.unique(np.concatenate([np.nonzero(circuit.entries)[0], [k]]))
   cols = np.unique(np.concatenate([np.nonzero(circuit.entries)[1], [l]]))
+  host_values = np.asarray(values, np.float64)
+  prop = None
+  if propagate:
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(ks)).ravel())
+    prop = _propagate(host_values, mask, rank, (k, l), rng, max_seeds)
+  if prop is not None:
+    # Every factor of the body has an exact start. If the circuit's block leaves the body,
+    # replace the rows and columns outside by those the propagation used to reach row k and
+    # column l (so the block still determines the entry; usually the body holds the circuit).
+    in_rows, in_cols = prop.row_gen >= 0, prop.col_gen >= 0
+    if not (in_rows[rows].all() and in_cols[cols].all()):
+      anc_rows, anc_cols = _ancestors(mask, prop, (k, l))
+      rows = np.union1d(rows[in_rows[rows]], anc_rows)
+      cols = np.union1d(cols[in_cols[cols]], anc_cols)
+    used = mask & in_rows[:, None] & in_cols[None, :]
+  else:
+    used = mask if use_block else circuit.entries
   if use_block:
-    # The circuit's equations fix a_kl only up to the roots of its circuit polynomial, which may
-    # be several; a few extra equations single out the true one generically. Grow until the
-    # block has r more observed entries than local degrees of freedom (or cannot grow).
-    for _ in range(max_grow):
-      spare = mask[np.ix_(rows, cols)].sum() - rank * (len(rows) + len(cols) - rank)
-      grown = _grow_block(mask, rows, cols)
-      if spare >= rank or (len(grown[0]), len(grown[1])) == (len(rows), len(cols)):
-        break
-      rows, cols = grown
+    rows, cols = _grow_to_spare(used, rows, cols, rank, max_grow)
+  if prop is not None:
+    u0, v0 = _balanced(prop.u[rows], prop.v[cols])
+    value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
+                                             noise_std, 1, iterations, (u0, v0))
+    return EntryCompletion(value, std, circuit.entries, resid, spread, True)
   for _ in range(max_grow + 1):
-    value, std, resid, spread = _solve_local(values, mask if use_block else circuit.entries,
-                                             rows, cols, rank, (k, l), kf, noise_std, n_restarts,
-                                             iterations)
+    value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
+                                             noise_std, n_restarts, iterations, None)
     if not use_block or spread <= 1e-6 * (abs(float(value)) + float(resid) + 1e-30):
       break
     # Several roots fit the local equations equally well (a circuit polynomial of degree > 1
     # in a_kl): add the two rows and two columns with the most observed entries in the block's
     # span, whose extra equations are generically violated by the spurious roots.
-    rows, cols = _grow_block(mask, rows, cols)
-  return EntryCompletion(value, std, circuit.entries, resid, spread)
+    rows, cols = _grow_block(used, rows, cols)
+  return EntryCompletion(value, std, circuit.entries, resid, spread, False)
+
+
+def _grow_to_spare(mask, rows, cols, rank, max_grow):
+  """Grows the block until it has r more observed entries than local degrees of freedom (a
+  generic root is then the only one) or cannot grow."""
+  for _ in range(max_grow):
+    spare = mask[np.ix_(rows, cols)].sum() - rank * (len(rows) + len(cols) - rank)
+    grown = _grow_block(mask, rows, cols)
+    if spare >= rank or (len(grown[0]), len(grown[1])) == (len(rows), len(cols)):
+      break
+    rows, cols = grown
+  return rows, cols
 
 
 def _grow_block(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, step: int = 2):
@@ -865,7 +1064,7 @@ def _grow_block(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, step: int 
 
 
 def _solve_local(values, used_mask, rows, cols, rank, entry, key, noise_std, n_restarts,
-                 iterations):
+                 iterations, init):
   """Fits the local equations on rows x cols and predicts the entry (padded, jitted)."""
   k, l = entry
   dtype = values.dtype
@@ -879,7 +1078,14 @@ def _solve_local(values, used_mask, rows, cols, rank, entry, key, noise_std, n_r
   a = np.zeros((mp, np_), dtype)
   a[: len(rows), : len(cols)] = np.asarray(values)[np.ix_(rows, cols)]
   w, a = jnp.asarray(w), jnp.asarray(a)
-  fit = _fit_low_rank(a * w, w, rank, key, n_restarts, iterations)
+  if init is None:
+    fit = _fit_low_rank(a * w, w, rank, key, n_restarts, iterations)
+  else:
+    u0 = np.zeros((mp, rank), dtype)
+    v0 = np.zeros((np_, rank), dtype)
+    u0[: len(rows)], v0[: len(cols)] = init
+    fit = _fit_low_rank(a * w, w, rank, key, n_restarts, iterations, jnp.asarray(u0),
+                        jnp.asarray(v0))
   kk, ll = np.searchsorted(rows, k), np.searchsorted(cols, l)
   return _local_estimate(fit, w, kk, ll, jnp.asarray(noise_std, dtype))
 
