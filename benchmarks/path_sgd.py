@@ -204,4 +204,4 @@ def run(quick: bool) -> _harness.Result:
              "paper's update w - lr * g / kappa with kappa recomputed every step; the "
              "reference PyTorch port's one-off global rescaling of the step size is not used. "
              "The paper's numbers are read from its figures from memory ([recall]); "
-             "DDP-SGD (the data-dependent variant) is not implemented yet."))
+             "DDP-SGD (the data-dependent variant) is compared in benchmarks/ddp.py."))

@@ -13,6 +13,7 @@
   arXiv:1503.05479).
 """
 
+from tomioka_jax.tensor import regression
 from tomioka_jax.tensor.completion import CompletionResult
 from tomioka_jax.tensor.completion import TuckerResult
 from tomioka_jax.tensor.completion import as_matrix
@@ -57,6 +58,7 @@ from tomioka_jax.tensor.subspace import subspace_factors
 from tomioka_jax.tensor.subspace import subspace_norm_denoising
 
 __all__ = [
+    "regression",
     "CompletionResult",
     "LatentProx",
     "TensorSpectralNorm",

@@ -7,8 +7,14 @@
   log-normaliser, radius CDF and reparameterised radius sampler.
 * :mod:`~tomioka_jax.generative.pvae.layers` -- NNX ``GyroplaneLayer`` (hyperbolic multinomial
   regression, the decoder's first layer) and ``MobiusLayer``.
+* :mod:`~tomioka_jax.generative.pvae.vae` -- the N-VAE / P-VAE family (wrapped or Riemannian
+  normal prior and posterior, wrapped or gyroplane decoder), ELBO and IWAE bounds, training.
+* :mod:`~tomioka_jax.generative.pvae.data` -- the branching-diffusion tree data of the paper.
 """
 
+from tomioka_jax.generative.pvae.data import TreeData
+from tomioka_jax.generative.pvae.data import branching_diffusion
+from tomioka_jax.generative.pvae.data import train_test_split
 from tomioka_jax.generative.pvae.distributions import RiemannianNormal
 from tomioka_jax.generative.pvae.distributions import WrappedNormal
 from tomioka_jax.generative.pvae.distributions import log_normalizer
@@ -35,8 +41,25 @@ from tomioka_jax.generative.pvae.manifold import parallel_transport0
 from tomioka_jax.generative.pvae.manifold import parallel_transport_to0
 from tomioka_jax.generative.pvae.manifold import project
 from tomioka_jax.generative.pvae.manifold import riemannian_norm
+from tomioka_jax.generative.pvae.vae import VAE
+from tomioka_jax.generative.pvae.vae import VAEConfig
+from tomioka_jax.generative.pvae.vae import elbo
+from tomioka_jax.generative.pvae.vae import evaluate_iwae
+from tomioka_jax.generative.pvae.vae import iwae_bound
+from tomioka_jax.generative.pvae.vae import make_train
+from tomioka_jax.generative.pvae.vae import make_vae
 
 __all__ = [
+    "TreeData",
+    "branching_diffusion",
+    "train_test_split",
+    "VAE",
+    "VAEConfig",
+    "elbo",
+    "evaluate_iwae",
+    "iwae_bound",
+    "make_train",
+    "make_vae",
     "GyroplaneLayer",
     "MobiusLayer",
     "RiemannianNormal",
