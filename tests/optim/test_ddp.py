@@ -208,6 +208,39 @@ def test_inputs_extra_arg_and_reference_inputs_agree_and_jit():
   assert any(not np.allclose(u, v) for u, v in zip(jax.tree.leaves(b), jax.tree.leaves(c)))
 
 
+def test_core_trainers_feed_the_batch_inputs_to_ddp_sgd():
+  """core.make_train_step and core.make_epoch_trainer pass inputs=batch x to an extra-args
+  optimizer: DDP-SGD without reference inputs runs there and takes the step computed by hand
+  with the batch; a plain optimizer in the same trainer is unaffected."""
+  model = tiny_mlp()
+  network, params = ddp.ddp_network(model)
+  x = jnp.asarray(random_inputs(8, 3, seed=4), jnp.float32)
+  y = jnp.arange(8) % 2
+  opt = ddp.ddp_sgd(0.1, 0.5)
+
+  def loss_fn(model, batch, rng):
+    del rng
+    logits = model(batch["x"])
+    return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
+
+  graphdef, state = core.create_train_state(model, opt, jax.random.key(0))
+  step = core.make_train_step(graphdef, loss_fn, opt)
+  new_state, _ = step(state, {"x": x, "y": y})
+  grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
+      network(p, x), y).mean())(params)
+  updates, _ = opt.update(grads, opt.init(params), params, inputs=x)
+  expected = optax.apply_updates(params, updates)
+  for u, v in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(u, v, rtol=2e-5, atol=1e-7)
+  plain = optax.GradientTransformation(lambda p: optax.EmptyState(), lambda u, s, p=None: (u, s))
+  assert core.optimizer_extra_args(plain, {"x": x}) == {}  # a plain transformation: nothing
+  assert core.optimizer_extra_args(optax.sgd(0.1), [x, y]) == {}  # no batch["x"]: nothing
+  run = core.make_epoch_trainer(network, opt, {"x": x, "y": y}, {"x": x, "y": y},
+                                batch_size=4, epochs=2)
+  _, metrics = run(params, jax.random.key(1))
+  assert np.all(np.isfinite(metrics["train_ce"]))
+
+
 @pytest.mark.parametrize("alpha", [0.0, 0.5, 1.0])
 def test_ddp_normalization_invariant_to_rescaling_raw_weights(alpha):
   layer = ddp.DDPNormalizedLinear(3, 4, alpha=alpha, rngs=nnx.Rngs(0), epsilon=1e-12)

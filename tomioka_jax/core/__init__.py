@@ -25,6 +25,7 @@ from tomioka_jax.core.train import create_train_state
 from tomioka_jax.core.train import make_eval_step
 from tomioka_jax.core.train import make_shard_map_train_step
 from tomioka_jax.core.train import make_train_step
+from tomioka_jax.core.train import optimizer_extra_args
 from tomioka_jax.core.train import pmean_gradients
 
 __all__ = [
@@ -53,5 +54,6 @@ __all__ = [
     "make_eval_step",
     "make_shard_map_train_step",
     "make_train_step",
+    "optimizer_extra_args",
     "pmean_gradients",
 ]

@@ -158,7 +158,8 @@ def make_epoch_trainer(network: Callable[[Any, jax.Array], jax.Array],
 
   Args:
     network: ``network(params, x) -> logits`` (e.g. from ``tomioka_jax.optim.nnx_network``).
-    optimizer: any optax transformation (its ``update`` receives ``params``).
+    optimizer: any optax transformation (its ``update`` receives ``params``, and the
+      minibatch's inputs as ``inputs`` when it takes extra arguments).
     train_data, test_data: ``{"x": (n, ...), "y": (n,)}``.
     batch_size, epochs: positive integers.
   """
@@ -188,8 +189,10 @@ def make_epoch_trainer(network: Callable[[Any, jax.Array], jax.Array],
     def epoch(carry, key):
       def step(carry, idx):
         params, state = carry
-        grads = jax.grad(loss)(params, x_tr[idx], y_tr[idx])
-        updates, state = optimizer.update(grads, state, params)
+        x, y = x_tr[idx], y_tr[idx]
+        grads = jax.grad(loss)(params, x, y)
+        updates, state = optimizer.update(grads, state, params,
+                                          **train.optimizer_extra_args(optimizer, {"x": x}))
         return (optax.apply_updates(params, updates), state), None
 
       order = jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)

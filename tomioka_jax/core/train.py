@@ -18,7 +18,7 @@ Two ways to run a step over several devices are provided, both from the same los
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -134,9 +134,24 @@ def _loss_and_grads(graphdef: nnx.GraphDef, loss_fn: LossFn, state: TrainState, 
   return loss, metrics, model_state, grads
 
 
+def optimizer_extra_args(optimizer: optax.GradientTransformation, batch: Any) -> dict[str, Any]:
+  """Keyword arguments a trainer passes to ``optimizer.update`` besides the parameters.
+
+  A transformation that accepts extra arguments (``optax.GradientTransformationExtraArgs``,
+  which every ``optax.chain`` is) receives the batch's inputs as ``inputs=batch["x"]``; data-
+  dependent preconditioners such as DDP-SGD read their statistics from it, and every other
+  transformation ignores it. Plain transformations get nothing.
+  """
+  if isinstance(optimizer, optax.GradientTransformationExtraArgs) and isinstance(batch, Mapping) \
+      and "x" in batch:
+    return {"inputs": batch["x"]}
+  return {}
+
+
 def _apply(state: TrainState, optimizer: optax.GradientTransformation, grads, model_state,
-           rng: jax.Array) -> TrainState:
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+           rng: jax.Array, extra_args: dict[str, Any] | None = None) -> TrainState:
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
+                                        **(extra_args or {}))
   params = optax.apply_updates(state.params, updates)
   return TrainState(step=state.step + 1, params=params, model_state=model_state,
                     opt_state=opt_state, rng=rng)
@@ -150,7 +165,9 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
 
   ``metrics`` holds ``loss`` and whatever ``loss_fn`` returns, averaged over the global batch
   exactly as on one device: with a ``mesh`` the batch is sharded along its first axis and XLA
-  reduces the gradient across devices, so the same code runs on 1 or N devices.
+  reduces the gradient across devices, so the same code runs on 1 or N devices. An optimizer
+  that takes extra arguments receives the global batch's inputs (see
+  :func:`optimizer_extra_args`).
 
   Args:
     graphdef: from :func:`create_train_state`.
@@ -174,7 +191,8 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
     rng, step_rng = jax.random.split(state.rng)
     loss, metrics, model_state, grads = _loss_and_grads(graphdef, loss_fn, state, batch,
                                                          step_rng)
-    return _apply(state, optimizer, grads, model_state, rng), {"loss": loss, **metrics}
+    return (_apply(state, optimizer, grads, model_state, rng,
+                   optimizer_extra_args(optimizer, batch)), {"loss": loss, **metrics})
 
   donate_argnums = (0,) if donate else ()
   if mesh is None:
@@ -207,7 +225,9 @@ def make_shard_map_train_step(
   replicated. ``key`` is the step's key, identical on every device; a reduction that needs
   independent per-device randomness folds in ``lax.axis_index(axis_name)``.
 
-  The loss and metrics reported are means over devices (exact for equal shard sizes).
+  The loss and metrics reported are means over devices (exact for equal shard sizes). The
+  optimizer gets no ``inputs`` here: a data-dependent preconditioner fed each device's own
+  shard would update the replicas differently.
 
   Args:
     graphdef, loss_fn, optimizer: as in :func:`make_train_step`.
