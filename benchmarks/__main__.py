@@ -4,14 +4,23 @@ With no names every registered benchmark runs. Each writes ``benchmarks/results/
 ``NAME.md`` and ``NAME.png``. A benchmark that raises is reported in the summary and makes the
 exit status non-zero, without stopping the others; a claim that does not hold is a result,
 marked NO in the table.
+
+With ``--jobs N > 1`` (the default on a CPU host with two or more cores) every benchmark runs
+in its own process, N at a time, longest first (by the elapsed time of its last result). Most
+benchmarks spend their time compiling, which is single-threaded, so this uses the cores that
+one benchmark leaves idle. A benchmark whose claims are decided by a timing (``EXCLUSIVE =
+True`` in its module) runs alone, after the others, so that no other job distorts it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 
@@ -28,6 +37,89 @@ def _configure_jax() -> None:
   compat.fast_threefry_compilation()
 
 
+def _default_jobs() -> int:
+  """2 on a CPU-only host with >= 2 cores (compilation is single-threaded), else 1."""
+  if os.environ.get("JAX_PLATFORMS", "cpu") not in ("", "cpu"):
+    return 1
+  try:
+    import jax  # pylint: disable=g-import-not-at-top
+    on_cpu = jax.default_backend() == "cpu"
+  except RuntimeError:
+    on_cpu = True
+  return min(2, os.cpu_count() or 1) if on_cpu else 1
+
+
+def _last_elapsed(results_dir: pathlib.Path, name: str, quick: bool) -> float:
+  """The elapsed time of the last result in the same mode (scheduling hint; 60 s if none)."""
+  try:
+    payload = json.loads((results_dir / f"{name}.json").read_text())
+    if bool(payload.get("quick")) == quick and payload.get("elapsed_s"):
+      return float(payload["elapsed_s"])
+  except (OSError, ValueError):
+    pass
+  return 60.0
+
+
+def _run_here(name: str, module, quick: bool, results_dir: pathlib.Path) -> dict:
+  """Runs one benchmark in this process; a summary that survives JSON (for --jobs)."""
+  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
+  print(f"== {name} ({'quick' if quick else 'full'}) ==", flush=True)
+  t0 = time.perf_counter()
+  try:
+    result = module.run(quick=quick)
+    elapsed = time.perf_counter() - t0
+    paths = _harness.write_result(result, results_dir, quick=quick, elapsed_s=elapsed)
+  except Exception:  # pylint: disable=broad-except
+    traceback.print_exc()
+    return {"name": name, "paper": module.PAPER, "failed": True}
+  print(f"   wrote {', '.join(str(p) for p in paths.values())} in {elapsed:.1f} s", flush=True)
+  return {"name": name, "paper": result.paper, "failed": False, "elapsed_s": elapsed,
+          "claims": [(c.claim, c.paper, c.ours, c.holds) for c in result.claims]}
+
+
+def _run_in_processes(names: list[str], modules: dict, quick: bool, results_dir: pathlib.Path,
+                      jobs: int) -> list[dict]:
+  """Each benchmark in a child process, ``jobs`` at a time; exclusive ones alone at the end."""
+  order = sorted(names, key=lambda n: -_last_elapsed(results_dir, n, quick))
+  shared = [n for n in order if not getattr(modules[n], "EXCLUSIVE", False)]
+  alone = [n for n in order if getattr(modules[n], "EXCLUSIVE", False)]
+  env = dict(os.environ)
+  # Children share an accelerator's memory instead of each preallocating most of it.
+  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.2f}")
+  summaries: dict[str, dict] = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    def start(name: str):
+      summary = pathlib.Path(tmp) / f"{name}.json"
+      log = open(pathlib.Path(tmp) / f"{name}.log", "w+")  # pylint: disable=consider-using-with
+      cmd = [sys.executable, "-m", "benchmarks", name, "--jobs", "1", "--results-dir",
+             str(results_dir), "--summary-json", str(summary)] + (["--quick"] if quick else [])
+      return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, summary
+
+    def finish(name: str, proc, log, summary) -> None:
+      log.seek(0)
+      sys.stdout.write(log.read())
+      sys.stdout.flush()
+      log.close()
+      if proc.returncode == 0 and summary.exists():
+        summaries[name] = json.loads(summary.read_text())
+      else:
+        print(f"== {name}: its process exited with status {proc.returncode} ==", flush=True)
+        summaries[name] = {"name": name, "paper": modules[name].PAPER, "failed": True}
+
+    for group, width in ((shared, jobs), (alone, 1)):
+      pending, running = list(group), {}
+      while pending or running:
+        while pending and len(running) < width:
+          name = pending.pop(0)
+          running[name] = start(name)
+        for name, (proc, log, summary) in list(running.items()):
+          if proc.poll() is not None:
+            finish(name, proc, log, summary)
+            del running[name]
+        time.sleep(0.2)
+  return [summaries[n] for n in names]
+
+
 def main(argv: list[str] | None = None) -> int:
   import benchmarks  # pylint: disable=g-import-not-at-top
   parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
@@ -37,7 +129,14 @@ def main(argv: list[str] | None = None) -> int:
                       help="small repetitions that run in a minute or two each on a 2-core CPU")
   parser.add_argument("--results-dir", type=pathlib.Path, default=None,
                       help="where to write NAME.json/.md/.png (default: benchmarks/results)")
+  parser.add_argument("--jobs", type=int, default=None,
+                      help="benchmarks run at once, each in its own process (default: 2 on a "
+                           "CPU host with >= 2 cores, else 1); timing benchmarks run alone")
+  parser.add_argument("--summary-json", type=pathlib.Path, default=None,
+                      help=argparse.SUPPRESS)  # a child of --jobs reports back through this
   args = parser.parse_args(argv)
+  if args.jobs is not None and args.jobs < 1:
+    parser.error(f"--jobs must be >= 1, got {args.jobs}")
   names = args.names or list(benchmarks.registry())
   try:
     modules = {name: benchmarks.load(name) for name in names}
@@ -47,32 +146,35 @@ def main(argv: list[str] | None = None) -> int:
   from benchmarks import _harness  # pylint: disable=g-import-not-at-top
   results_dir = args.results_dir or _harness.RESULTS_DIR
 
+  start = time.perf_counter()
+  jobs = args.jobs if args.jobs is not None else _default_jobs()
+  if jobs > 1 and len(names) > 1:
+    summaries = _run_in_processes(names, modules, args.quick, results_dir, jobs)
+  else:
+    summaries = [_run_here(name, module, args.quick, results_dir)
+                 for name, module in modules.items()]
+  if args.summary_json is not None:  # a child of --jobs: the parent prints the summary
+    args.summary_json.write_text(json.dumps(_harness.to_jsonable(summaries[0])))
+    return 1 if summaries[0]["failed"] else 0
+
   rows, failed, not_holding = [], [], []
   times: dict[str, float] = {}
-  start = time.perf_counter()
-  for name, module in modules.items():
-    print(f"== {name} ({'quick' if args.quick else 'full'}) ==", flush=True)
-    t0 = time.perf_counter()
-    try:
-      result = module.run(quick=args.quick)
-      elapsed = time.perf_counter() - t0
-      paths = _harness.write_result(result, results_dir, quick=args.quick, elapsed_s=elapsed)
-    except Exception:  # pylint: disable=broad-except
-      traceback.print_exc()
-      failed.append(name)
-      rows.append((name, module.PAPER, "benchmark raised an error", "-", "-", False))
+  for s in summaries:
+    if s["failed"]:
+      failed.append(s["name"])
+      rows.append((s["name"], s["paper"], "benchmark raised an error", "-", "-", False))
       continue
-    times[name] = elapsed
-    print(f"   wrote {', '.join(str(p) for p in paths.values())} in {elapsed:.1f} s", flush=True)
-    for c in result.claims:
-      rows.append((name, result.paper, c.claim, c.paper, c.ours, c.holds))
-      if c.holds is False:
-        not_holding.append(f"{name}: {c.claim}")
+    times[s["name"]] = s["elapsed_s"]
+    for claim, paper, ours, holds in s["claims"]:
+      rows.append((s["name"], s["paper"], claim, paper, ours, holds))
+      if holds is False:
+        not_holding.append(f"{s['name']}: {claim}")
 
   print()
   print(_harness.markdown_table(["benchmark", "paper", "claim", "paper's number", "ours", "holds?"],
                                 rows))
-  print(f"\n{len(times)} benchmark(s) in {time.perf_counter() - start:.0f} s: " +
+  print(f"\n{len(times)} benchmark(s) in {time.perf_counter() - start:.0f} s"
+        f"{f' ({jobs} at a time)' if jobs > 1 and len(names) > 1 else ''}: " +
         ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
   if not_holding:
     print(f"\n{len(not_holding)} claim(s) did not hold (see each NAME.md for why): " +

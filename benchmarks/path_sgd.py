@@ -114,7 +114,7 @@ def run(quick: bool) -> _harness.Result:
   train, test = data.load(name, "train"), data.load(name, "test")
   tr = {"x": train.x.reshape(len(train.y), -1), "y": train.y}
   te = {"x": test.x.reshape(len(test.y), -1), "y": test.y}
-  hidden, epochs = (1000, 6) if quick else (4000, 100)
+  hidden, epochs = (1000, 4) if quick else (4000, 100)
   spread = math.log(10.0)  # per-unit scales log-uniform in [1/10, 10]
   exp1 = experiment_init(tr, te, hidden, epochs, spread)
   sizes = (16, 128, 1024) if quick else (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)

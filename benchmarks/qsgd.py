@@ -38,6 +38,7 @@ from tomioka_jax.distributed import qsgd
 PAPER = ("Alistarh, Grubic, Li, Tomioka, Vojnovic (2017), QSGD: Communication-Efficient SGD "
          "via Gradient Quantization and Encoding, arXiv:1610.02132")
 NAME = "qsgd"
+EXCLUSIVE = True  # the throughput claim is a timing: run alone under --jobs
 PRESET_BITS = {"2bit": 2, "4bit": 4, "8bit": 8}
 
 

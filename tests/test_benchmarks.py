@@ -67,3 +67,17 @@ def test_write_result(tmp_path):
   assert "| z | NO |" in md and "![toy](toy.png)" in md
   assert _harness.markdown_table(["a"], [("||x||",)]).splitlines()[-1] == "| \\|\\|x\\|\\| |"
   assert paths["png"].read_bytes()[:4] == b"\x89PNG"
+
+
+def test_jobs_must_be_positive():
+  proc = subprocess.run([sys.executable, "-m", "benchmarks", "mlp_digits", "--jobs", "0"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 2 and "--jobs must be >= 1, got 0" in proc.stderr
+
+
+def test_scheduling_hint_reads_the_last_result_in_the_same_mode(tmp_path):
+  from benchmarks import __main__ as cli
+  (tmp_path / "a.json").write_text(json.dumps({"quick": True, "elapsed_s": 12.5}))
+  assert cli._last_elapsed(tmp_path, "a", quick=True) == 12.5
+  assert cli._last_elapsed(tmp_path, "a", quick=False) == 60.0  # other mode: no hint
+  assert cli._last_elapsed(tmp_path, "missing", quick=True) == 60.0
