@@ -308,8 +308,8 @@ def run(quick: bool) -> _harness.Result:
   ratio = throughput["4bit/hash"]["ratio"]
   cpu_ratio = throughput["4bit/hash"]["cpu_ratio"]
   ag8 = at("8bit/all_gather", 8) / at("fp32 ring all-reduce", 8)
-  gap = {p: parity["runs"][f"{p}/all_gather"]["accuracy"] - fp32["accuracy"]
-         for p in PRESET_BITS}
+  gap = {k: v["accuracy"] - fp32["accuracy"] for k, v in parity["runs"].items() if k != "fp32"}
+  worst = {p: min(v for k, v in gap.items() if k.startswith(p + "/")) for p in PRESET_BITS}
   claims = [
       _harness.Claim("E||Q(v)-v||^2 <= min(d/s^2, sqrt(d)/s)||v||^2 (Lemma 3.1), presets",
                      "<= 1 x bound", f"{worst:.3f} x bound (worst preset/n)", worst <= 1.0),
@@ -322,10 +322,13 @@ def run(quick: bool) -> _harness.Result:
       _harness.Claim("all-gather QSGD pays only while N*b < 64 (communication model)",
                      "8-bit at N=8 equals fp32 ring", f"{ag8:.2f} x fp32 ring at N=8",
                      abs(ag8 - 1) < 0.05),
-      _harness.Claim(f"4- and 8-bit QSGD match fp32 accuracy ({parity['source']} MLP, "
-                     f"all_gather)", "within 0.5 points",
-                     ", ".join(f"{p}: {gap[p] * 100:+.2f}" for p in PRESET_BITS),
-                     abs(gap["4bit"]) <= 0.005 and abs(gap["8bit"]) <= 0.005),
+      _harness.Claim(f"4- and 8-bit QSGD lose no accuracy against fp32 ({parity['source']} "
+                     f"MLP, worst of the {len(gap) // len(PRESET_BITS)} mode(s) run; test "
+                     f"accuracy minus fp32's, one-sided)",
+                     "at most 0.5 points below fp32 (issue; the paper's quantized runs match "
+                     "or exceed full precision)",
+                     ", ".join(f"{p}: {worst[p] * 100:+.2f}" for p in PRESET_BITS),
+                     worst["4bit"] >= -0.005 and worst["8bit"] >= -0.005),
       _harness.Claim("ResNet-152 reaches full accuracy 1.8x faster on 16 GPUs",
                      "1.8x", "not reproduced on a 2-core CPU", None),
   ]
@@ -343,7 +346,10 @@ def run(quick: bool) -> _harness.Result:
       "memory-bound x * 2, so the CPU-time ratio (process time over all threads) is reported "
       "beside it. Training parity: one seed, so differences of a few test examples are noise "
       "(digits has 450 test images: 0.22 points each); the paper trains ImageNet/CIFAR "
-      "networks for which we have no compute here. Quick mode runs only the all_gather "
+      "networks for which we have no compute here. The accuracy claim is one-sided: in the "
+      "full run (3000 Adam steps on digits) fp32 overfits (test loss 0.10 against 0.07-0.09) "
+      "and every quantized run ends 0.9-1.8 points above it, as the gradient noise "
+      "regularizes; a loss of accuracy is what the claim guards against. Quick mode runs only the all_gather "
       "mode; the full mode adds reduce_scatter and shared_scale and uses MNIST when TFDS "
       "has it.")
   return _harness.Result(
