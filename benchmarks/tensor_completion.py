@@ -20,9 +20,9 @@ Speed: Constraint and Mixture at 35% observed, float64, against a plain NumPy/Sc
 unfolding) and against tensorly's masked Tucker (NumPy backend) on the same instance;
 compile time reported apart (first call minus a steady-state call; the speed runs first).
 
-``--quick`` runs one repetition at five fractions (0.2 ... 0.8), caps Mixture and As a
+``--quick`` runs one repetition at four fractions (0.2, 0.35, 0.65, 0.8), caps Mixture and As a
 Matrix at 300 iterations (below their thresholds they do not converge anyway), runs
-tensorly only on the speed instance, bisects 4 times on 3 rank triples, and times 10 NumPy iterations, scaled to the solve's iteration
+tensorly only on the speed instance, bisects 3 times on 3 rank triples (+-0.056), and times 10 NumPy iterations, scaled to the solve's iteration
 count (the iterations are the same); the full mode runs the paper's 19 fractions x 10
 repetitions with the default 2000, 6 bisections on 2 instances of each of 8 rank triples of
 50 x 50 x 20 and 4 of 30 x 30 x 12, and the whole NumPy solves. Both check the gap every 5
@@ -54,6 +54,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 PAPER = ("Tomioka, Hayashi, Kashima (2010), Estimation of low-rank tensors via convex "
          "optimization, arXiv:1010.0789")
 NAME = "tensor_completion"
+EXCLUSIVE = True  # the solve-time targets are timings: run alone under --jobs
 SHAPE = (50, 50, 20)
 RANKS = (7, 8, 9)
 LARGE_RANKS = tuple(int(round(1.2 * r)) for r in RANKS)
@@ -96,6 +97,15 @@ def _instance(rep: int, fraction: float, shape=SHAPE, ranks=RANKS):
   return x, idx, x[tuple(idx.T)]
 
 
+def _abs_error(x_hat, x, idx) -> float:
+  """``||X_hat - X*||_F`` on the unobserved entries, not normalized: the unit of the paper's
+  Fig. 1 (TKML10 ``test_compare.m``: ``norm(Xm(ind_test) - X0(ind_test))``; its curves start
+  near ``||X*||_F ~ sqrt(7 * 8 * 9) ~ 22``)."""
+  test = np.ones(x.shape, bool)
+  test[tuple(idx.T)] = False
+  return float(np.linalg.norm(np.asarray(x_hat - x)[test]))
+
+
 def _error(x_hat, x, idx) -> float:
   test = np.ones(x.shape, bool)
   test[tuple(idx.T)] = False
@@ -113,8 +123,10 @@ def _tensorly_tucker(x, idx, ranks):
     return tensorly.tucker_to_tensor((core, factors)), len(errors)
 
 
-def _solve_all(x, idx, y, max_iter_slow: int, with_tensorly: bool) -> dict[str, dict]:
-  out = {}
+def _solve_all(x, idx, y, max_iter_slow: int, with_tensorly: bool,
+               done: dict[str, dict] | None = None) -> dict[str, dict]:
+  """Every method on one instance; ``done`` holds results already computed on it."""
+  out = dict(done or {})
   runs = {
       "Constraint": lambda: tensor.constraint(SHAPE, idx, y, tol=TOL),
       "Mixture": lambda: tensor.mixture(SHAPE, idx, y, tol=TOL, max_iter=max_iter_slow),
@@ -125,27 +137,36 @@ def _solve_all(x, idx, y, max_iter_slow: int, with_tensorly: bool) -> dict[str, 
     runs[f"As a Matrix (mode {k + 1})"] = (
         lambda k=k: tensor.as_matrix(SHAPE, idx, y, k, tol=TOL, max_iter=max_iter_slow))
   for name in METHODS:
+    if name in out:
+      continue
     res = _harness.block(runs[name]())
-    out[name] = {"error": _error(res.X, x, idx), "iterations": int(res.iterations),
+    out[name] = {"error": _error(res.X, x, idx), "abs_error": _abs_error(res.X, x, idx),
+                 "iterations": int(res.iterations),
                  "converged": bool(res.converged)}
   if with_tensorly:
     x_tl, its = _tensorly_tucker(x, idx, LARGE_RANKS)
-    out[TENSORLY_LARGE] = {"error": _error(x_tl, x, idx), "iterations": its,
+    out[TENSORLY_LARGE] = {"error": _error(x_tl, x, idx), "abs_error": _abs_error(x_tl, x, idx),
+                           "iterations": its,
                            "converged": None}
   return out
 
 
-def _curves(fractions, reps, max_iter_slow, methods):
+def _curves(fractions, reps, max_iter_slow, methods, done=None):
+  """Error curves; ``done`` maps (fraction, rep) to results the speed runs already have."""
+  done = done or {}
   errors = {m: np.zeros((len(fractions), reps)) for m in methods}
+  abs_errors = {m: np.zeros((len(fractions), reps)) for m in methods}
   raw = []
   for i, frac in enumerate(fractions):
     for rep in range(reps):
       x, idx, y = _instance(rep, frac)
-      res = _solve_all(x, idx, y, max_iter_slow, TENSORLY_LARGE in methods)
+      res = _solve_all(x, idx, y, max_iter_slow, TENSORLY_LARGE in methods,
+                       done.get((frac, rep)))
       raw.append({"fraction": frac, "rep": rep, **res})
       for m in methods:
         errors[m][i, rep] = res[m]["error"]
-  return errors, raw
+        abs_errors[m][i, rep] = res[m]["abs_error"]
+  return errors, abs_errors, raw
 
 
 # --------------------------------------------------------------------------- threshold
@@ -223,10 +244,13 @@ def _speed(repeats: int, numpy_full: bool) -> dict:
   mask_np, y_np = np.asarray(mask), np.asarray(y_dense)
   solvers = (("Constraint", tensor.constraint, numpy_admm.constraint),
              ("Mixture", tensor.mixture, numpy_admm.mixture))
-  out = {"load_average_1min": [os.getloadavg()[0]]}
+  out = {"load_average_1min": [os.getloadavg()[0]], "curve_results": {}}
   for name, ours, ref in solvers:
     res, timing = _time_solver(lambda o=ours: o(SHAPE, idx, y, tol=TOL), repeats)
     its = int(res.iterations)
+    out["curve_results"][name] = {"error": _error(res.X, x, idx),
+                                  "abs_error": _abs_error(res.X, x, idx), "iterations": its,
+                                  "converged": bool(res.converged)}
     # The quick mode times 10 NumPy iterations (two gap checks) and scales to the same
     # iteration count: the two run the same iterations (the full mode checks that).
     ref_iters = its if numpy_full else 10
@@ -252,12 +276,17 @@ def _speed(repeats: int, numpy_full: bool) -> dict:
                                max(1, repeats // 3))
     out[name] = {"ours": timing, "ours_iterations": int(res.iterations),
                  "ours_error": _error(res.X, x, idx)}
+    out["curve_results"][name] = {"error": _error(res.X, x, idx),
+                                  "abs_error": _abs_error(res.X, x, idx),
+                                  "iterations": int(res.iterations),
+                                  "converged": bool(res.converged)}
     if tensorly is not None:
       t0, c0 = time.perf_counter(), time.process_time()
       x_tl, its = _tensorly_tucker(x, idx, ranks)
       out[name].update(tensorly_s=time.perf_counter() - t0,
                        tensorly_cpu_s=time.process_time() - c0, tensorly_iterations=its,
-                       tensorly_error=_error(x_tl, x, idx))
+                       tensorly_error=_error(x_tl, x, idx),
+                       tensorly_abs_error=_abs_error(x_tl, x, idx))
   out["load_average_1min"].append(os.getloadavg()[0])
   return out
 
@@ -319,8 +348,10 @@ def run(quick: bool) -> _harness.Result:
   methods = METHODS + ((TENSORLY_LARGE,) if tensorly is not None and not quick else ())
   with jax.enable_x64(True):
     if quick:
-      fractions, reps, max_iter_slow, repeats = [0.2, 0.35, 0.5, 0.65, 0.8], 1, 300, 2
-      configs, t_reps, t_steps = THRESHOLD_QUICK, 1, 4
+      # The fractions the claims are judged at: below/at Constraint's threshold (20, 35%),
+      # below/at Mixture's (65, 80%).
+      fractions, reps, max_iter_slow, repeats = [0.2, 0.35, 0.65, 0.8], 1, 300, 2
+      configs, t_reps, t_steps = THRESHOLD_QUICK, 1, 3
     else:
       fractions = [round(0.05 * i, 2) for i in range(1, 20)]
       reps, max_iter_slow, repeats = 10, 2000, 10
@@ -328,29 +359,40 @@ def run(quick: bool) -> _harness.Result:
     # Speed first, so that the first calls include the compilation.
     speed = _speed(repeats, numpy_full=not quick)
     t0 = time.perf_counter()
-    errors, raw = _curves(fractions, reps, max_iter_slow, methods)
+    # The speed instance is the curves' first repetition at 35%: reuse its solves (Mixture
+    # only if it stopped within the curves' iteration cap, so the result is the same).
+    reuse = {m: r for m, r in speed["curve_results"].items()
+             if m != "Mixture" or r["iterations"] <= max_iter_slow}
+    errors, abs_errors, raw = _curves(fractions, reps, max_iter_slow, methods,
+                                      {(0.35, 0): reuse})
     curve_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     thresh = _threshold_experiment(configs, t_reps, t_steps)
     thresh_s = time.perf_counter() - t0
 
   mean = {m: errors[m].mean(axis=1) for m in methods}
+  mean_abs = {m: abs_errors[m].mean(axis=1) for m in methods}
   frac = np.asarray(fractions)
 
   def at(m, f):
     return float(mean[m][int(np.argmin(np.abs(frac - f)))])
+
+  def at_abs(m, f):
+    return float(mean_abs[m][int(np.argmin(np.abs(frac - f)))])
 
   constraint_from = _first_fraction_below(fractions, mean["Constraint"], 2e-3)
   mixture_from = _first_fraction_below(fractions, mean["Mixture"], 2e-3)
   c_ok = bool(np.all(mean["Constraint"][frac >= 0.35 - 1e-9] <= 2e-3))
   sc, sm = speed["Constraint"], speed["Mixture"]
   load = speed["load_average_1min"]
-  large_ours = f"EM min {float(mean['Tucker (large)'].min()):.2g}"
+  large_ours = "EM " + ", ".join(f"{e:.2g}" for e in mean_abs["Tucker (large)"]) + (
+      f" at {', '.join(f'{f:.0%}' for f in fractions)}" if len(fractions) <= 6 else
+      f" (min {mean_abs['Tucker (large)'].min():.2g})")
   if TENSORLY_LARGE in methods:
-    large_ours += f"; tensorly masked tucker min {float(mean[TENSORLY_LARGE].min()):.2g}"
-  elif "tensorly_error" in speed["Tucker (large)"]:
-    large_ours += (f"; tensorly masked tucker {speed['Tucker (large)']['tensorly_error']:.2g} "
-                   f"at 35%")
+    large_ours += f"; tensorly masked tucker min {float(mean_abs[TENSORLY_LARGE].min()):.2g}"
+  elif "tensorly_abs_error" in speed["Tucker (large)"]:
+    large_ours += (f"; tensorly masked tucker "
+                   f"{speed['Tucker (large)']['tensorly_abs_error']:.2g} at 35%")
   claims = [
       _harness.Claim("Constraint reaches the tolerance level (<= 2e-3) from 35% observed",
                      "from 35%", f"from {constraint_from:.0%}" if constraint_from else "never",
@@ -359,15 +401,21 @@ def run(quick: bool) -> _harness.Result:
                      f"from {mixture_from:.0%}" if mixture_from else "never",
                      mixture_from is not None and 0.65 <= mixture_from <= 0.85),
       _harness.Claim("As a Matrix, mode 3 (n=20) is still far off at 80%", "~0.1 at 80%",
-                     f"{at('As a Matrix (mode 3)', 0.8):.2g} at 80%",
+                     f"{at('As a Matrix (mode 3)', 0.8):.2g} at 80% "
+                     f"({at_abs('As a Matrix (mode 3)', 0.8):.2g} in the paper's unit)",
                      at("As a Matrix (mode 3)", 0.8) > 1e-2),
-      _harness.Claim("Tucker with ranks x1.2 stays bad at every fraction", "~0.6-1", large_ours,
-                     bool(min(mean[m].min() for m in methods if m.startswith("Tucker (large"))
-                          > 0.1 and speed["Tucker (large)"].get("tensorly_error", 1) > 0.1)),
+      # In the paper's unit (Fig. 1 plots the unnormalized test-entry error): its band is
+      # ~0.6-1 at every fraction; "bad" = at least 0.5 there.
+      _harness.Claim("Tucker with ranks x1.2 stays bad at every fraction (paper's unit: "
+                     "||X - X*||_F on the unobserved entries, not normalized)",
+                     "~0.6-1 at every fraction [fig]", large_ours,
+                     bool(min(mean_abs[m].min() for m in methods
+                              if m.startswith("Tucker (large")) >= 0.5 and
+                          speed["Tucker (large)"].get("tensorly_abs_error", 1) >= 0.5)),
       _harness.Claim("Tucker with the true ranks declines smoothly (non-convex EM)",
                      "0.1 at 45%, 1e-2 at 60%, 1e-5 at 85%",
-                     f"{at('Tucker (exact)', 0.35):.2g} at 35%, {at('Tucker (exact)', 0.5):.2g} "
-                     f"at 50%", None),
+                     f"{at_abs('Tucker (exact)', 0.35):.2g} at 35%, "
+                     f"{at_abs('Tucker (exact)', 0.65):.2g} at 65% (paper's unit)", None),
       _harness.Claim("Threshold fraction is linear in the normalized rank (fit R^2 >= 0.9)",
                      "linear fit (a sharp phase transition)",
                      f"R^2 = {thresh['r2']:.3f}, threshold = {thresh['intercept']:.2f} + "
@@ -388,7 +436,7 @@ def run(quick: bool) -> _harness.Result:
                  s["ours"]["compile_s"], s["ours_iterations"], s["ours_error"],
                  f"{s['speedup']:.2f}x" if "speedup" in s else "-",
                  f"{s['speedup_cpu']:.2f}x" if "speedup_cpu" in s else "-")
-                for n, s in speed.items() if n != "load_average_1min"]
+                for n, s in speed.items() if n not in ("load_average_1min", "curve_results")]
   for n in ("Constraint", "Mixture"):
     s = speed[n]
     speed_rows.append((n, "NumPy ADMM" + (" (est. from 10 iters)" if quick else ""),
@@ -408,7 +456,13 @@ def run(quick: bool) -> _harness.Result:
   tables = [
       "### Relative error on unobserved entries (mean over repetitions)\n\n" +
       _harness.markdown_table(["fraction"] + list(methods), curve_rows),
-      "### Paper (read off Fig. 1 of the authors' repository, TKML10 fig1.png)\n\n" +
+      "### Ours in the paper's unit: ||X - X*||_F on the unobserved entries, not normalized "
+      "(mean over repetitions)\n\n" +
+      _harness.markdown_table(["fraction"] + list(methods),
+                              [[f"{f:.2f}"] + [float(mean_abs[m][i]) for m in methods]
+                               for i, f in enumerate(fractions)]),
+      "### Paper (read off Fig. 1 of the authors' repository, TKML10 fig1.png; unnormalized "
+      "error, its curves start near ||X*||_F ~ 22)\n\n" +
       _harness.markdown_table(
           ["method", "paper"],
           [("Constraint", "~2 at 30% -> ~1e-3 at 35%, then 5e-4-1e-3"),
@@ -432,9 +486,8 @@ def run(quick: bool) -> _harness.Result:
   ]
   tl_note = ("tensorly " + tensorly.__version__ + " (NumPy backend, one BLAS thread, its "
              "defaults: HOOI with the missing entries imputed, n_iter_max=100, tol=1e-4, SVD "
-             "initialization) is the masked-Tucker baseline; at ranks x1.2 it lands where our "
-             "EM does (a few percent error), not at the paper's ~0.6-1: the paper's N-way "
-             "toolbox ALS (data scaled by 2 std, 100 iterations) is weaker than either."
+             "initialization) is a second masked-Tucker baseline; at ranks x1.2 it lands "
+             "where our EM does."
              if tensorly is not None else
              "tensorly is not installed here, so its masked tucker rows are skipped "
              "(pip install tensorly).")
@@ -442,8 +495,21 @@ def run(quick: bool) -> _harness.Result:
       f"Instances: core N(0,1), factors Q of QR(randn), observed entries uniform without "
       f"replacement; lam = 0 (exact fit), tol = {TOL} on the relative duality gap, the "
       f"authors' default eta (Constraint 1/(10 std y), Mixture 10 std y). Tucker: EM with "
-      f"HOOI sweeps from the zero-filled HOSVD (the paper used the N-way toolbox's ALS with "
-      f"missing values, whose local minima give its larger, noisier errors). {tl_note} "
+      f"HOOI sweeps from the zero-filled HOSVD, up to 500 sweeps, until the observed-entry "
+      f"error changes by < 1e-9 of ||y||^2. Units: the paper's Fig. 1 (TKML10 test_compare.m) "
+      f"plots the unnormalized error norm(Xm(ind_test) - X0(ind_test)), so its numbers in the "
+      f"claims are in that unit; our main table is normalized by ||X*_test|| (as the authors' "
+      f"newer exp_completion.m), the second table is in the paper's unit, and the Tucker x1.2 "
+      f"claim is judged in it. There, ranks x1.2 sit in the paper's ~0.6-1 band up to 65% "
+      f"observed, and only our EM's drop at 80% (and beyond) breaks the claim. The paper's "
+      f"baseline is the N-way toolbox's tucker (ALS with the missing entries as NaN, imputed "
+      f"each iteration) called with Options = [0 0 0 0 100] (only Options(5) set); the "
+      f"repository does not include the toolbox, so its initialization and stopping rule (and "
+      f"hence why its x1.2 fit stays near 0.6-1 at 80-95%) cannot be checked here, and no "
+      f"'faithful' variant is offered. In the paper's unit our Constraint settles near 1e-2 "
+      f"past its threshold, about 10x above the paper's ~1e-3 at the same gap tolerance "
+      f"(TKML10 ran eta = 1; we use the newer code's default eta), so the level claims are "
+      f"judged on the normalized error. {tl_note} "
       f"Curves took {curve_s:.1f} s, the threshold experiment {thresh_s:.1f} s. The NumPy "
       f"baseline runs the same iterations with numpy.linalg.svd per unfolding (no Gram-matrix "
       f"shortcut), BLAS limited to one thread (threadpoolctl; with OpenBLAS's default threads "
@@ -456,7 +522,8 @@ def run(quick: bool) -> _harness.Result:
       f"error is below 0.01 on a 5% grid).")
   data = {"shape": SHAPE, "ranks": RANKS, "large_ranks": LARGE_RANKS, "fractions": fractions,
           "repetitions": reps, "max_iter_slow": max_iter_slow,
-          "errors": {m: errors[m] for m in methods}, "runs": raw, "speed": speed,
+          "errors": {m: errors[m] for m in methods},
+          "abs_errors": {m: abs_errors[m] for m in methods}, "runs": raw, "speed": speed,
           "threshold": thresh, "tensorly": tensorly.__version__ if tensorly else None}
   return _harness.Result(name=NAME, paper=PAPER, claims=claims, tables=tables, data=data,
                          figure=_figure(fractions, errors, methods, thresh), notes=notes)

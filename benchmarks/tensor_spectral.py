@@ -16,6 +16,7 @@ the same iterations (restart by restart, as tensorly's ``power_iteration`` runs)
 from __future__ import annotations
 
 import math
+import time
 
 import jax
 import jax.numpy as jnp
@@ -55,16 +56,27 @@ def run(quick: bool) -> _harness.Result:
   reps = 2 if quick else 5
   restarts, iters = 10, 50
   rows, points = [], []
+  compile_s = {}
   for order, sizes in ((3, sizes3), (4, sizes4)):
+    # Every tensor of one order is zero-padded to the largest size, so the jitted solver
+    # compiles once per order. Padding does not change what is computed: the first update of
+    # each u_k is zero off the original block (X is zero there), so from then on the
+    # iterations are those on X itself, from the restriction of the padded starts.
+    n_pad = max(sizes)
     for n in sizes:
       shape = (n,) * order
       vals, unf = [], []
       for r in range(reps):
-        x = jax.random.normal(jax.random.key(1000 * order + 10 * n + r), shape)
-        res = tensor.tensor_spectral_norm(jax.random.key(r), x, num_restarts=restarts,
+        # Drawn with NumPy: jax.random would compile anew for every shape.
+        x = np.random.default_rng([order, n, r]).standard_normal(shape).astype(np.float32)
+        padded = np.zeros((n_pad,) * order, np.float32)
+        padded[(slice(0, n),) * order] = x
+        t0 = time.perf_counter()
+        res = tensor.tensor_spectral_norm(jax.random.key(r), padded, num_restarts=restarts,
                                           num_iters=iters)
         vals.append(float(res.value))
-        unf.append(float(jnp.linalg.norm(tensor.unfold(x, 0), 2)))
+        compile_s.setdefault(order, time.perf_counter() - t0)
+        unf.append(float(np.linalg.norm(x.reshape(n, -1).astype(np.float64), 2)))
       scale = math.sqrt(sum(shape) * math.log(order))
       rows.append((order, n, np.mean(vals), np.std(vals), scale, np.mean(vals) / scale,
                    np.mean(unf)))
@@ -75,16 +87,19 @@ def run(quick: bool) -> _harness.Result:
   r2 = 1 - np.sum(resid ** 2) / np.sum((pts[:, 1] - pts[:, 1].mean()) ** 2)
   ratios = np.array([r[5] for r in rows])
 
-  # Speed: one 60x60x60 (quick) / 100x100x100 tensor, same restarts and iterations.
-  n_speed = 40 if quick else 100
-  x = jax.random.normal(jax.random.key(7), (n_speed,) * 3)
-  fn = jax.jit(lambda k, x: tensor.tensor_spectral_norm(k, x, num_restarts=restarts,
-                                                         num_iters=iters).value)
-  ours = _harness.timeit(fn, jax.random.key(0), x, repeats=3)
-  x_np = np.asarray(x)
+  # Speed: the largest 3-way size (40^3 quick, 100^3 full), same restarts and iterations; the
+  # solver was compiled by the sweep above (its first call's time is reported as compile).
+  n_speed = max(sizes3)
+  x_np = np.random.default_rng(7).standard_normal((n_speed,) * 3).astype(np.float32)
+  x = jnp.asarray(x_np)
+
+  def fn():
+    return tensor.tensor_spectral_norm(jax.random.key(0), x, num_restarts=restarts,
+                                       num_iters=iters).value
+  ours = _harness.timeit(fn, repeats=3)
   base = _harness.timeit(lambda: _numpy_power_method(x_np, restarts, iters), repeats=1,
                          warmup=False)
-  ours_value = float(fn(jax.random.key(0), x))
+  ours_value = float(fn())
   np_value = _numpy_power_method(x_np, restarts, iters)
 
   claims = [
@@ -114,7 +129,7 @@ def run(quick: bool) -> _harness.Result:
                               rows),
       "## Speed\n\n" + _harness.markdown_table(
           ["implementation", "median s", "compile s"],
-          [("tomioka_jax (jit, vmapped restarts)", ours.median_s, ours.compile_s),
+          [("tomioka_jax (jit, vmapped restarts)", ours.median_s, compile_s[3]),
            ("NumPy (restart by restart)", base.median_s, 0.0)]),
   ]
 
@@ -140,9 +155,13 @@ def run(quick: bool) -> _harness.Result:
   return _harness.Result(
       name=NAME, paper=PAPER, claims=claims, tables=tables, figure=fig,
       data={"rows": rows, "c_fit": c_fit, "r2": r2, "restarts": restarts, "iters": iters,
-            "timing_ours": ours.as_dict(), "timing_numpy": base.as_dict()},
+            "timing_ours": ours.as_dict(), "timing_numpy": base.as_dict(),
+            "first_call_s_by_order": compile_s},
       notes=("The power method gives a lower bound on the spectral norm (a local maximum); "
              f"{restarts} random restarts of {iters} iterations each. The paper proves an "
              "upper bound with explicit constants that we do not check numerically (its "
              "constant is not verified [mem]); what is reproduced is the scaling: one "
-             "constant C fits every size and order."))
+             "constant C fits every size and order. Gaussian tensors are drawn with NumPy "
+             "(seeded by order, size and repetition) and zero-padded to the largest size of "
+             "their order, which leaves the power iterations unchanged and compiles the solver "
+             "once per order; 'compile s' is the first call at 3-way (compile + run)."))

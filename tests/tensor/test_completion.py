@@ -228,3 +228,19 @@ def test_as_matrix_is_constraint_on_one_unfolding():
       np.testing.assert_allclose(mat.X, ref.X, atol=1e-10)
       np.testing.assert_allclose(mat.components, ref.components, atol=1e-10)
       np.testing.assert_allclose(mat.gap, ref.gap, rtol=1e-8)
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.3])
+def test_mixture_static_exact_flag_matches_the_run_time_branch(lam):
+  # exact=True/False compiles only the lam == 0 / lam > 0 primal value; exact=None picks one
+  # with lax.cond at run time. Both must give the same iterates, gap and certificate.
+  with jax.enable_x64(True):
+    y = jnp.asarray(np.random.default_rng(0).standard_normal((6, 7, 8)))
+    mask = jnp.asarray(np.random.default_rng(1).random(y.shape) < 0.6)
+    args = (mask, jnp.where(mask, y, 0), lam, 1.0, 1e-4, jnp.ones((3,)))
+    solve = completion._mixture_jit  # pylint: disable=protected-access
+    ref = solve(*args, max_iter=300, check_every=1)
+    res = solve(*args, max_iter=300, check_every=1, exact=lam == 0)
+    assert int(res.iterations) == int(ref.iterations)
+    np.testing.assert_allclose(res.primal, ref.primal, rtol=1e-12)
+    np.testing.assert_allclose(res.X, ref.X, atol=1e-12)

@@ -350,3 +350,26 @@ def test_bad_inputs():
   np.testing.assert_allclose(regression.predict(res, x), 0)
   with pytest.raises(ValueError, match="X must have shape"):
     regression.predict(res, x[:, :3])
+
+
+@pytest.mark.parametrize("norm", ["overlapped", "scaled_latent"])
+def test_zero_padded_inputs_give_the_same_estimate(norm):
+  # benchmarks/tensor_regression.py pads inputs with zeros so that two shapes share one
+  # compiled solve; with the true shape's weights and eta the ADMM's iterates are the same.
+  with jax.enable_x64(True):
+    x, y, _ = _data(shape=(4, 3, 3))
+    pad = (5, 5, 3)
+    xp = jnp.pad(x, ((0, 0), (0, 1), (0, 2), (0, 0)))
+    mask = jnp.ones(y.shape, bool)
+    ref = regression.fit(x, y, norm=norm, lam=0.5, check_every=5)
+    weights = (prox.scaled_latent_weights((4, 3, 3)) if norm == "scaled_latent"
+               else jnp.ones((3,)))
+    eta = regression.default_eta(x, y, mask, 0.5, "squared")
+    res = regression.fit_solve(xp, y, mask, 0.5, eta, 1e-3, weights, 2000, 5, 10,
+                               norm="latent" if norm == "scaled_latent" else norm,
+                               loss="squared", modes=(0, 1, 2))
+    assert pad == res.W.shape
+    np.testing.assert_allclose(res.W[:4, :3], ref.W, atol=1e-9)
+    np.testing.assert_allclose(res.W[4:], 0, atol=1e-12)
+    np.testing.assert_allclose(res.W[:, 3:], 0, atol=1e-12)
+    assert int(res.iterations) == int(ref.iterations)

@@ -65,3 +65,18 @@ def test_bad_input(kwargs, match):
     spectral.tensor_spectral_norm(jax.random.key(0), jnp.ones((2, 2, 2)), **kwargs)
   with pytest.raises(ValueError, match="at least 2 modes"):
     spectral.tensor_spectral_norm(jax.random.key(0), jnp.ones((3,)))
+
+
+def test_zero_padding_leaves_the_power_method_value_unchanged():
+  # benchmarks/tensor_spectral.py pads every tensor of one order to one size: after the first
+  # update each u_k is zero off the original block, so the value is the original's.
+  with jax.enable_x64(True):
+    x = np.random.default_rng(3).standard_normal((5, 6, 4))
+    padded = np.zeros((9, 9, 9))
+    padded[:5, :6, :4] = x
+    res = spectral.tensor_spectral_norm(jax.random.key(0), padded, num_restarts=8,
+                                        num_iters=200)
+    ref = spectral.tensor_spectral_norm(jax.random.key(1), x, num_restarts=8, num_iters=200)
+    np.testing.assert_allclose(res.value, ref.value, rtol=1e-8)
+    for k, u in enumerate(res.factors):
+      np.testing.assert_allclose(u[x.shape[k]:], 0, atol=1e-12)

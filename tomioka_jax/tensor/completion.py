@@ -350,8 +350,13 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
 
 def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
                   tol: ArrayLike, weights: jax.Array, *, max_iter: int,
-                  method: str = "auto", check_every: int = 1) -> CompletionResult:
-  """The Mixture ADMM on dense observation tensors (see :func:`mixture`)."""
+                  method: str = "auto", check_every: int = 1,
+                  exact: bool | None = None) -> CompletionResult:
+  """The Mixture ADMM on dense observation tensors (see :func:`mixture`).
+
+  ``exact`` (static) says whether ``lam == 0``, so that only the matching primal value is
+  compiled; ``None`` decides at run time (both are compiled). It must agree with ``lam``.
+  """
   shape, dtype = y.shape, y.dtype
   lam, eta, tol = (jnp.asarray(v, dtype) for v in (lam, eta, tol))
   n_modes = len(shape)
@@ -385,7 +390,11 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
     alpha = jnp.where(mask, (y - z_sum + eta_v_sum) / (lam + eta * n_modes), 0)
 
     def certificate(_):
-      p = lax.cond(lam > 0, primal_noisy, primal_exact, tuple(z_new), tuple(sv), z_sum)
+      args = (tuple(z_new), tuple(sv), z_sum)
+      if exact is None:
+        p = lax.cond(lam > 0, primal_noisy, primal_exact, *args)
+      else:
+        p = primal_exact(*args) if exact else primal_noisy(*args)
       scale = jnp.minimum(1, jnp.min(jnp.stack(
           [weights[k] / prox.spectral_norm(ops.unfold(alpha, k)) for k in modes])))
       a = scale * alpha
@@ -411,7 +420,7 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
   return CompletionResult(jnp.sum(comps, axis=0), comps, it, gap, primal, dual, converged)
 
 
-_mixture_jit = jax.jit(mixture_solve, static_argnames=("method",))
+_mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact"))
 
 
 def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
@@ -457,8 +466,9 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   values = _observed_values(mask, y, values)
   eta = 10 * _std(values) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
+  exact = bool(float(lam) == 0) if _is_concrete(lam) else None
   return _mixture_jit(mask, y, lam, eta, tol, w, max_iter=max_iter, method=method,
-                      check_every=check_every)
+                      check_every=check_every, exact=exact)
 
 
 # --------------------------------------------------------------------------- Tucker

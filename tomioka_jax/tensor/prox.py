@@ -414,7 +414,8 @@ def latent_trace_norm(x: ArrayLike, weights: ArrayLike | None = None, *, tol: fl
   mask = jnp.ones(x.shape, bool)
   eta = 10 * jnp.std(x)
   state = completion._mixture_jit(  # pylint: disable=protected-access
-      mask, x, jnp.zeros((), x.dtype), eta, tol, w, max_iter=max_iter, check_every=1)
+      mask, x, jnp.zeros((), x.dtype), eta, tol, w, max_iter=max_iter, check_every=1,
+      exact=True)
   return state.dual
 
 

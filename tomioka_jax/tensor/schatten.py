@@ -129,7 +129,8 @@ def latent_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLike = 
   w = prox.mode_weights(y.shape, weights, y.dtype)
   mask = jnp.ones(y.shape, bool)
   return completion._mixture_jit(  # pylint: disable=protected-access
-      mask, y, lam, eta, tol, w, max_iter=max_iter, method=method, check_every=check_every)
+      mask, y, lam, eta, tol, w, max_iter=max_iter, method=method, check_every=check_every,
+      exact=False)
 
 
 def _check_shape_ranks(shape: Sequence[int], ranks: Sequence[int]) -> tuple[np.ndarray, ...]:
