@@ -243,6 +243,47 @@ def test_complete_entry_error_estimate_matches_monte_carlo():
     assert 0.6 < ratio < 1.5, ratio
 
 
+def test_complete_entry_propagated_start_is_exact_near_counting_bound():
+  """Regression: rank 2 at 1.6x the counting bound r(m+n-r) (24 x 24, the regime of the
+  100 x 100 benchmark), where random starts of the local solve stall. The local solve starts
+  from the r-neighbour propagation and must return the truth."""
+  rng = np.random.default_rng(21)
+  n, r = 24, 2
+  with jax.enable_x64(True):
+    a = _low_rank(rng, n, n, r)
+    mask = rng.random((n, n)) < 1.6 * r * (2 * n - r) / n**2
+    comp = np.asarray(mc.completable_entries(mask, r, KEY))
+    targets = np.argwhere(comp & ~mask)
+    for k, l in targets[rng.permutation(len(targets))[:2]]:
+      out = mc.complete_entry(jnp.asarray(a), mask, r, (k, l), jax.random.key(int(k)))
+      assert out.propagated and out.start == "propagated"
+      assert abs(float(out.value) - a[k, l]) <= 1e-8 * max(1.0, abs(a[k, l])), (k, l)
+
+
+def test_low_rank_fit_start_completes_rank_three_exactly():
+  """Rank 3 near the counting bound: propagation from a 3 x 3 seed dies out, and the local
+  solves start from one global fit (nuclear-norm start + Levenberg-Marquardt)."""
+  rng = np.random.default_rng(22)
+  n, r = 24, 3
+  with jax.enable_x64(True):
+    a = _low_rank(rng, n, n, r)
+    mask = rng.random((n, n)) < 1.6 * r * (2 * n - r) / n**2
+    fit = mc.low_rank_fit(jnp.asarray(a), mask, r)
+    core = np.asarray(mc.completability._prune_low_degree(jnp.asarray(mask), r))
+    # The fit interpolates every observed entry it fits (rows/columns with >= r entries).
+    np.testing.assert_allclose(np.asarray(fit.u @ fit.v.T)[core], a[core], atol=1e-9)
+    assert float(fit.residual) < 1e-10
+    comp = np.asarray(mc.completable_entries(mask, r, KEY))
+    targets = np.argwhere(comp & ~mask)
+    for k, l in targets[rng.permutation(len(targets))[:2]]:
+      out = mc.complete_entry(jnp.asarray(a), mask, r, (k, l), KEY, start=(fit.u, fit.v))
+      assert out.start == "given"
+      assert abs(float(out.value) - a[k, l]) <= 1e-8 * max(1.0, abs(a[k, l])), (k, l)
+    with pytest.raises(ValueError, match="start must be factors of shapes"):
+      mc.complete_entry(jnp.asarray(a), mask, r, tuple(targets[0]), KEY,
+                        start=(fit.u[:, :2], fit.v))
+
+
 def test_unobservable_entry_returns_nan():
   mask = np.zeros((8, 8), bool)
   mask[:3, :3] = True

@@ -13,7 +13,8 @@ that test for all entries at once (:func:`jacobian_completability`, :func:`compl
 connectivity), completion along a path and the minimum-variance combination of all paths in log
 space with its error estimate (:func:`rank_one_complete`); for any rank, the completion of a
 single entry from a circuit found from the Jacobian together with its first-order error under
-observation noise (:func:`find_circuit`, :func:`complete_entry`); and nuclear-norm minimisation
+observation noise (:func:`find_circuit`, :func:`complete_entry`, started from an exact
+propagation or from a global fit, :func:`low_rank_fit`); and nuclear-norm minimisation
 on the same entries for comparison (:func:`nuclear_norm_complete`).
 """
 
@@ -46,6 +47,8 @@ __all__ = [
     "find_circuit",
     "EntryCompletion",
     "complete_entry",
+    "LowRankFit",
+    "low_rank_fit",
     "NuclearNormCompletion",
     "nuclear_norm_complete",
 ]
@@ -916,6 +919,9 @@ class EntryCompletion(NamedTuple):
     propagated: True iff the local solve started from the exact propagated factors (the entry
       lies in a body grown from an r x r seed); False means random restarts were used, whose
       result is reliable only if ``residual`` is at the noise level.
+    start: where the local solve started: "given" (the ``start`` argument), "propagated",
+      "global" (a fit of all observed entries, :func:`low_rank_fit`), "random" (restarts), or
+      "observed"/"none" for an observed or undetermined entry.
   """
 
   value: jax.Array
@@ -924,6 +930,7 @@ class EntryCompletion(NamedTuple):
   residual: jax.Array
   spread: jax.Array
   propagated: bool
+  start: str = "random"
 
 
 def _pad(size: int) -> int:
@@ -938,7 +945,9 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
                    key: jax.Array, *, noise_std: float = 1.0, use_block: bool = True,
                    propagate: bool = True, n_restarts: int = 32, iterations: int = 150,
                    max_grow: int = 10, max_seeds: int = 64,
-                   circuit: Circuit | None = None) -> EntryCompletion:
+                   circuit: Circuit | None = None,
+                   start: tuple[ArrayLike, ArrayLike] | None = None,
+                   global_fallback: bool = True) -> EntryCompletion:
   r"""Completes one entry of a rank-r matrix from a circuit, with its error estimate.
 
   The circuit :math:`C` through :math:`(k, l)` (:func:`find_circuit`) names a few rows
@@ -957,10 +966,17 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
   This is unique, hence picks the true root on noiseless data (exact up to rounding), and
   close to it under small noise; the least-squares fit on the circuit's block then polishes
   the start (if the block leaves the propagated body, its rows and columns outside are
-  replaced by all those the propagation used to reach row k and column l). Seeds are tried (up to ``max_seeds``) until one
-  reaches both row k and column l; if none does, the solve falls back to ``n_restarts``
-  random starts on the circuit's block, growing it while the best restarts disagree
-  (``spread``), and ``propagated`` is False.
+  replaced by all those the propagation used to reach row k and column l). Seeds are tried
+  (up to ``max_seeds``) until one reaches both row k and column l. If none does (typical for
+  r >= 3 near the counting bound: r-neighbour percolation from an r x r seed dies out, since
+  a row needs r of its ~p n entries in the few placed columns), the start is a fit of all
+  observed
+  entries (:func:`low_rank_fit`: Levenberg-Marquardt from the rank-r truncation of a short
+  nuclear-norm solve), restricted to the block; its misfit is reported in ``residual``. Only
+  with ``global_fallback=False`` does the solve use ``n_restarts`` random starts on the
+  circuit's block, growing it while the best restarts disagree (``spread``). A ``start``
+  (factors of the whole matrix, e.g. one :func:`low_rank_fit` shared by many entries) skips
+  the propagation.
 
   Error estimate (first order, JMLR 2015): at the returned local solution, since
   :math:`g_{kl} = J^\top c` for the local Jacobian :math:`J`, :math:`d a_{kl} = c^\top
@@ -983,6 +999,9 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
     max_seeds: how many r x r seed blocks the propagation may try.
     circuit: a :class:`Circuit` from :func:`find_circuit` for this mask, rank and entry, to
       reuse it (e.g. across noise draws); found here when None.
+    start: optional ((m, r), (n, r)) factors of the whole matrix to start the local solve from.
+    global_fallback: if the propagation does not reach the entry, start from
+      :func:`low_rank_fit` (True) or from random restarts (False).
 
   Returns:
     An :class:`EntryCompletion`.
@@ -1000,15 +1019,22 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
   dtype = values.dtype
   nan = jnp.asarray(jnp.nan, dtype)
   if not circuit.completable:
-    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan, False)
+    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan, False,
+                           "none")
   if mask[k, l]:
     return EntryCompletion(values[k, l], jnp.asarray(noise_std, dtype), circuit.entries,
-                           jnp.zeros((), dtype), jnp.zeros((), dtype), False)
+                           jnp.zeros((), dtype), jnp.zeros((), dtype), False, "observed")
   rows = np.unique(np.concatenate([np.nonzero(circuit.entries)[0], [k]]))
   cols = np.unique(np.concatenate([np.nonzero(circuit.entries)[1], [l]]))
   host_values = np.asarray(values, np.float64)
   prop = None
-  if propagate:
+  kind = "given"
+  if start is not None:
+    su, sv = (np.asarray(x, np.float64) for x in start)
+    if su.shape != (mask.shape[0], rank) or sv.shape != (mask.shape[1], rank):
+      raise ValueError(f"start must be factors of shapes ({mask.shape[0]}, {rank}) and "
+                       f"({mask.shape[1]}, {rank}), got {su.shape} and {sv.shape}.")
+  elif propagate:
     rng = np.random.default_rng(np.asarray(jax.random.key_data(ks)).ravel())
     prop = _propagate(host_values, mask, rank, (k, l), rng, max_seeds)
   if prop is not None:
@@ -1029,7 +1055,16 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
     u0, v0 = _balanced(prop.u[rows], prop.v[cols])
     value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
                                              noise_std, 1, iterations, (u0, v0))
-    return EntryCompletion(value, std, circuit.entries, resid, spread, True)
+    return EntryCompletion(value, std, circuit.entries, resid, spread, True, "propagated")
+  if start is None and global_fallback:
+    fit = low_rank_fit(values, mask, rank)
+    su, sv = np.asarray(fit.u, np.float64), np.asarray(fit.v, np.float64)
+    kind = "global"
+  if start is not None or global_fallback:
+    u0, v0 = _balanced(su[rows], sv[cols])
+    value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
+                                             noise_std, 1, iterations, (u0, v0))
+    return EntryCompletion(value, std, circuit.entries, resid, spread, False, kind)
   for _ in range(max_grow + 1):
     value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
                                              noise_std, n_restarts, iterations, None)
@@ -1039,7 +1074,59 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
     # in a_kl): add the two rows and two columns with the most observed entries in the block's
     # span, whose extra equations are generically violated by the spurious roots.
     rows, cols = _grow_block(used, rows, cols)
-  return EntryCompletion(value, std, circuit.entries, resid, spread, False)
+  return EntryCompletion(value, std, circuit.entries, resid, spread, False, "random")
+
+
+class LowRankFit(NamedTuple):
+  """Result of :func:`low_rank_fit`.
+
+  Attributes:
+    u, v: (m, r), (n, r) factors (rows/columns with fewer than r observed entries, after
+      pruning, are not fitted and stay at their nuclear-norm start).
+    residual: root-mean-square misfit on the fitted observed entries.
+  """
+
+  u: jax.Array
+  v: jax.Array
+  residual: jax.Array
+
+
+def low_rank_fit(values: ArrayLike, mask: ArrayLike, rank: int, *, nn_iterations: int = 150,
+                 iterations: int = 300) -> LowRankFit:
+  r"""Least-squares rank-r factorisation of all observed entries (a start for the local solves).
+
+  Minimises :math:`	frac12\sum_{(i,j) \in E'} (u_i^	op v_j - a_{ij})^2` over the entries
+  :math:`E'` of rows and columns with at least r observations (the others are coloops,
+  :func:`jacobian_completability`) by Levenberg-Marquardt, started from the rank-r truncated
+  SVD of a short nuclear-norm solve (:func:`nuclear_norm_complete`, ``nn_iterations``
+  iterations): the convex solution is inaccurate near the counting bound but lands in the basin
+  of the right root far more often than random starts. On noiseless data a ``residual`` at
+  rounding level certifies the fit on the rigid part of the mask.
+
+  Args:
+    values: (m, n) float observed entries.
+    mask: (m, n) bool observed positions.
+    rank: the rank r.
+    nn_iterations: iterations of the nuclear-norm start.
+    iterations: Levenberg-Marquardt iterations.
+
+  Returns:
+    A :class:`LowRankFit`.
+  """
+  mask = _check_mask(mask)
+  values = _check_values(values, mask.shape)
+  rank = _check_rank(rank, mask.shape)
+  core = np.asarray(_prune_low_degree(jnp.asarray(mask), rank))
+  nn = nuclear_norm_complete(values, mask, max_iterations=nn_iterations)
+  left, sv, right = np.linalg.svd(np.asarray(nn.estimate, np.float64), full_matrices=False)
+  u0 = left[:, :rank] * np.sqrt(sv[:rank])
+  v0 = right[:rank].T * np.sqrt(sv[:rank])
+  dtype = values.dtype
+  w = jnp.asarray(core, dtype)
+  fit = _fit_low_rank(values * w, w, rank, jax.random.key(0), 1, iterations,
+                      jnp.asarray(u0, dtype), jnp.asarray(v0, dtype))
+  resid = jnp.sqrt(2.0 * fit.loss[0] / max(int(core.sum()), 1))
+  return LowRankFit(fit.u[0], fit.v[0], resid)
 
 
 def _grow_to_spare(mask, rows, cols, rank, max_grow):
@@ -1069,10 +1156,11 @@ def _solve_local(values, used_mask, rows, cols, rank, entry, key, noise_std, n_r
   k, l = entry
   dtype = values.dtype
   used = used_mask[np.ix_(rows, cols)]
-  # Pad to multiples of 8 with unobserved rows/columns so that few shapes get compiled; padded
+  # Pad with unobserved rows/columns (sizes from `_pad`) so that few shapes get compiled; padded
   # rows have zero weight and do not move the fit. (Gathered on the host: eager device ops
   # would compile once per block shape.)
-  mp, np_ = _pad(len(rows)), _pad(len(cols))
+  # Square padding halves the number of distinct shapes (compilations) for a small cost.
+  mp = np_ = _pad(max(len(rows), len(cols)))
   w = np.zeros((mp, np_), dtype)
   w[: len(rows), : len(cols)] = used
   a = np.zeros((mp, np_), dtype)
