@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import optax
 from flax import nnx
 
 from tomioka_jax.generative import pvae
@@ -42,7 +43,11 @@ def test_layers_tend_to_euclidean_affine_maps():
     c = 1e-8
     x = _points(1, 8, 3, 1.0)
     gyro = pvae.GyroplaneLayer(3, 5, c=c, rngs=nnx.Rngs(1))
-    np.testing.assert_allclose(gyro(x), 4 * x @ gyro.w[...].T, rtol=1e-5, atol=1e-7)
+    w, b = gyro.w[...], gyro.b[...]
+    assert np.all(np.abs(b) > 0)  # planes off the origin at initialisation (reference init)
+    # Signed Euclidean distance to the plane through b w with normal w, times 2 |w|, metric 4.
+    expected = 4 * x @ w.T - 4 * (b * jnp.sum(w * w, axis=1))[None, :]
+    np.testing.assert_allclose(gyro(x), expected, rtol=1e-5, atol=1e-7)
     mob = pvae.MobiusLayer(3, 2, c=c, rngs=nnx.Rngs(2))
     mob.bias[...] = jnp.array([0.3, -0.1])
     np.testing.assert_allclose(mob(x), x @ mob.kernel[...].T + mob.bias[...][None, :], rtol=1e-5,
@@ -66,16 +71,49 @@ def test_mobius_layer_identity_and_stays_in_ball():
 def test_functional_nnx_step_has_finite_gradients():
   model = nnx.Sequential(pvae.MobiusLayer(2, 3, c=1.0, rngs=nnx.Rngs(5)),
                          pvae.GyroplaneLayer(3, 4, c=1.0, rngs=nnx.Rngs(6)))
-  graphdef, params = nnx.split(model, nnx.Param)
+  graphdef, params, rest = nnx.split(model, nnx.Param, ...)  # rest: the Curvature variables
   x = _points(4, 6, 2, 1.0).astype(jnp.float32)
   x = x.at[0].set(0.0)  # the origin is a valid input
 
   @jax.jit
   def loss(params):
-    return jnp.sum(jnp.square(nnx.merge(graphdef, params)(x)))
+    return jnp.sum(jnp.square(nnx.merge(graphdef, params, rest)(x)))
 
   grads = jax.grad(loss)(params)
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_curvature_is_state_that_optimizer_updates_leave_alone():
+  """c is a non-trainable Curvature variable: not in the Params, unchanged by optimiser steps."""
+  model = nnx.Sequential(pvae.MobiusLayer(2, 3, c=0.7, rngs=nnx.Rngs(7)),
+                         pvae.GyroplaneLayer(3, 4, c=0.7, rngs=nnx.Rngs(8)))
+  is_var = lambda v: isinstance(v, nnx.Variable)
+  assert not any(isinstance(v, pvae.Curvature)
+                 for v in jax.tree.leaves(nnx.state(model, nnx.Param), is_leaf=is_var))
+  x = _points(5, 6, 2, 0.7).astype(jnp.float32)
+  optimizer = nnx.Optimizer(model, optax.sgd(0.5), wrt=nnx.Param)
+  w_before = model.layers[1].w[...]
+
+  @nnx.jit
+  def step(model, optimizer):
+    grads = nnx.grad(lambda m: jnp.sum(jnp.square(m(x))))(model)
+    optimizer.update(model, grads)
+
+  step(model, optimizer)
+  assert not np.allclose(model.layers[1].w[...], w_before)  # the step did change the params
+  for layer in model.layers:
+    assert isinstance(layer.c, pvae.Curvature)
+    np.testing.assert_array_equal(layer.c[...], np.float32(0.7))
+
+  # A traced c: the layer can be vmapped over curvatures (it equals the per-c layers).
+  @jax.jit
+  def outputs(cs):
+    layer = lambda c: pvae.GyroplaneLayer(2, 3, c=c, rngs=nnx.Rngs(9))(x)
+    return jax.vmap(layer)(cs), jnp.stack([layer(0.3), layer(1.2)])
+
+  vmapped, separate = outputs(jnp.array([0.3, 1.2]))
+  np.testing.assert_allclose(vmapped, separate, rtol=1e-5, atol=1e-6)
+  assert not np.allclose(separate[0], separate[1])
 
 
 @pytest.mark.parametrize("cls", [pvae.GyroplaneLayer, pvae.MobiusLayer])
@@ -84,3 +122,5 @@ def test_bad_layer_arguments_raise(cls):
     cls(2, 3, c=0.0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="out_features must be a positive integer"):
     cls(2, 0, c=1.0, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="c must be a scalar"):
+    cls(2, 3, c=jnp.ones(2), rngs=nnx.Rngs(0))

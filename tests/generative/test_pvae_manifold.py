@@ -202,3 +202,14 @@ def test_points_outside_the_ball_raise_in_check_in_ball():
     pvae.check_in_ball(jnp.array([0.5, 0.0]), 4.0)  # on the boundary of radius 1/2
   # Under jit the check is skipped (traced), and the primitives clip instead of failing.
   assert np.isfinite(jax.jit(lambda x: manifold.distance0(x, 1.0))(jnp.array([2.0, 0.0])))
+
+
+def test_event_sum_equals_sum_over_the_last_axis():
+  """The matmul form for short event axes: same values and gradients as jnp.sum."""
+  for d in (1, 2, 4, 5):
+    x = jax.random.normal(jax.random.key(d), (3, 2, d))
+    np.testing.assert_allclose(manifold.event_sum(x), jnp.sum(x, axis=-1), rtol=1e-6,
+                               atol=1e-6)
+    g = jax.grad(lambda x: jnp.sum(jnp.sin(manifold.event_sum(x))))(x)
+    np.testing.assert_allclose(g, jnp.broadcast_to(jnp.cos(jnp.sum(x, -1))[..., None], x.shape),
+                               rtol=1e-5, atol=1e-6)

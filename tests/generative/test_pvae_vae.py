@@ -181,13 +181,16 @@ def test_posterior_is_kept_where_samples_are_representable():
 
 def test_train_vmaps_over_seeds_and_curvatures():
   tree = data.branching_diffusion(jax.random.key(0), dim=5, depth=2, num_siblings=3)
-  cfg = vae.VAEConfig(data_dim=5, latent_dim=2, hidden_dim=16, distribution="wrapped")
+  # The gyroplane decoder: its layer's curvature is traced (vmapped) too.
+  cfg = vae.VAEConfig(data_dim=5, latent_dim=2, hidden_dim=16, distribution="wrapped",
+                      decoder="gyroplane")
   graphdef, train = vae.make_train(cfg, batch_size=7, epochs=30, learning_rate=1e-2)
   cs = jnp.array([0.3, 1.2])
   states, history = jax.vmap(train, (0, 0, None))(jax.random.split(jax.random.key(1), 2), cs,
                                                    tree.x)
   assert history.shape == (2, 30)
   np.testing.assert_allclose(states["c"][...], cs)
+  np.testing.assert_allclose(states["gyroplane"]["c"][...], cs)
   assert np.all(history[:, -5:].mean(1) > history[:, :5].mean(1) + 1.0)
   ll = jax.vmap(lambda s: vae.evaluate_iwae(graphdef, s, jax.random.key(2), tree.x[:10], 2,
                                             batch_size=4))(states)

@@ -21,6 +21,7 @@ from tomioka_jax.generative.pvae.distributions import log_normalizer
 from tomioka_jax.generative.pvae.distributions import radius_cdf
 from tomioka_jax.generative.pvae.distributions import radius_log_prob
 from tomioka_jax.generative.pvae.distributions import sample_radius
+from tomioka_jax.generative.pvae.layers import Curvature
 from tomioka_jax.generative.pvae.layers import GyroplaneLayer
 from tomioka_jax.generative.pvae.layers import MobiusLayer
 from tomioka_jax.generative.pvae.manifold import check_in_ball
@@ -60,6 +61,7 @@ __all__ = [
     "iwae_bound",
     "make_train",
     "make_vae",
+    "Curvature",
     "GyroplaneLayer",
     "MobiusLayer",
     "RiemannianNormal",

@@ -96,16 +96,19 @@ def branching_diffusion(key: jax.Array, *, dim: int = 50, depth: int = 6, num_ch
 @functools.partial(jax.jit, static_argnums=tuple(range(1, 9)))
 def _branching_diffusion(key, dim, depth, num_children, num_siblings, sigma_children, param,
                          factor_sibling, standardize):
-  node_key, obs_key = jax.random.split(key)
+  num_nodes = sum(num_children ** level for level in range(depth + 1))
+  # All Gaussian noise in one draw (one random-bits kernel to compile), sliced per use.
+  all_noise = jax.random.normal(key, ((num_nodes - 1) + num_nodes * num_siblings, dim))
   levels = [jnp.zeros((1, dim), jnp.float32)]
   parents = [np.array([-1])]
   depths = [np.zeros(1, np.int32)]
-  offset = 0
+  offset = drawn = 0
   for level in range(1, depth + 1):
     prev = levels[-1]
     std = np.sqrt(sigma_children / param ** (level - 1))
-    noise = std * jax.random.normal(jax.random.fold_in(node_key, level),
-                                    (prev.shape[0], num_children, dim))
+    rows = prev.shape[0] * num_children
+    noise = std * all_noise[drawn:drawn + rows].reshape(prev.shape[0], num_children, dim)
+    drawn += rows
     levels.append((prev[:, None, :] + noise).reshape(-1, dim))
     parents.append(np.repeat(offset + np.arange(prev.shape[0]), num_children))
     depths.append(np.full(prev.shape[0] * num_children, level, np.int32))
@@ -113,7 +116,7 @@ def _branching_diffusion(key, dim, depth, num_children, num_siblings, sigma_chil
   nodes = jnp.concatenate(levels)
   node_depth = np.concatenate(depths)
   obs_std = np.sqrt(sigma_children / (factor_sibling * param ** node_depth.astype(np.float64)))
-  noise = jax.random.normal(obs_key, (nodes.shape[0], num_siblings, dim))
+  noise = all_noise[num_nodes - 1:].reshape(num_nodes, num_siblings, dim)
   x = (nodes[:, None, :] + jnp.asarray(obs_std, jnp.float32)[:, None, None] * noise).reshape(-1,
                                                                                            dim)
   if standardize:

@@ -20,6 +20,7 @@ import distrax
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 from scipy import special
 
@@ -30,7 +31,6 @@ _TABLE_NODES = 257  # quantile-table nodes per distinct (sigma, c)
 _TABLE_Z = 8.5  # the table spans z in [-8.5, 8.5] (float64 normals stay within 8.3)
 _TABLE_MIN_RATIO = 2  # tabulate when samples >= 2 * nodes * distinct (sigma, c)
 _JACOBI_NODES = 8  # Gauss-Jacobi nodes of the CDF near r = 0
-_GL_NODES = 4  # Gauss-Legendre nodes of the table's Newton correction
 
 
 def _check_scale(scale: ArrayLike, name: str = "scale") -> None:
@@ -276,14 +276,6 @@ def _fast_log_density(r, scale, c, dim, log_norm):
   return -0.5 * jnp.square(r / scale) + n * log_sinh - log_norm
 
 
-def _density(r, scale, c, dim, log_norm):
-  """``p(r)`` with one ``exp`` and one ``expm1``: ``sinh^n y = 2^-n e^{n y} (1 - e^{-2y})^n``."""
-  n = dim - 1
-  y = jnp.sqrt(c) * jnp.maximum(r, 0.0)
-  gauss = jnp.exp(-0.5 * jnp.square(r / scale) + n * (y - math.log(2.0)) - log_norm)
-  return gauss * (-jnp.expm1(-2.0 * y)) ** n if n else gauss
-
-
 def _initial_radius(z, scale, c, dim):
   """Quantile guess below the true one: max of the envelope's and of sigma * chi_d's quantiles.
 
@@ -350,71 +342,74 @@ def _solve_radius(z, scale, c, dim):
   return r
 
 
-def _gauss_legendre(fn, a, b):
-  """``int_a^b fn`` by the fixed Gauss-Legendre rule (``a``, ``b`` arrays of one shape)."""
-  nodes, weights = np.polynomial.legendre.leggauss(_GL_NODES)
-  half = 0.5 * (b - a)
-  mid = 0.5 * (b + a)
-  total = jnp.zeros_like(a)
-  for x, w in zip(nodes, weights):
-    total = total + w * fn(mid + half * x)
-  return half * total
-
-
 def _table_radius(z, scale, c, dim):
-  """Radii for many samples per ``(sigma, c)``: quantile table, Hermite interpolation, one Newton.
+  """Radii for many samples per ``(sigma, c)``: a quantile table and quintic Hermite interpolation.
 
   For each distinct ``(sigma, c)`` (shape ``P``) the quantiles ``r_j = F^{-1}(Phi(z_j))`` at
-  ``_TABLE_NODES`` equally spaced ``z_j`` in ``[-Z, Z]`` are solved by :func:`_solve_radius`,
-  with slopes ``dr/dz = phi(z_j) / p(r_j)``. A sample's ``z`` is mapped by the cubic Hermite
-  interpolant of ``r(z)`` on its cell (log-linear / linear extrapolation outside the table), then
-  corrected by one Newton step whose residual ``F(r~) - Phi(z) = int_{r_j}^{r~} p - int_{z_j}^{z}
-  phi`` is two short Gauss-Legendre integrals from the node, where ``F(r_j) = Phi(z_j)`` is known:
-  per sample a constant number of ``exp`` calls, independent of d.
+  ``_TABLE_NODES`` equally spaced ``z_j`` in ``[-Z, Z]`` are solved by :func:`_solve_radius`.
+  The table holds ``u = log r`` and its first two derivatives in ``z``, exact from the quantile
+  equation ``F(r(z)) = Phi(z)``:
+
+  .. math::  r' = \\frac{\\phi(z)}{p(r)}, \\qquad
+     r'' = r' \\big(-z - r' (\\log p)'(r)\\big), \\qquad
+     (\\log p)'(r) = -\\frac{r}{\\sigma^2} + (d-1)\\sqrt c \\coth(\\sqrt c\\, r)
+
+  and ``u' = r'/r``, ``u'' = r''/r - u'^2``. A sample's ``z`` is mapped by the quintic Hermite
+  interpolant of ``u`` on its cell and ``r = exp(u)``: per sample six table reads, a polynomial
+  and one ``exp``, whatever d. ``log r`` is smooth in both tails (about ``-z^2 / 2d`` in the lower
+  one, where ``r`` itself varies over orders of magnitude), so the interpolation error is
+  uniform in relative terms: with 257 nodes below ~1e-9 relative for d = 2..20 and
+  ``sqrt(c) sigma`` from 0.05 to 2 (checked against the solver in the tests). Outside the table
+  (``|z| > Z``; float64 normals stay within 8.3) ``u`` is extended linearly.
   """
   shape = z.shape
   pshape = scale.shape
   m = _TABLE_NODES
   h = 2.0 * _TABLE_Z / (m - 1)
   dtype = z.dtype
+  tiny = jnp.finfo(dtype).tiny
   z_nodes = jnp.asarray(np.linspace(-_TABLE_Z, _TABLE_Z, m), dtype)
   scale_t, c_t = scale[..., None], c[..., None]
   r_nodes = _solve_radius(jnp.broadcast_to(z_nodes, pshape + (m,)),
                           jnp.broadcast_to(scale_t, pshape + (m,)),
                           jnp.broadcast_to(c_t, pshape + (m,)), dim)
-  log_norm_p = _radius_constants(scale, c, dim)["log_norm"]
-  log_norm_t = log_norm_p[..., None]
+  r_nodes = jnp.maximum(r_nodes, tiny)
+  log_norm_t = _radius_constants(scale, c, dim)["log_norm"][..., None]
   log_phi = -0.5 * jnp.square(z_nodes) - 0.5 * math.log(2.0 * math.pi)
-  slopes = jnp.exp(jnp.broadcast_to(log_phi, r_nodes.shape) - _fast_log_density(r_nodes, scale_t, c_t, dim, log_norm_t))
+  r1 = jnp.exp(jnp.broadcast_to(log_phi, r_nodes.shape)
+               - _fast_log_density(r_nodes, scale_t, c_t, dim, log_norm_t))
+  dlog_p = -r_nodes / jnp.square(scale_t)
+  if dim > 1:
+    sqrt_c = jnp.sqrt(c_t)
+    dlog_p = dlog_p + (dim - 1) * sqrt_c / jnp.tanh(sqrt_c * r_nodes)
+  r2 = r1 * (-jnp.broadcast_to(z_nodes, r_nodes.shape) - r1 * dlog_p)
+  u0 = jnp.log(r_nodes)
+  u1 = r1 / r_nodes
+  u2 = r2 / r_nodes - jnp.square(u1)
+  # One row per table node: (u, h u', h^2 u''), gathered by flat index.
+  rows = jnp.stack([u0, h * u1, h * h * u2], axis=-1).reshape(-1, 3)
 
   pos = (z + _TABLE_Z) / h
   j = jnp.clip(jnp.floor(pos), 0, m - 2).astype(jnp.int32)
   t = pos - j.astype(dtype)
-  rows = jnp.broadcast_to(jnp.arange(math.prod(pshape), dtype=jnp.int32).reshape(pshape), shape)
-  flat = rows * m + j
-  r_flat, s_flat = r_nodes.reshape(-1), slopes.reshape(-1)
-  r0, r1 = jnp.take(r_flat, flat), jnp.take(r_flat, flat + 1)
-  m0, m1 = h * jnp.take(s_flat, flat), h * jnp.take(s_flat, flat + 1)
-  t2, t3 = jnp.square(t), t * jnp.square(t)
-  hermite = ((2 * t3 - 3 * t2 + 1) * r0 + (t3 - 2 * t2 + t) * m0 + (-2 * t3 + 3 * t2) * r1
-             + (t3 - t2) * m1)
-  # Outside the table (|z| > Z, probability ~1e-15): power law below, straight line above.
-  below_table = jnp.maximum(r0, jnp.finfo(dtype).tiny) * jnp.exp(
-      jnp.minimum(m0 / jnp.maximum(r0, jnp.finfo(dtype).tiny) * t, 0.0))
-  above_table = r1 + m1 * (t - 1.0)
-  guess = jnp.where(t < 0, below_table, jnp.where(t > 1, above_table, hermite))
-  guess = jnp.maximum(guess, 0.0)
-
-  scale_b, c_b = jnp.broadcast_to(scale, shape), jnp.broadcast_to(c, shape)
-  log_norm = jnp.broadcast_to(log_norm_p, shape)
-  z_j = -_TABLE_Z + h * j.astype(dtype)
-  # Integrate from the node: F(r~) - Phi(z) = int_{r_j}^{r~} p - int_{z_j}^{z} phi.
-  residual = (_gauss_legendre(lambda x: _density(x, scale_b, c_b, dim, log_norm), r0, guess)
-              - _gauss_legendre(lambda x: jnp.exp(-0.5 * jnp.square(x)) / math.sqrt(2 * math.pi),
-                                z_j, z))
-  p_guess = _density(guess, scale_b, c_b, dim, log_norm)
-  step = residual / jnp.maximum(p_guess, jnp.finfo(dtype).tiny)
-  return jnp.maximum(guess - step, 0.0)
+  param = jnp.broadcast_to(jnp.arange(math.prod(pshape), dtype=jnp.int32).reshape(pshape), shape)
+  flat = param * m + j
+  left, right = jnp.take(rows, flat, axis=0), jnp.take(rows, flat + 1, axis=0)
+  f0, m0, a0 = left[..., 0], left[..., 1], left[..., 2]
+  f1, m1, a1 = right[..., 0], right[..., 1], right[..., 2]
+  tc = jnp.clip(t, 0.0, 1.0)
+  t2 = jnp.square(tc)
+  t3 = t2 * tc
+  # Quintic Hermite basis, in Horner-like form.
+  h3 = t3 * (10.0 + tc * (-15.0 + 6.0 * tc))
+  u = ((1.0 - h3) * f0 + h3 * f1
+       + (tc + t3 * (-6.0 + tc * (8.0 - 3.0 * tc))) * m0
+       + t3 * (-4.0 + tc * (7.0 - 3.0 * tc)) * m1
+       + 0.5 * (t2 + t3 * (-3.0 + tc * (3.0 - tc))) * a0
+       + 0.5 * t3 * (1.0 + tc * (-2.0 + tc)) * a1)
+  # Linear extension of log r outside the table.
+  u = u + jnp.where(t < 0, t * m0, jnp.where(t > 1, (t - 1.0) * m1, 0.0))
+  return jnp.exp(u)
 
 
 def _radius_from_normal_impl(z, scale, c, dim):
@@ -438,43 +433,56 @@ def _radius_from_normal(z, scale, c, dim):
 
 
 def _radius_fwd(z, scale, c, dim):
+  # symbolic_zeros=True: the primals say whether they are perturbed, so the backward pass only
+  # builds the (large) CDF derivatives that are needed -- e.g. no dF/dc when c is not trained.
+  # Which cotangents are needed is static, carried in the residuals' tree structure.
+  needed = tuple(name for name, p in (("z", z), ("scale", scale), ("c", c)) if p.perturbed)
+  z, scale, c = z.value, scale.value, c.value
   r = _radius_from_normal_impl(z, scale, c, dim)
-  return r, (z, r, scale, c)
+  return r, (z, r, scale, c, dict.fromkeys(needed))
 
 
 def _radius_bwd(dim, res, g):
-  z, r, scale_p, c_p = res
+  z, r, scale_p, c_p, needed = res
+  if isinstance(g, SymbolicZero):
+    g = jnp.zeros(g.shape, g.dtype)
   scale, c = jnp.broadcast_to(scale_p, r.shape), jnp.broadcast_to(c_p, r.shape)
   # Implicit function theorem on F(r(z, s, c); s, c) = Phi(z): dr/dtheta = -(dF/dtheta) / p(r).
   density = jnp.exp(_radius_log_prob(r, scale, c, dim))
-  ones = jnp.ones_like(r)
-  _, dF_ds = jax.jvp(lambda s: _radius_cdf(r, s, c, dim), (scale,), (ones,))
-  _, dF_dc = jax.jvp(lambda k: _radius_cdf(r, scale, k, dim), (c,), (ones,))
   safe_density = jnp.maximum(density, jnp.finfo(density.dtype).tiny)
-  phi = jnp.exp(-0.5 * jnp.square(z)) / math.sqrt(2.0 * math.pi)
-  return (g * phi / safe_density, _sum_to_shape(-g * dF_ds / safe_density, scale_p.shape),
-          _sum_to_shape(-g * dF_dc / safe_density, c_p.shape))
+  ones = jnp.ones_like(r)
+  out = [None, None, None]
+  if "z" in needed:
+    phi = jnp.exp(-0.5 * jnp.square(z)) / math.sqrt(2.0 * math.pi)
+    out[0] = g * phi / safe_density
+  if "scale" in needed:
+    _, dF_ds = jax.jvp(lambda s: _radius_cdf(r, s, c, dim), (scale,), (ones,))
+    out[1] = _sum_to_shape(-g * dF_ds / safe_density, scale_p.shape)
+  if "c" in needed:
+    _, dF_dc = jax.jvp(lambda k: _radius_cdf(r, scale, k, dim), (c,), (ones,))
+    out[2] = _sum_to_shape(-g * dF_dc / safe_density, c_p.shape)
+  return tuple(out)
 
 
-_radius_from_normal.defvjp(_radius_fwd, _radius_bwd)
+_radius_from_normal.defvjp(_radius_fwd, _radius_bwd, symbolic_zeros=True)
 
 
 def sample_radius(key: jax.Array, scale: ArrayLike, c: ArrayLike, dim: int,
                   shape: tuple[int, ...] = ()) -> jax.Array:
   """Reparameterised sample of the Riemannian normal's geodesic radius, by inverse CDF.
 
-  ``r = F^{-1}(Phi(z); sigma, c)`` with ``z ~ N(0, 1)``, solved to ~64 ulp on the closed-form CDF
+  ``r = F^{-1}(Phi(z); sigma, c)`` with ``z ~ N(0, 1)``, on the closed-form CDF
   (:func:`radius_cdf`) rather than by the reference code's adaptive rejection sampler: fixed
   shapes under ``jit``/``vmap``, no rejection loop, and a sample that is a smooth function of
   ``(sigma, c)`` for a fixed key. Two solvers, chosen from the static shapes:
 
   * few samples per distinct ``(sigma, c)``: safeguarded Newton on ``log F`` (lower half) or
     ``log(1 - F)`` (upper half), from a guess below the root (a handful of steps, each ``d``
-    ``log_ndtr`` pairs);
-  * many samples per distinct ``(sigma, c)`` (e.g. a scalar ``scale``): the quantile function is
-    tabulated once per ``(sigma, c)`` with that solver, interpolated (cubic Hermite in ``z``) and
-    polished by one Newton step whose residual comes from short Gauss-Legendre integrals of the
-    density, so the cost per sample does not grow with d.
+    ``log_ndtr`` pairs), to ~64 ulp;
+  * many samples per distinct ``(sigma, c)`` (e.g. a scalar ``scale``): ``log r(z)`` is
+    tabulated once per ``(sigma, c)`` with that solver, with its exact first and second
+    derivatives, and interpolated (quintic Hermite in ``z``, then one ``exp``): relative error
+    below ~1e-9, and a cost per sample that does not grow with d (see :func:`_table_radius`).
 
   Gradients with respect to ``scale`` and ``c`` are implicit (``jax.custom_vjp``):
 
@@ -526,7 +534,8 @@ def _uniform_direction(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Arr
     theta = (2.0 * math.pi) * jax.random.uniform(key, shape[:-1], dtype)
     return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
   e = jax.random.normal(key, shape, dtype)
-  return e / jnp.maximum(jnp.linalg.norm(e, axis=-1, keepdims=True), jnp.finfo(dtype).tiny)
+  norm = manifold._safe_norm(e)  # pylint: disable=protected-access
+  return e / jnp.maximum(norm, jnp.finfo(dtype).tiny)[..., None]
 
 
 class _PoincareDistribution(distrax.Distribution):
@@ -679,12 +688,13 @@ def _exp_transported(loc: jax.Array, v: jax.Array, c) -> jax.Array:
 def _wrapped_draw(key, loc, scale, c, n):
   """Samples and their log-densities (paper eq. 5 at ``v``, the tangent vector drawn)."""
   shape = (n,) + loc.shape
-  v = jnp.broadcast_to(scale, shape) * jax.random.normal(key, shape, loc.dtype)
+  eps = jax.random.normal(key, shape, loc.dtype)
+  v = jnp.broadcast_to(scale, shape) * eps
   z = _exp_transported(jnp.broadcast_to(loc, shape), v, c)
   r = manifold._safe_norm(v)  # pylint: disable=protected-access
-  scale = jnp.broadcast_to(scale, shape)
-  log_gauss = -0.5 * jnp.sum(jnp.square(v / scale) + 2.0 * jnp.log(scale) + math.log(2 * math.pi),
-                             axis=-1)
+  # log N(v; 0, diag(scale^2)) with v / scale = eps; sum(log scale) once per batch element.
+  log_norm = manifold.event_sum(jnp.log(scale) + 0.5 * math.log(2 * math.pi))
+  log_gauss = -0.5 * manifold.event_sum(jnp.square(eps)) - jnp.broadcast_to(log_norm, shape[:-1])
   log_p = log_gauss - (shape[-1] - 1) * log_sinh_ratio(jnp.sqrt(jnp.asarray(c, v.dtype)) * r)
   return z, log_p
 
@@ -694,8 +704,8 @@ def _wrapped_log_prob(loc, scale, c, value):
   # v = lambda_0 P_{mu->0}(log_mu z) = lambda_mu log_mu z, the tangent Gaussian's argument (eq. 5).
   v = manifold.conformal_factor(loc, c)[..., None] * manifold.logmap(loc, value, c)
   r = manifold._safe_norm(v)  # pylint: disable=protected-access
-  log_gauss = -0.5 * jnp.sum(jnp.square(v / scale) + 2.0 * jnp.log(scale) + math.log(2 * math.pi),
-                             axis=-1)
+  log_gauss = -0.5 * manifold.event_sum(jnp.square(v / scale) + 2.0 * jnp.log(scale)
+                                        + math.log(2 * math.pi))
   d = loc.shape[-1]
   return log_gauss - (d - 1) * log_sinh_ratio(jnp.sqrt(jnp.asarray(c, v.dtype)) * r)
 

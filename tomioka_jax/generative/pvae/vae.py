@@ -47,6 +47,7 @@ from jax.typing import ArrayLike
 from tomioka_jax.generative.pvae import manifold
 from tomioka_jax.generative.pvae.distributions import RiemannianNormal
 from tomioka_jax.generative.pvae.distributions import WrappedNormal
+from tomioka_jax.generative.pvae.layers import Curvature
 from tomioka_jax.generative.pvae.layers import GyroplaneLayer
 
 DISTRIBUTIONS = ("normal", "wrapped", "riemannian")
@@ -115,10 +116,6 @@ class VAEConfig:
   def hyperbolic(self) -> bool:
     """Whether the latent space is the Poincaré ball (the P-VAE)."""
     return self.distribution != "normal"
-
-
-class Curvature(nnx.Variable):
-  """The ball's curvature magnitude ``c``: model state, not a trained parameter."""
 
 
 class ELBOTerms(NamedTuple):
@@ -202,7 +199,7 @@ class DiagonalNormal(distrax.Distribution):
     u = (jnp.broadcast_to(value, shape) - jnp.broadcast_to(self._loc, shape)) / jnp.broadcast_to(
         self._scale, shape)
     log_scale = jnp.broadcast_to(jnp.log(self._scale), shape)
-    return -jnp.sum(0.5 * (jnp.square(u) + _LOG_2PI) + log_scale, axis=-1)
+    return -manifold.event_sum(0.5 * (jnp.square(u) + _LOG_2PI) + log_scale)
 
 
 def _mlp(sizes: list[int], rngs: nnx.Rngs) -> nnx.List:
@@ -215,8 +212,9 @@ class VAE(nnx.Module):
   Args:
     config: the :class:`VAEConfig`.
     c: the curvature to use instead of ``config.c``; may be a traced array (to ``vmap`` a
-      training run over curvatures), except with the gyroplane decoder, whose layer keeps ``c``
-      as a static Python number.
+      training run over curvatures). It is a non-trainable
+      :class:`~tomioka_jax.generative.pvae.layers.Curvature` variable (also the gyroplane
+      layer's), so optimiser updates over ``nnx.Param`` leave it unchanged.
     rngs: ``nnx.Rngs`` for initialisation.
   """
 
@@ -232,10 +230,7 @@ class VAE(nnx.Module):
     self.scale_head = nnx.Linear(width, 1 if config.distribution == "riemannian" else d,
                                  rngs=rngs)
     if config.decoder == "gyroplane":
-      if isinstance(c, jax.core.Tracer):
-        raise ValueError("decoder='gyroplane' needs a concrete c (GyroplaneLayer keeps c as a "
-                         "static number); vmap over c is supported by the other decoders")
-      self.gyroplane = GyroplaneLayer(d, h, c=float(c), rngs=rngs)
+      self.gyroplane = GyroplaneLayer(d, h, c=self.c[...], rngs=rngs)
       sizes = [h] * n
     else:
       self.gyroplane = None
@@ -285,7 +280,7 @@ class VAE(nnx.Module):
                                                c, u.dtype)
     # d(0, exp_0(u)) = 2|u|: squash |u| smoothly below max_distance / 2 (identity near 0).
     rho = 0.5 * max_distance
-    norm = jnp.sqrt(jnp.sum(jnp.square(u), axis=-1, keepdims=True) + 1e-12)
+    norm = jnp.sqrt(manifold.event_sum(jnp.square(u)) + 1e-12)[..., None]
     u = u * (rho * jnp.tanh(norm / rho) / norm)
     return manifold.expmap0(u, c), jnp.minimum(scale, max_scale)
 
@@ -436,8 +431,7 @@ def make_train(config: VAEConfig, *, batch_size: int, epochs: int, learning_rate
 
   Shuffled minibatches each epoch (the last partial batch dropped, as the reference code),
   one-sample ELBO, AMSGrad (the reference's optimiser) unless ``optimizer`` is given. ``train``
-  initialises the model from ``key`` with curvature ``c`` (ignored by the gyroplane decoder,
-  which uses ``config.c``), trains on ``x_train`` (n, data_dim) and is jitted; ``jax.vmap`` it
+  initialises the model from ``key`` with curvature ``c`` (the N-VAE ignores it), trains on ``x_train`` (n, data_dim) and is jitted; ``jax.vmap`` it
   over keys (seeds), curvatures and data sets to train many models in one compiled call.
   ``nnx.merge(graphdef, state)`` rebuilds a trained model.
 
@@ -477,8 +471,7 @@ def make_train(config: VAEConfig, *, batch_size: int, epochs: int, learning_rate
       raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
     steps = n // batch_size
     init_key, run_key = jax.random.split(key)
-    model = make_vae(config, rngs=nnx.Rngs(init_key),
-                     c=None if config.decoder == "gyroplane" else c)
+    model = make_vae(config, rngs=nnx.Rngs(init_key), c=c)
     if output_bias is not None:
       model.output.bias[...] = jnp.broadcast_to(jnp.asarray(output_bias, jnp.float32),
                                                 (config.data_dim,))
