@@ -98,6 +98,16 @@ def _calibration_rank_one(n: int, sigma: float, draws: int, seed: int = 1) -> di
           "spearman": float(scipy.stats.spearmanr(predicted, empirical).statistic)}
 
 
+def _determined_instance(rng, n: int, r: int, entries: int, seed: int):
+  """A Gaussian rank-r n x n matrix, a mask at 1.6x the counting bound and up to ``entries``
+  of its determined unobserved entries, in random order (call under ``enable_x64``)."""
+  a = rng.normal(size=(n, r)) @ rng.normal(size=(r, n))
+  mask = rng.random((n, n)) < 1.6 * _dof_density(n, n, r)
+  comp = np.asarray(mc.completable_entries(mask, r, jax.random.key(seed)))
+  targets = np.argwhere(comp & ~mask)
+  return a, mask, targets[rng.permutation(len(targets))[:entries]]
+
+
 def _calibration_rank_r(n: int, r: int, sigma: float, entries: int, draws: int,
                         candidates: int = 2, seed: int = 2) -> dict:
   """Predicted vs empirical error of circuit completions under noise.
@@ -111,11 +121,7 @@ def _calibration_rank_r(n: int, r: int, sigma: float, entries: int, draws: int,
   """
   rng = np.random.default_rng(seed)
   with jax.enable_x64(True):
-    a = rng.normal(size=(n, r)) @ rng.normal(size=(r, n))
-    mask = rng.random((n, n)) < 1.6 * _dof_density(n, n, r)
-    comp = np.asarray(mc.completable_entries(mask, r, jax.random.key(seed)))
-    targets = np.argwhere(comp & ~mask)
-    targets = targets[rng.permutation(len(targets))[:entries]]
+    a, mask, targets = _determined_instance(rng, n, r, entries, seed)
     keys = [[jax.random.key(1000 * t + c) for c in range(candidates)]
             for t in range(len(targets))]
     circuits = [[mc.find_circuit(mask, r, (k, l), kk) for kk in ks]
@@ -150,11 +156,7 @@ def _rank_r_exactness(n: int, r: int, entries: int, seed: int = 4) -> dict:
   """Noiseless single-entry completion at 1.6x the counting bound: success fraction."""
   rng = np.random.default_rng(seed)
   with jax.enable_x64(True):
-    a = rng.normal(size=(n, r)) @ rng.normal(size=(r, n))
-    mask = rng.random((n, n)) < 1.6 * _dof_density(n, n, r)
-    comp = np.asarray(mc.completable_entries(mask, r, jax.random.key(seed)))
-    targets = np.argwhere(comp & ~mask)
-    targets = targets[rng.permutation(len(targets))[:entries]]
+    a, mask, targets = _determined_instance(rng, n, r, entries, seed)
     aj = jnp.asarray(a)
     fit = mc.low_rank_fit(aj, mask, r)
     scale = float(np.sqrt(np.mean(a**2)))
