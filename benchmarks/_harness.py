@@ -78,6 +78,23 @@ def timeit(fn: Callable[..., Any], *args: Any, repeats: int = 5, warmup: bool = 
   return Timing(first_call_s=first, median_s=statistics.median(runs), runs_s=tuple(runs))
 
 
+def compile_and_run(jitted: Any, *args: Any, compiler_options: dict[str, Any] | None = None
+                    ) -> tuple[Any, dict[str, float]]:
+  """Compiles ``jitted`` (a ``jax.jit`` function) for ``args`` ahead of time, then runs it once.
+
+  For one-shot experiments whose single compiled call is the whole run: returns the outputs
+  and ``{"compile_s", "compile_cpu_s", "run_s", "run_cpu_s"}`` (wall and process CPU time of
+  the compilation and of the run apart).
+  """
+  t0, c0 = time.perf_counter(), time.process_time()
+  compiled = jitted.lower(*args).compile(compiler_options=compiler_options)
+  compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+  t0, c0 = time.perf_counter(), time.process_time()
+  out = block(compiled(*args))
+  return out, {"compile_s": compile_s, "compile_cpu_s": compile_cpu_s,
+               "run_s": time.perf_counter() - t0, "run_cpu_s": time.process_time() - c0}
+
+
 @dataclasses.dataclass
 class Claim:
   """One row of the summary table: what the paper claims, its number, ours, and whether it holds.

@@ -17,7 +17,6 @@ likelihood with K = 1000 importance samples instead of 5000.
 
 from __future__ import annotations
 
-import time
 
 import jax
 import jax.numpy as jnp
@@ -81,16 +80,11 @@ def run_family(distribution: str, decoder: str, cs: tuple[float, ...], x_train, 
     return ll, history
 
   keys = jax.random.split(jax.random.key(0), seeds)
-  t0, c0 = time.perf_counter(), time.process_time()
-  compiled = experiment.lower(keys).compile(compiler_options=COMPILER_OPTIONS)
-  compile_s, compile_cpu_s = time.perf_counter() - t0, time.process_time() - c0
-  t0, c0 = time.perf_counter(), time.process_time()
-  ll, history = _harness.block(compiled(keys))
-  run_s, run_cpu_s = time.perf_counter() - t0, time.process_time() - c0
+  (ll, history), timing = _harness.compile_and_run(experiment, keys,
+                                                   compiler_options=COMPILER_OPTIONS)
   steps = epochs * (x_train.shape[1] // 64)
   return {"ll": np.asarray(ll), "final_train_elbo": np.asarray(history[..., -1]),
-          "compile_s": compile_s, "run_s": run_s, "compile_cpu_s": compile_cpu_s,
-          "run_cpu_s": run_cpu_s, "steps_per_model": steps,
+          **timing, "steps_per_model": steps,
           "models": seeds * len(cs)}
 
 

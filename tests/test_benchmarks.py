@@ -81,3 +81,12 @@ def test_scheduling_hint_reads_the_last_result_in_the_same_mode(tmp_path):
   assert cli._last_elapsed(tmp_path, "a", quick=True) == 12.5
   assert cli._last_elapsed(tmp_path, "a", quick=False) == 60.0  # other mode: no hint
   assert cli._last_elapsed(tmp_path, "missing", quick=True) == 60.0
+
+
+def test_compile_and_run_returns_outputs_and_separate_timings():
+  import jax
+  f = jax.jit(lambda x: (x * 2, x.sum()))
+  (y, total), timing = _harness.compile_and_run(f, jnp.arange(4.0))
+  assert y.tolist() == [0.0, 2.0, 4.0, 6.0] and float(total) == 6.0
+  assert set(timing) == {"compile_s", "compile_cpu_s", "run_s", "run_cpu_s"}
+  assert all(v >= 0.0 for v in timing.values())
