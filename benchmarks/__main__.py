@@ -64,16 +64,19 @@ def _run_here(name: str, module, quick: bool, results_dir: pathlib.Path) -> dict
   """Runs one benchmark in this process; a summary that survives JSON (for --jobs)."""
   from benchmarks import _harness  # pylint: disable=g-import-not-at-top
   print(f"== {name} ({'quick' if quick else 'full'}) ==", flush=True)
-  t0 = time.perf_counter()
+  compile0, cpu0, t0 = _harness.compile_seconds(), time.process_time(), time.perf_counter()
   try:
     result = module.run(quick=quick)
     elapsed = time.perf_counter() - t0
-    paths = _harness.write_result(result, results_dir, quick=quick, elapsed_s=elapsed)
+    cost = {"cpu_s": time.process_time() - cpu0}
+    cost.update({f"{k}_s": v - compile0[k] for k, v in _harness.compile_seconds().items()})
+    paths = _harness.write_result(result, results_dir, quick=quick, elapsed_s=elapsed, cost=cost)
   except Exception:  # pylint: disable=broad-except
     traceback.print_exc()
     return {"name": name, "paper": module.PAPER, "failed": True}
-  print(f"   wrote {', '.join(str(p) for p in paths.values())} in {elapsed:.1f} s", flush=True)
-  return {"name": name, "paper": result.paper, "failed": False, "elapsed_s": elapsed,
+  print(f"   wrote {', '.join(str(p) for p in paths.values())} in {elapsed:.1f} s "
+        f"({cost['cpu_s']:.0f} s CPU, XLA compilation {cost['compile_s']:.0f} s)", flush=True)
+  return {"name": name, "paper": result.paper, "failed": False, "elapsed_s": elapsed, "cost": cost,
           "claims": [(c.claim, c.paper, c.ours, c.holds) for c in result.claims]}
 
 
@@ -159,12 +162,15 @@ def main(argv: list[str] | None = None) -> int:
 
   rows, failed, not_holding = [], [], []
   times: dict[str, float] = {}
+  cpu = compile_s = 0.0
   for s in summaries:
     if s["failed"]:
       failed.append(s["name"])
       rows.append((s["name"], s["paper"], "benchmark raised an error", "-", "-", False))
       continue
     times[s["name"]] = s["elapsed_s"]
+    cpu += s["cost"]["cpu_s"]
+    compile_s += s["cost"]["compile_s"]
     for claim, paper, ours, holds in s["claims"]:
       rows.append((s["name"], s["paper"], claim, paper, ours, holds))
       if holds is False:
@@ -175,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
                                 rows))
   print(f"\n{len(times)} benchmark(s) in {time.perf_counter() - start:.0f} s"
         f"{f' ({jobs} at a time)' if jobs > 1 and len(names) > 1 else ''}: " +
-        ", ".join(f"{k} {v:.0f} s" for k, v in times.items()))
+        ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) +
+        f"; CPU {cpu:.0f} s in the benchmarks, of which XLA compilation {compile_s:.0f} s")
   if not_holding:
     print(f"\n{len(not_holding)} claim(s) did not hold (see each NAME.md for why): " +
           "; ".join(not_holding))

@@ -49,6 +49,31 @@ class Timing:
     }
 
 
+_COMPILE_EVENTS = {
+    "/jax/core/compile/jaxpr_trace_duration": "trace",
+    "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower",
+    "/jax/core/compile/backend_compile_duration": "compile",
+}
+_COMPILE_SECONDS = dict.fromkeys(_COMPILE_EVENTS.values(), 0.0)
+_COMPILE_LISTENING = []
+
+
+def compile_seconds() -> dict[str, float]:
+  """Seconds this process has spent tracing, lowering and XLA-compiling so far.
+
+  Summed from ``jax.monitoring`` duration events (the listener is installed on the first call,
+  so call it once before the work to be accounted). A benchmark's share of compilation is the
+  difference of two calls; ``python -m benchmarks`` records it beside the elapsed time.
+  """
+  if not _COMPILE_LISTENING:
+    def listen(event: str, duration: float, **_: Any) -> None:
+      if event in _COMPILE_EVENTS:
+        _COMPILE_SECONDS[_COMPILE_EVENTS[event]] += duration
+    jax.monitoring.register_event_duration_secs_listener(listen)
+    _COMPILE_LISTENING.append(listen)
+  return dict(_COMPILE_SECONDS)
+
+
 def block(tree: Any) -> Any:
   """Waits for every array in ``tree``; non-JAX leaves pass through."""
   return jax.tree.map(lambda x: x.block_until_ready() if isinstance(x, jax.Array) else x, tree)
@@ -174,11 +199,13 @@ def claims_table(claims: Sequence[Claim]) -> str:
 
 
 def write_result(result: Result, results_dir: pathlib.Path = RESULTS_DIR,
-                 quick: bool = False, elapsed_s: float | None = None) -> dict[str, pathlib.Path]:
+                 quick: bool = False, elapsed_s: float | None = None,
+                 cost: dict[str, float] | None = None) -> dict[str, pathlib.Path]:
   """Writes ``NAME.json``, ``NAME.md`` and (if there is a figure) ``NAME.png``.
 
   ``elapsed_s`` is the benchmark's whole run time (compilation included), recorded for
-  keeping ``--quick`` within its budget.
+  keeping ``--quick`` within its budget; ``cost`` breaks it down (``cpu_s``: process CPU
+  seconds; ``trace_s``, ``lower_s``, ``compile_s``: JAX tracing, lowering, XLA compilation).
   """
   results_dir.mkdir(parents=True, exist_ok=True)
   paths = {"json": results_dir / f"{result.name}.json", "md": results_dir / f"{result.name}.md"}
@@ -187,6 +214,7 @@ def write_result(result: Result, results_dir: pathlib.Path = RESULTS_DIR,
       "paper": result.paper,
       "quick": quick,
       "elapsed_s": elapsed_s,
+      "cost": cost,
       "claims": result.claims,
       "data": result.data,
       "environment": environment(),
@@ -194,7 +222,9 @@ def write_result(result: Result, results_dir: pathlib.Path = RESULTS_DIR,
   paths["json"].write_text(json.dumps(to_jsonable(payload), indent=1) + "\n")
   md = [f"# {result.name}", "", f"Paper: {result.paper}", "",
         f"Mode: {'--quick' if quick else 'full'}; {environment_line()}" +
-        ("" if elapsed_s is None else f"; ran in {elapsed_s:.0f} s"), "",
+        ("" if elapsed_s is None else f"; ran in {elapsed_s:.0f} s") +
+        ("" if not cost else f" ({cost['cpu_s']:.0f} s CPU, of which XLA compilation "
+                             f"{cost['compile_s']:.0f} s)"), "",
         "## Claims", "", claims_table(result.claims), ""]
   for table in result.tables:
     md += [table, ""]

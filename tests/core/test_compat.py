@@ -33,3 +33,35 @@ def test_same_samples_under_jit_and_vmap():
   key = jax.random.key(1)
   np.testing.assert_array_equal(np.asarray(jax.random.normal(key, (2, 3, 4))),
                                 np.asarray(jax.random.normal(key, (24,)).reshape(2, 3, 4)))
+
+
+@pytest.mark.parametrize("size", [compat.UNROLL_MIN_SIZE - 1, compat.UNROLL_MIN_SIZE, 5000])
+def test_unrolled_cpu_lowering_same_bits_as_rolled(size):
+  """Large hashes are lowered unrolled on CPU, small ones rolled; both give JAX's bits."""
+  core.fast_threefry_compilation()
+  lowering = compat._STATE["lowering"]  # pylint: disable=protected-access
+  if lowering is None:
+    pytest.skip("this JAX version's threefry internals differ; nothing was changed")
+
+  def draws(key):
+    k1, k2 = jax.random.split(key)
+    return jax.random.bits(k1, (size,)), jax.random.uniform(jax.random.fold_in(k2, 3), (size,))
+
+  key = jax.random.key(11)
+  ours = jax.jit(draws)(key)
+  lowered = jax.jit(draws).lower(key).as_text()
+  try:
+    lowering["register"](lowering["rolled"])  # JAX's own CPU lowering, for the reference
+    jax.clear_caches()
+    reference = jax.jit(draws)(key)
+    lowered_rolled = jax.jit(draws).lower(key).as_text()
+  finally:
+    lowering["register"](lowering["size_dependent"])
+    jax.clear_caches()
+  for a, b in zip(ours, reference):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The draws of `size` elements are lowered as loops exactly when they are small; the key
+  # derivation always is.
+  loops, loops_rolled = lowered.count("stablehlo.while"), lowered_rolled.count("stablehlo.while")
+  assert loops >= 1
+  assert (loops == loops_rolled) == (size < compat.UNROLL_MIN_SIZE), (loops, loops_rolled)
