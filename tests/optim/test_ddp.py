@@ -275,6 +275,25 @@ def test_ddp_normalization_running_average():
   assert not np.allclose(with_running, with_batch)
 
 
+@pytest.mark.parametrize("normalize_output", [True, False])
+def test_ddp_normalized_mlp_is_invariant_to_hidden_unit_rescaling(normalize_output):
+  """Scaling a hidden unit's raw incoming weights and bias leaves the network unchanged; the
+  output layer is a DDP-normalized or a plain dense layer as asked."""
+  model = ddp.DDPNormalizedMLP(4, (6, 5), 3, alpha=0.5, rngs=nnx.Rngs(1),
+                               normalize_output=normalize_output)
+  assert isinstance(model.layers[-1], ddp.DDPNormalizedLinear) == normalize_output
+  x = jnp.asarray(random_inputs(16, 4), jnp.float32)
+  before = model(x)
+  for layer, c in zip(model.layers[:-1], (jnp.linspace(0.5, 3.0, 6), jnp.linspace(3.0, 0.5, 5))):
+    layer.kernel[...] = layer.kernel[...] * c[None, :]
+    layer.bias[...] = layer.bias[...] * c
+  np.testing.assert_allclose(model(x), before, rtol=2e-4, atol=1e-5)
+  if not normalize_output:  # a plain head: scaling its weights scales the logits
+    model.layers[-1].kernel[...] = 2.0 * model.layers[-1].kernel[...]
+    model.layers[-1].bias[...] = 2.0 * model.layers[-1].bias[...]
+    np.testing.assert_allclose(model(x), 2.0 * before, rtol=2e-4, atol=1e-5)
+
+
 def test_bad_input():
   network, params = ddp.ddp_network(tiny_mlp())
   x = jnp.ones((2, 3))

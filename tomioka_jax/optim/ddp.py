@@ -404,20 +404,31 @@ class DDPNormalizedLinear(nnx.Module):
 
 
 class DDPNormalizedMLP(nnx.Module):
-  """A ReLU MLP whose every layer is a :class:`DDPNormalizedLinear` (inputs are flattened)."""
+  """A ReLU MLP of :class:`DDPNormalizedLinear` layers (inputs are flattened).
+
+  ``normalize_output=True`` (the default) normalizes every layer, the output layer included,
+  so that every node of the network is reparametrized. ``normalize_output=False`` keeps a plain
+  ``nnx.Linear`` output layer (``self.layers[-1]``), the layout of a batch-normalized MLP, whose
+  logits are not normalized either.
+  """
 
   def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *,
                alpha: float, rngs: nnx.Rngs, momentum: float = 0.99,
-               dtype: Any = jnp.float32):
+               normalize_output: bool = True, dtype: Any = jnp.float32):
     sizes = [in_features, *hidden, num_classes]
     if any(s < 1 for s in sizes):
       raise ValueError(f"layer sizes must be positive, got in_features={in_features}, "
                        f"hidden={tuple(hidden)}, num_classes={num_classes}")
     self.in_features = in_features
-    self.layers = nnx.List([
-        DDPNormalizedLinear(a, b, alpha=alpha, momentum=momentum, rngs=rngs, dtype=dtype)
-        for a, b in zip(sizes[:-1], sizes[1:])
-    ])
+    self.normalize_output = normalize_output
+    layers = [DDPNormalizedLinear(a, b, alpha=alpha, momentum=momentum, rngs=rngs, dtype=dtype)
+              for a, b in zip(sizes[:-2], sizes[1:-1])]
+    if normalize_output:
+      layers.append(DDPNormalizedLinear(sizes[-2], sizes[-1], alpha=alpha, momentum=momentum,
+                                        rngs=rngs, dtype=dtype))
+    else:
+      layers.append(nnx.Linear(sizes[-2], sizes[-1], rngs=rngs, param_dtype=dtype))
+    self.layers = nnx.List(layers)
 
   def __call__(self, x: jax.Array, *, use_running_average: bool | None = None) -> jax.Array:
     x = jnp.reshape(x, (x.shape[0], -1))
@@ -426,6 +437,8 @@ class DDPNormalizedMLP(nnx.Module):
                        f"flattening, got shape {x.shape}")
     for layer in self.layers[:-1]:
       x = jax.nn.relu(layer(x, use_running_average=use_running_average))
+    if not self.normalize_output:
+      return self.layers[-1](x)
     return self.layers[-1](x, use_running_average=use_running_average)
 
 
