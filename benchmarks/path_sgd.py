@@ -117,7 +117,7 @@ def run(quick: bool) -> _harness.Result:
   hidden, epochs = (1000, 4) if quick else (4000, 100)
   spread = math.log(10.0)  # per-unit scales log-uniform in [1/10, 10]
   exp1 = experiment_init(tr, te, hidden, epochs, spread)
-  sizes = (16, 128, 1024) if quick else (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+  sizes = (16, 128, 512) if quick else (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
   exp2 = experiment_size(tr, te, sizes, epochs=100 if quick else 300)
 
   curves = exp1["curves"]
