@@ -35,6 +35,7 @@ def _configure_jax() -> None:
   # Bit-identical random numbers, much shorter XLA:CPU compile times (tomioka_jax.core.compat).
   from tomioka_jax.core import compat  # pylint: disable=g-import-not-at-top
   compat.fast_threefry_compilation()
+  compat.patient_cpu_collectives()  # 8 simulated devices on a loaded machine
 
 
 def _default_jobs() -> int:

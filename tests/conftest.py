@@ -2,7 +2,8 @@
 
 * 8 simulated CPU devices, so data-parallel code runs on a real mesh.
 * Strict rank promotion: implicit broadcasting between arrays of different rank raises.
-* The threefry compile-time work-around (bit-identical random numbers, see
+* The threefry compile-time work-around (bit-identical random numbers) and a 600 s limit,
+  instead of 40 s, on XLA:CPU collectives waiting for device threads on a loaded machine (see
   :mod:`tomioka_jax.core.compat`).
 
 Both must be set before JAX creates its backends, hence at import time of the conftest.
@@ -22,3 +23,4 @@ jax.config.update("jax_numpy_rank_promotion", "raise")
 from tomioka_jax.core import compat  # noqa: E402
 
 compat.fast_threefry_compilation()
+compat.patient_cpu_collectives()

@@ -65,3 +65,13 @@ def test_unrolled_cpu_lowering_same_bits_as_rolled(size):
   loops, loops_rolled = lowered.count("stablehlo.while"), lowered_rolled.count("stablehlo.while")
   assert loops >= 1
   assert (loops == loops_rolled) == (size < compat.UNROLL_MIN_SIZE), (loops, loops_rolled)
+
+
+def test_patient_cpu_collectives_sets_the_flag_once(monkeypatch):
+  monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  if not compat.patient_cpu_collectives(123):
+    pytest.skip("jaxlib older than 0.10: left alone")
+  assert compat.patient_cpu_collectives(456)  # idempotent: the first setting stays
+  flags = __import__("os").environ["XLA_FLAGS"].split()
+  assert flags == ["--xla_force_host_platform_device_count=2",
+                   "--xla_cpu_collective_call_terminate_timeout_seconds=123"]

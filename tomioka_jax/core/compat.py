@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import operator
+import os
 
 from jax import lax
 
@@ -83,4 +84,29 @@ def _size_dependent_cpu_lowering(threefry2x32):
   return {"register": register, "rolled": rolled, "size_dependent": lowering}
 
 
-__all__ = ["fast_threefry_compilation"]
+_COLLECTIVE_TIMEOUT_FLAG = "--xla_cpu_collective_call_terminate_timeout_seconds"
+
+
+def patient_cpu_collectives(seconds: int = 600) -> bool:
+  """Lets an XLA:CPU collective wait ``seconds`` for its participants instead of 40.
+
+  Simulated CPU devices are threads. On a machine loaded with other work, one of 8 device
+  threads can be scheduled more than 40 s after the others reach an all-reduce; XLA (jaxlib
+  0.10) then aborts the whole process. Call this before JAX creates its backends (it sets
+  ``XLA_FLAGS``); returns whether the flag is (now) set. Older jaxlibs, which may not know
+  the flag and would reject it, are left alone.
+  """
+  try:
+    import jaxlib  # pylint: disable=g-import-not-at-top
+    version = tuple(int(p) for p in jaxlib.__version__.split(".")[:2])
+  except (ImportError, ValueError):
+    return False
+  if version < (0, 10):
+    return False
+  flags = os.environ.get("XLA_FLAGS", "")
+  if _COLLECTIVE_TIMEOUT_FLAG not in flags:
+    os.environ["XLA_FLAGS"] = f"{flags} {_COLLECTIVE_TIMEOUT_FLAG}={int(seconds)}".strip()
+  return True
+
+
+__all__ = ["fast_threefry_compilation", "patient_cpu_collectives"]
