@@ -263,6 +263,25 @@ def test_ddp_normalization_invariant_to_rescaling_raw_weights(alpha):
     np.testing.assert_allclose(jnp.mean((after / layer.scale[...][None, :]) ** 2, 0), 1.0, rtol=1e-5)
 
 
+def test_centered_ddp_normalization_at_alpha_zero_is_batch_normalization():
+  """center=True, alpha = 0, c = 0: zero batch mean and unit mean square before the gain (the
+  batch-normalized pre-activation); rescaling a unit still changes nothing, and evaluation
+  uses the running input mean."""
+  layer = ddp.DDPNormalizedLinear(4, 3, alpha=0.0, center=True, momentum=0.0, epsilon=1e-12,
+                                  rngs=nnx.Rngs(2))
+  x = jnp.asarray(random_inputs(64, 4), jnp.float32) + 5.0  # far from centered
+  y = layer(x)
+  np.testing.assert_allclose(jnp.mean(y, 0), 0.0, atol=1e-5)
+  np.testing.assert_allclose(jnp.mean(y ** 2, 0), 1.0, rtol=1e-4)
+  t = x @ layer.kernel[...]
+  bn = (t - t.mean(0, keepdims=True)) / t.std(0, keepdims=True)
+  np.testing.assert_allclose(y, bn, rtol=1e-4, atol=1e-4)
+  layer.kernel[...] = layer.kernel[...] * jnp.array([0.5, 2.0, 3.0])[None, :]
+  np.testing.assert_allclose(layer(x), y, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(layer.input_mean[...], jnp.mean(x, 0), rtol=1e-6)  # momentum 0
+  np.testing.assert_allclose(layer(x, use_running_average=True), y, rtol=1e-4, atol=1e-4)
+
+
 def test_ddp_normalization_running_average():
   model = ddp.DDPNormalizedMLP(4, (5,), 3, alpha=0.5, rngs=nnx.Rngs(0), momentum=0.0)
   x = jnp.asarray(random_inputs(32, 4), jnp.float32)

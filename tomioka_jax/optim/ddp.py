@@ -358,12 +358,17 @@ class DDPNormalizedLinear(nnx.Module):
   training, a running average with ``use_running_average=True``). The output does not change
   when a unit's raw weights ``(V_{:,v}, c_v)`` are multiplied by ``s > 0`` (up to
   ``epsilon``).
+
+  ``center=True`` subtracts the batch mean of the inputs first (``t = (x - E[x]) V + c``, a
+  running mean in evaluation), so the data-dependent term is the variance of ``x V``, as batch
+  normalization uses; at ``alpha = 0`` the layer is then batch normalization with its shift
+  ``c`` inside the normalization. Our option, not the paper's (see ``benchmarks/ddp.py``).
   """
 
   def __init__(self, in_features: int, out_features: int, *, alpha: float,
                use_bias: bool = True, use_scale: bool = True, momentum: float = 0.99,
-               epsilon: float = 1e-6, use_running_average: bool = False, rngs: nnx.Rngs,
-               dtype: Any = jnp.float32):
+               epsilon: float = 1e-6, use_running_average: bool = False, center: bool = False,
+               rngs: nnx.Rngs, dtype: Any = jnp.float32):
     self.alpha = _check_alpha(alpha)
     if in_features < 1 or out_features < 1:
       raise ValueError(f"in_features and out_features must be >= 1, got {in_features}, "
@@ -377,6 +382,8 @@ class DDPNormalizedLinear(nnx.Module):
     self.bias = nnx.Param(jnp.zeros((out_features,), dtype)) if use_bias else None
     self.scale = nnx.Param(jnp.ones((out_features,), dtype)) if use_scale else None
     self.second_moment = DDPSecondMoment(jnp.ones((out_features,), jnp.float32))
+    self.input_mean = (DDPSecondMoment(jnp.zeros((in_features,), jnp.float32)) if center
+                       else None)
     self.momentum = momentum
     self.epsilon = epsilon
     self.use_running_average = use_running_average
@@ -384,6 +391,14 @@ class DDPNormalizedLinear(nnx.Module):
   def __call__(self, x: jax.Array, *, use_running_average: bool | None = None) -> jax.Array:
     running = self.use_running_average if use_running_average is None else use_running_average
     kernel = self.kernel[...]
+    if self.input_mean is not None:
+      if running:
+        mean = self.input_mean[...]
+      else:
+        mean = jnp.mean(x.astype(jnp.float32), axis=0)
+        self.input_mean[...] = (self.momentum * self.input_mean[...] +
+                                (1.0 - self.momentum) * jax.lax.stop_gradient(mean))
+      x = x - mean[None, :].astype(x.dtype)
     t = x @ kernel
     weight_sq = jnp.sum(jnp.square(kernel.astype(jnp.float32)), axis=0)
     if self.bias is not None:
@@ -409,23 +424,25 @@ class DDPNormalizedMLP(nnx.Module):
   ``normalize_output=True`` (the default) normalizes every layer, the output layer included,
   so that every node of the network is reparametrized. ``normalize_output=False`` keeps a plain
   ``nnx.Linear`` output layer (``self.layers[-1]``), the layout of a batch-normalized MLP, whose
-  logits are not normalized either.
+  logits are not normalized either. ``center`` is passed to every normalized layer.
   """
 
   def __init__(self, in_features: int, hidden: Sequence[int], num_classes: int, *,
                alpha: float, rngs: nnx.Rngs, momentum: float = 0.99,
-               normalize_output: bool = True, dtype: Any = jnp.float32):
+               normalize_output: bool = True, center: bool = False,
+               dtype: Any = jnp.float32):
     sizes = [in_features, *hidden, num_classes]
     if any(s < 1 for s in sizes):
       raise ValueError(f"layer sizes must be positive, got in_features={in_features}, "
                        f"hidden={tuple(hidden)}, num_classes={num_classes}")
     self.in_features = in_features
     self.normalize_output = normalize_output
-    layers = [DDPNormalizedLinear(a, b, alpha=alpha, momentum=momentum, rngs=rngs, dtype=dtype)
+    layers = [DDPNormalizedLinear(a, b, alpha=alpha, momentum=momentum, center=center,
+                                  rngs=rngs, dtype=dtype)
               for a, b in zip(sizes[:-2], sizes[1:-1])]
     if normalize_output:
       layers.append(DDPNormalizedLinear(sizes[-2], sizes[-1], alpha=alpha, momentum=momentum,
-                                        rngs=rngs, dtype=dtype))
+                                        center=center, rngs=rngs, dtype=dtype))
     else:
       layers.append(nnx.Linear(sizes[-2], sizes[-1], rngs=rngs, param_dtype=dtype))
     self.layers = nnx.List(layers)
