@@ -5,6 +5,7 @@ import subprocess
 import sys
 import pathlib
 
+import jax
 import jax.numpy as jnp
 import pytest
 
@@ -90,3 +91,14 @@ def test_compile_and_run_returns_outputs_and_separate_timings():
   assert y.tolist() == [0.0, 2.0, 4.0, 6.0] and float(total) == 6.0
   assert set(timing) == {"compile_s", "compile_cpu_s", "run_s", "run_cpu_s"}
   assert all(v >= 0.0 for v in timing.values())
+
+
+def test_compile_seconds_count_a_new_compilation_only():
+  before = _harness.compile_seconds()
+  f = jax.jit(lambda x: jnp.sin(x) * 3.0 + 1.0)
+  f(jnp.arange(5.0)).block_until_ready()
+  after = _harness.compile_seconds()
+  assert set(after) == {"trace", "lower", "compile"}
+  assert after["compile"] > before["compile"] and after["lower"] > before["lower"]
+  f(jnp.arange(5.0)).block_until_ready()  # cached: nothing more is compiled
+  assert _harness.compile_seconds()["compile"] == after["compile"]
