@@ -57,7 +57,8 @@ def _gram_eigh(matrix: jax.Array) -> tuple[jax.Array, jax.Array, bool]:
   """Eigen-decomposition of the smaller Gram matrix; returns (s, U, transposed)."""
   transposed = matrix.shape[0] > matrix.shape[1]
   m = matrix.T if transposed else matrix
-  w, u = jnp.linalg.eigh(m @ m.T)
+  # The product is symmetric; eigh reads one triangle (no symmetrizing pass).
+  u, w = lax.linalg.eigh(m @ m.T, symmetrize_input=False)
   return jnp.sqrt(jnp.maximum(w, 0)), u, transposed
 
 
@@ -86,7 +87,7 @@ def spectral_norm(matrix: ArrayLike) -> jax.Array:
   """
   matrix = jnp.asarray(matrix)
   m = matrix.T if matrix.shape[0] > matrix.shape[1] else matrix
-  return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(m @ m.T)[-1], 0))
+  return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(m @ m.T, symmetrize_input=False)[-1], 0))
 
 
 def nuclear_norm(matrix: ArrayLike, *, method: str = "auto") -> jax.Array:
