@@ -8,8 +8,9 @@ marked NO in the table.
 With ``--jobs N > 1`` (the default on a CPU host with two or more cores) every benchmark runs
 in its own process, N at a time, longest first (by the elapsed time of its last result). Most
 benchmarks spend their time compiling, which is single-threaded, so this uses the cores that
-one benchmark leaves idle. A benchmark whose claims are decided by a timing (``EXCLUSIVE =
-True`` in its module) runs alone, after the others, so that no other job distorts it.
+one benchmark leaves idle. A timing that decides a claim runs inside
+``_harness.exclusive()``: while it runs, the runner pauses every other benchmark process
+(SIGSTOP, then SIGCONT), so that no other job distorts it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 import tempfile
@@ -81,17 +83,57 @@ def _run_here(name: str, module, quick: bool, results_dir: pathlib.Path) -> dict
           "claims": [(c.claim, c.paper, c.ours, c.holds) for c in result.claims]}
 
 
+class _Exclusivity:
+  """Serves ``_harness.exclusive()`` requests: pauses every other child while one times."""
+
+  def __init__(self, control: pathlib.Path):
+    self.control = control
+    self.holder: int | None = None
+
+  def service(self, running: dict[int, subprocess.Popen]) -> None:
+    """Releases a finished holder, then grants the oldest pending request of a live child."""
+    if self.holder is not None:
+      if (self.control / f"{self.holder}.request").exists() and self.holder in running:
+        return
+      (self.control / f"{self.holder}.granted").unlink(missing_ok=True)
+      for pid in running:
+        if pid != self.holder:
+          _signal(pid, signal.SIGCONT)
+      self.holder = None
+    requests = sorted(self.control.glob("*.request"), key=lambda p: p.stat().st_mtime)
+    for request in requests:
+      pid = int(request.stem)
+      if pid in running:
+        for other in running:
+          if other != pid:
+            _signal(other, signal.SIGSTOP)
+        (self.control / f"{pid}.granted").touch()
+        self.holder = pid
+        return
+
+
+def _signal(pid: int, sig: int) -> None:
+  try:
+    os.kill(pid, sig)
+  except ProcessLookupError:  # it has just exited
+    pass
+
+
 def _run_in_processes(names: list[str], modules: dict, quick: bool, results_dir: pathlib.Path,
                       jobs: int) -> list[dict]:
-  """Each benchmark in a child process, ``jobs`` at a time; exclusive ones alone at the end."""
-  order = sorted(names, key=lambda n: -_last_elapsed(results_dir, n, quick))
-  shared = [n for n in order if not getattr(modules[n], "EXCLUSIVE", False)]
-  alone = [n for n in order if getattr(modules[n], "EXCLUSIVE", False)]
+  """Each benchmark in a child process, ``jobs`` at a time, longest first."""
+  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
+  pending = sorted(names, key=lambda n: -_last_elapsed(results_dir, n, quick))
   env = dict(os.environ)
   # Children share an accelerator's memory instead of each preallocating most of it.
   env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.2f}")
   summaries: dict[str, dict] = {}
   with tempfile.TemporaryDirectory() as tmp:
+    control = pathlib.Path(tmp) / "control"
+    control.mkdir()
+    env[_harness.CONTROL_ENV] = str(control)
+    exclusivity = _Exclusivity(control)
+
     def start(name: str):
       summary = pathlib.Path(tmp) / f"{name}.json"
       log = open(pathlib.Path(tmp) / f"{name}.log", "w+")  # pylint: disable=consider-using-with
@@ -110,17 +152,18 @@ def _run_in_processes(names: list[str], modules: dict, quick: bool, results_dir:
         print(f"== {name}: its process exited with status {proc.returncode} ==", flush=True)
         summaries[name] = {"name": name, "paper": modules[name].PAPER, "failed": True}
 
-    for group, width in ((shared, jobs), (alone, 1)):
-      pending, running = list(group), {}
-      while pending or running:
-        while pending and len(running) < width:
-          name = pending.pop(0)
-          running[name] = start(name)
-        for name, (proc, log, summary) in list(running.items()):
-          if proc.poll() is not None:
-            finish(name, proc, log, summary)
-            del running[name]
-        time.sleep(0.2)
+    running: dict[str, tuple] = {}
+    while pending or running:
+      # No new benchmark starts while one has the machine to itself.
+      while pending and len(running) < jobs and exclusivity.holder is None:
+        name = pending.pop(0)
+        running[name] = start(name)
+      for name, (proc, log, summary) in list(running.items()):
+        if proc.poll() is not None:
+          finish(name, proc, log, summary)
+          del running[name]
+      exclusivity.service({proc.pid: proc for proc, _, _ in running.values()})
+      time.sleep(0.05)
   return [summaries[n] for n in names]
 
 

@@ -12,19 +12,55 @@ numbers beside ours) and ``results/NAME.png`` (the paper's figure, redrawn).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
+import os
 import pathlib
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import jax
 import numpy as np
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
+# Set by ``python -m benchmarks --jobs N`` in each benchmark process: the directory through
+# which :func:`exclusive` asks the runner to pause the other benchmarks.
+CONTROL_ENV = "TOMIOKA_BENCHMARK_CONTROL"
+_EXCLUSIVE_DEPTH = [0]
+
+
+@contextlib.contextmanager
+def exclusive(poll_s: float = 0.02) -> Iterator[None]:
+  """Runs its body with the machine to this benchmark alone: for timings that decide a claim.
+
+  Under ``python -m benchmarks --jobs N`` several benchmarks share the machine; on entry this
+  asks the runner to pause the others (SIGSTOP) and waits until it has, and on exit lets them
+  go on (SIGCONT). Requests from several benchmarks are served one at a time. Outside the
+  runner, or nested, it does nothing. Keep the body to the timed work (compile before it).
+  """
+  control = os.environ.get(CONTROL_ENV)
+  if not control or _EXCLUSIVE_DEPTH[0]:
+    _EXCLUSIVE_DEPTH[0] += 1
+    try:
+      yield
+    finally:
+      _EXCLUSIVE_DEPTH[0] -= 1
+    return
+  request = pathlib.Path(control) / f"{os.getpid()}.request"
+  granted = pathlib.Path(control) / f"{os.getpid()}.granted"
+  request.touch()
+  _EXCLUSIVE_DEPTH[0] += 1
+  try:
+    while not granted.exists():
+      time.sleep(poll_s)
+    yield
+  finally:
+    _EXCLUSIVE_DEPTH[0] -= 1
+    request.unlink(missing_ok=True)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,3 +102,84 @@ def test_compile_seconds_count_a_new_compilation_only():
   assert after["compile"] > before["compile"] and after["lower"] > before["lower"]
   f(jnp.arange(5.0)).block_until_ready()  # cached: nothing more is compiled
   assert _harness.compile_seconds()["compile"] == after["compile"]
+
+
+def _stopped(pid: int, timeout_s: float = 5.0) -> bool:
+  """Whether the process is stopped (state T in /proc), once signals have been delivered."""
+  import time  # pylint: disable=import-outside-toplevel
+  deadline = time.monotonic() + timeout_s
+  while True:
+    state = pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    if state in "tT" or time.monotonic() > deadline:
+      return state in "tT"
+    time.sleep(0.01)
+
+
+def _running(pid: int, timeout_s: float = 5.0) -> bool:
+  import time  # pylint: disable=import-outside-toplevel
+  deadline = time.monotonic() + timeout_s
+  while _stopped(pid, timeout_s=0.0) and time.monotonic() < deadline:
+    time.sleep(0.01)
+  return not _stopped(pid, timeout_s=0.0)
+
+
+@pytest.mark.skipif(not pathlib.Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_runner_pauses_the_other_benchmarks_while_one_is_exclusive(tmp_path):
+  from benchmarks import __main__ as runner  # pylint: disable=import-outside-toplevel
+  procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+           for _ in range(3)]
+  try:
+    running = {p.pid: p for p in procs}
+    first, second, other = (p.pid for p in procs)
+    exclusivity = runner._Exclusivity(tmp_path)  # pylint: disable=protected-access
+    for pid in (first, second):  # two requests: served one at a time, oldest first
+      (tmp_path / f"{pid}.request").touch()
+      __import__("time").sleep(0.02)
+    exclusivity.service(running)
+    assert exclusivity.holder == first and (tmp_path / f"{first}.granted").exists()
+    assert not (tmp_path / f"{second}.granted").exists()
+    assert _stopped(second) and _stopped(other) and _running(first)
+    exclusivity.service(running)  # still held: nothing changes
+    assert exclusivity.holder == first
+    (tmp_path / f"{first}.request").unlink()  # released: the next request is served
+    exclusivity.service(running)
+    assert not (tmp_path / f"{first}.granted").exists()
+    assert exclusivity.holder == second and (tmp_path / f"{second}.granted").exists()
+    assert _stopped(first) and _stopped(other) and _running(second)
+    (tmp_path / f"{second}.request").unlink()
+    exclusivity.service(running)
+    assert exclusivity.holder is None
+    assert all(_running(p.pid) for p in procs)
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+
+
+def test_exclusive_waits_for_the_grant_and_nests(tmp_path, monkeypatch):
+  import os  # pylint: disable=import-outside-toplevel
+  import threading  # pylint: disable=import-outside-toplevel
+  import time  # pylint: disable=import-outside-toplevel
+  request = tmp_path / f"{os.getpid()}.request"
+  seen = []
+
+  def runner():  # plays the parent: grant once the request appears
+    while not request.exists():
+      time.sleep(0.005)
+    seen.append("requested")
+    time.sleep(0.05)
+    (tmp_path / f"{os.getpid()}.granted").touch()
+
+  monkeypatch.setenv(_harness.CONTROL_ENV, str(tmp_path))
+  thread = threading.Thread(target=runner)
+  thread.start()
+  with _harness.exclusive():
+    assert seen == ["requested"] and (tmp_path / f"{os.getpid()}.granted").exists()
+    with _harness.exclusive():  # nested: no second request
+      pass
+    assert request.exists()
+  thread.join()
+  assert not request.exists()  # released on exit
+  monkeypatch.delenv(_harness.CONTROL_ENV)
+  with _harness.exclusive():  # outside the runner: a no-op
+    pass
