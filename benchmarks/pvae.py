@@ -35,7 +35,6 @@ from tomioka_jax.generative import pvae  # noqa: E402
 
 PAPER = "Mathieu, Le Lan, Maddison, Tomioka, Teh 2019 (P-VAE, arXiv 1901.06033)"
 NAME = "pvae"
-EXCLUSIVE = True  # the throughput claims are timings: run alone under --jobs
 C = 1.0
 SCALE = 0.8
 
@@ -107,11 +106,12 @@ def _time(fn, *args, repeats: int) -> dict:
   _harness.block(fn(*args))
   first = time.perf_counter() - t0
   walls, cpus = [], []
-  for _ in range(repeats):
-    w0, c0 = time.perf_counter(), time.process_time()
-    _harness.block(fn(*args))
-    walls.append(time.perf_counter() - w0)
-    cpus.append(time.process_time() - c0)
+  with _harness.exclusive():  # the throughput claims are timings: the others pause
+    for _ in range(repeats):
+      w0, c0 = time.perf_counter(), time.process_time()
+      _harness.block(fn(*args))
+      walls.append(time.perf_counter() - w0)
+      cpus.append(time.process_time() - c0)
   wall, cpu = float(np.median(walls)), float(np.median(cpus))
   return {"wall_s": wall, "cpu_s": cpu, "compile_s": max(first - wall, 0.0), "runs_s": walls}
 

@@ -31,9 +31,12 @@ from benchmarks import _harness  # noqa: E402
 from tomioka_jax.generative.pvae import data  # noqa: E402
 from tomioka_jax.generative.pvae import vae  # noqa: E402
 
-# LLVM at -O1 instead of -O2: ~20-35% less XLA:CPU compile time (most of a quick run) for the
-# same measured steps/s on these small MLPs.
+# XLA:CPU compile options. Full mode: LLVM at -O1 instead of -O2, ~20-35% less compile time for
+# the same measured steps/s on these small MLPs. Quick mode, whose few steps are mostly compile
+# time: LLVM -O0 and XLA's older (non-MLIR) fusion emitters, ~3x less compile CPU time than -O1
+# (wrapped P-VAE training program: 6 s instead of 19 s) for ~2x slower steps.
 COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+QUICK_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0, "xla_cpu_use_fusion_emitters": False}
 PAPER = "Mathieu, Le Lan, Maddison, Tomioka, Teh 2019 (P-VAE, arXiv 1901.06033), tree data"
 NAME = "pvae_tree"
 CS = (0.1, 0.3, 0.8, 1.2)
@@ -42,7 +45,8 @@ FAMILIES = {"N-VAE": ("normal", "linear"), "P-VAE (wrapped)": ("wrapped", "wrapp
 PRIOR_SCALE = 1.7
 
 
-def make_datasets(seeds: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def make_datasets(seeds: int, compiler_options: dict | None = None
+                  ) -> tuple[jax.Array, jax.Array, jax.Array]:
   """One tree and one 70/30 split per seed: (S, 444, 50), (S, 191, 50), and test depths."""
 
   def one(key):
@@ -52,11 +56,13 @@ def make_datasets(seeds: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return tree.x[train], tree.x[test], tree.depth[test]
 
   keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(2019), s))(jnp.arange(seeds))
-  return jax.jit(jax.vmap(one))(keys)  # one compilation for all seeds
+  # One compilation for all seeds.
+  return jax.jit(jax.vmap(one), compiler_options=compiler_options)(keys)
 
 
 def run_family(distribution: str, decoder: str, cs: tuple[float, ...], x_train, x_test, *,
-               epochs: int, hidden: int, num_samples: int) -> dict:
+               epochs: int, hidden: int, num_samples: int,
+               compiler_options: dict | None = None) -> dict:
   """Trains (seeds x curvatures) models of one family in one call; returns test LLs and times."""
   cfg = vae.VAEConfig(data_dim=x_train.shape[-1], latent_dim=2, hidden_dim=hidden,
                       distribution=distribution, decoder=decoder, likelihood="gaussian",
@@ -81,7 +87,7 @@ def run_family(distribution: str, decoder: str, cs: tuple[float, ...], x_train, 
 
   keys = jax.random.split(jax.random.key(0), seeds)
   (ll, history), timing = _harness.compile_and_run(experiment, keys,
-                                                   compiler_options=COMPILER_OPTIONS)
+                                                   compiler_options=compiler_options)
   steps = epochs * (x_train.shape[1] // 64)
   return {"ll": np.asarray(ll), "final_train_elbo": np.asarray(history[..., -1]),
           **timing, "steps_per_model": steps,
@@ -101,14 +107,16 @@ def run(quick: bool) -> _harness.Result:
   hidden = 64 if quick else 200
   num_samples = 50 if quick else 1000
   cs = CS
-  x_train, x_test, _ = make_datasets(seeds)
+  options = QUICK_COMPILER_OPTIONS if quick else COMPILER_OPTIONS
+  x_train, x_test, _ = make_datasets(seeds, options)
 
   results = {}
   for name, (distribution, decoder) in FAMILIES.items():
     # The N-VAE does not depend on c: one run per seed.
     fam_cs = (1.0,) if distribution == "normal" else cs
     results[name] = run_family(distribution, decoder, fam_cs, x_train, x_test, epochs=epochs,
-                               hidden=hidden, num_samples=num_samples)
+                               hidden=hidden, num_samples=num_samples,
+                               compiler_options=options)
 
   n_ll = results["N-VAE"]["ll"][:, 0]
   rows, gaps = [], {}
@@ -204,6 +212,8 @@ def run(quick: bool) -> _harness.Result:
           "radius, scale capped; see vae.posterior_limits) -- without that guard the Riemannian "
           "posterior learned sigma ~ 1600 and an unbounded 'ELBO'. "
           + ("Quick mode cuts seeds, epochs, width and K so that it runs in seconds: the "
-             "models are barely trained and the claims are not expected to hold there. "
+             "models are barely trained and the claims are not expected to hold there. It "
+             "compiles with LLVM -O0 and XLA's older fusion emitters (a third of the compile "
+             "time, slower steps): its timings are not comparable with full mode's. "
              if quick else "")
           + "The paper's table values were not retrieved; its claim is stated from memory [mem]."))

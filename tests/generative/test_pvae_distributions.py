@@ -51,7 +51,8 @@ def test_densities_integrate_to_one_on_the_disk(c, scale):
     x, w = _disk_grid(c, t_max)
     for dist in [pvae.WrappedNormal(loc, jnp.array([scale, 0.5 * scale]), c),
                  pvae.RiemannianNormal(loc, scale, c)]:
-      density = np.exp(np.asarray(jax.jit(dist.log_prob)(x)))
+      # log_prob's kernels are jitted at module level: compiled once for the three cases.
+      density = np.exp(np.asarray(dist.log_prob(x)))
       np.testing.assert_allclose(np.sum(w * density), 1.0, atol=1e-3)
 
 
@@ -190,8 +191,17 @@ def test_log_ndtr_against_scipy():
   with jax.enable_x64(True):
     got = np.asarray(dist_lib._log_ndtr(jnp.asarray(x)))
     grad = np.asarray(jax.vmap(jax.grad(dist_lib._log_ndtr))(jnp.asarray(x)))
+    # Both tails from one erfc: the same values as two _log_ndtr calls, and right derivatives.
+    pair = [np.asarray(t) for t in dist_lib._log_ndtr_pair(jnp.asarray(x))]
+    pair_grad = [np.asarray(jax.vmap(jax.grad(lambda t, i=i: dist_lib._log_ndtr_pair(t)[i]))(
+        jnp.asarray(x))) for i in (0, 1)]
   np.testing.assert_allclose(got, ref, rtol=1e-13, atol=1e-14)
   np.testing.assert_allclose(grad, ref_grad, rtol=1e-11)
+  np.testing.assert_array_equal(pair[0], got)
+  np.testing.assert_allclose(pair[1], special.log_ndtr(-x), rtol=1e-13, atol=1e-14)
+  np.testing.assert_allclose(pair_grad[0], ref_grad, rtol=1e-11)
+  np.testing.assert_allclose(pair_grad[1], -np.exp(-0.5 * x**2 - 0.5 * np.log(2 * np.pi)
+                                                   - special.log_ndtr(-x)), rtol=1e-11, atol=1e-300)
   x32 = x[x > -40]  # float32 log Phi stays finite beyond; compare where the reference is a float32
   got32 = np.asarray(dist_lib._log_ndtr(jnp.asarray(x32, jnp.float32)), np.float64)
   np.testing.assert_allclose(got32, special.log_ndtr(x32), rtol=2e-6, atol=1e-6)

@@ -141,6 +141,37 @@ def test_gyroplane_distance_is_half_the_distance_to_the_mirror_image(c):
         pvae.gyroplane_distance(z, jnp.zeros_like(z), e1, c), rtol=1e-6, atol=1e-9)
 
 
+
+def test_gyroplane_distances_by_inner_products_equal_the_pairwise_definition():
+  """Every (point, plane) pair, incl. z = p and Möbius sums clipped at the ball's edge."""
+  c = 1.5
+  z = np.asarray(_points(22, 24, 3, c, 0.999), np.float64)
+  p = np.concatenate([np.asarray(_points(23, 5, 3, c, 0.999), np.float64), z[:2]])  # z = p
+  a = np.random.default_rng(24).normal(size=(7, 3))
+  shape = (24, 7, 3)
+
+  def pairwise(z, p, a):
+    return pvae.gyroplane_distance(jnp.broadcast_to(z[:, None, :], shape),
+                                   jnp.broadcast_to(p, shape), jnp.broadcast_to(a, shape), c)
+
+  summed = lambda fn: lambda *args: jnp.sum(fn(*args))
+  with jax.enable_x64(True):
+    z, p, a = jnp.asarray(z), jnp.asarray(p), jnp.asarray(a)
+    diff = pvae.mobius_add(-jnp.broadcast_to(p, shape), jnp.broadcast_to(z[:, None, :], shape), c)
+    assert float(jnp.max(c * jnp.sum(diff**2, -1))) > 0.99  # the projection is exercised
+    got = pvae.gyroplane_distances(z, p, a, c)
+    assert got.shape == (24, 7)
+    np.testing.assert_allclose(got, pairwise(z, p, a), rtol=1e-11, atol=1e-12)
+    np.testing.assert_allclose(pvae.gyroplane_distances(z[3], p, a, c), got[3], rtol=1e-12)
+    grads = jax.grad(summed(pvae.gyroplane_distances), argnums=(0, 1, 2))(z, p, a, c)
+    for g, ref in zip(grads, jax.grad(summed(pairwise), argnums=(0, 1, 2))(z, p, a)):
+      np.testing.assert_allclose(g, ref, rtol=1e-9, atol=1e-10)
+  # float32 (its own, wider boundary margin): against the pairwise definition in float32.
+  args32 = [jnp.asarray(np.asarray(t), jnp.float32) for t in (z, p, a)]
+  got32 = pvae.gyroplane_distances(*args32, c)
+  assert got32.dtype == jnp.float32
+  np.testing.assert_allclose(got32, pairwise(*args32), rtol=2e-4, atol=2e-4)
+
 def test_gradients_finite_at_the_origin_and_on_the_diagonal():
   zero = jnp.zeros(3)
   for fn in [lambda v: jnp.sum(pvae.expmap0(v, 1.0)), lambda v: jnp.sum(pvae.logmap0(v, 1.0)),

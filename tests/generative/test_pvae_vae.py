@@ -192,8 +192,8 @@ def test_train_vmaps_over_seeds_and_curvatures():
   np.testing.assert_allclose(states["c"][...], cs)
   np.testing.assert_allclose(states["gyroplane"]["c"][...], cs)
   assert np.all(history[:, -5:].mean(1) > history[:, :5].mean(1) + 1.0)
-  ll = jax.vmap(lambda s: vae.evaluate_iwae(graphdef, s, jax.random.key(2), tree.x[:10], 2,
-                                            batch_size=4))(states)
+  ll = jax.jit(jax.vmap(lambda s: vae.evaluate_iwae(graphdef, s, jax.random.key(2), tree.x[:10],
+                                                    2, batch_size=4)))(states)
   assert ll.shape == (2, 10) and np.all(np.isfinite(ll))
 
 

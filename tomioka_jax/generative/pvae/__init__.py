@@ -32,6 +32,7 @@ from tomioka_jax.generative.pvae.manifold import expmap
 from tomioka_jax.generative.pvae.manifold import expmap0
 from tomioka_jax.generative.pvae.manifold import gyration
 from tomioka_jax.generative.pvae.manifold import gyroplane_distance
+from tomioka_jax.generative.pvae.manifold import gyroplane_distances
 from tomioka_jax.generative.pvae.manifold import logmap
 from tomioka_jax.generative.pvae.manifold import logmap0
 from tomioka_jax.generative.pvae.manifold import mobius_add
@@ -74,6 +75,7 @@ __all__ = [
     "expmap0",
     "gyration",
     "gyroplane_distance",
+    "gyroplane_distances",
     "log_normalizer",
     "logmap",
     "logmap0",

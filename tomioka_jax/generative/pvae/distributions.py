@@ -88,6 +88,28 @@ def _log_ndtr(x: jax.Array) -> jax.Array:
   return jnp.where(x > cutoff, body, asymptotic)
 
 
+def _log_ndtr_pair(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``(log Phi(x), log Phi(-x))`` from one ``erfc``, the same values as two :func:`_log_ndtr`.
+
+  Both share the tail ``Phi(-|x|)``: one of the pair is its log (or the asymptotic series), the
+  other ``log1p`` of minus it. Half the ``erfc``/series work, and a smaller program, where the
+  CDF needs both tails of the same arguments.
+  """
+  x = jnp.asarray(x)
+  cutoff = -37.0 if x.dtype == jnp.float64 else -12.0
+  a = jnp.where(x > 0, x, -x)  # |x|, with the derivative of the branch taken at 0 (as above)
+  tail = 0.5 * jax.lax.erfc(a * (1.0 / math.sqrt(2.0)))  # Phi(-|x|)
+  xa = jnp.minimum(-a, cutoff)
+  w = 1.0 / jnp.square(xa)
+  asymptotic = (-0.5 * jnp.square(xa) - 0.5 * math.log(2.0 * math.pi) - jnp.log(-xa)
+                + jnp.log1p(w * (-1.0 + w * (3.0 + w * (-15.0 + 105.0 * w)))))
+  inside = -a > cutoff
+  log_tail = jnp.where(inside, jnp.log(jnp.where(inside, tail, 1.0)), asymptotic)
+  log_body = jnp.log1p(-tail)
+  positive = x > 0
+  return jnp.where(positive, log_body, log_tail), jnp.where(positive, log_tail, log_body)
+
+
 def _log1mexp(t: jax.Array) -> jax.Array:
   """``log(1 - exp(t))`` for ``t <= 0`` (Mächler 2012)."""
   near = t > -math.log(2.0)
@@ -98,8 +120,10 @@ def _log1mexp(t: jax.Array) -> jax.Array:
 def _log_diff_ndtr(x1: jax.Array, x2: jax.Array) -> jax.Array:
   """``log(Phi(x1) - Phi(x2))`` for ``x1 >= x2``, through the upper tails when both are positive."""
   upper = x2 > 0
-  la = jnp.where(upper, _log_ndtr(-x2), _log_ndtr(x1))
-  lb = jnp.where(upper, _log_ndtr(-x1), _log_ndtr(x2))
+  l1p, l1m = _log_ndtr_pair(x1)
+  l2p, l2m = _log_ndtr_pair(x2)
+  la = jnp.where(upper, l2m, l1p)
+  lb = jnp.where(upper, l1m, l2p)
   return la + _log1mexp(jnp.minimum(lb - la, 0.0))
 
 
@@ -231,15 +255,16 @@ def _radius_constants(scale: jax.Array, c: jax.Array, dim: int):
   # log of the radial density's normaliser (sinh^n, not (sinh / sqrt c)^n), see _radius_log_prob.
   log_norm = ((1 - dim) * math.log(2.0) + jnp.log(scale) + 0.5 * math.log(2.0 * math.pi)
               + log_mass)
+  l2p, l2m = _log_ndtr_pair(x2)
   return dict(b=b, base=log_binom + 0.5 * jnp.square(x2), signs=signs, x2=x2,
-              l2p=_log_ndtr(x2), l2m=_log_ndtr(-x2), log_mass=log_mass, log_norm=log_norm)
+              l2p=l2p, l2m=l2m, log_mass=log_mass, log_norm=log_norm)
 
 
 def _log_cdf_sf(r, scale, consts):
   """``(log F(r), log(1 - F(r)))`` by signed log-sum-exps; NaN where the alternating sum cancels."""
   s = scale[..., None]
   x1 = jnp.maximum((jnp.maximum(r, 0.0)[..., None] + consts["x2"] * s) / s, consts["x2"])
-  l1p, l1m = _log_ndtr(x1), _log_ndtr(-x1)
+  l1p, l1m = _log_ndtr_pair(x1)
   upper = consts["x2"] > 0
   # log(Phi(x1) - Phi(x2)) through the upper tails when both are positive (as _log_diff_ndtr).
   la = jnp.where(upper, consts["l2m"], l1p)

@@ -87,10 +87,8 @@ class GyroplaneLayer(nnx.Module):
     w, b, c = self.w[...], self.b[...], self.c[...]
     p = manifold.expmap0(b[:, None] * w, c)
     a = manifold.parallel_transport0(p, w, c)
-    shape = z.shape[:-1] + w.shape
-    zz = jnp.broadcast_to(z[..., None, :], shape)
-    dist = manifold.gyroplane_distance(zz, jnp.broadcast_to(p, shape), jnp.broadcast_to(a, shape),
-                                       c)
+    # gyroplane_distance for every (point, plane) pair, through inner products.
+    dist = manifold.gyroplane_distances(z, p, a, c)
     weight = manifold.riemannian_norm(p, a, c)
     return jnp.broadcast_to(weight, dist.shape) * dist
 

@@ -354,9 +354,11 @@ def elbo(model: VAE, key: jax.Array, x: ArrayLike) -> ELBOTerms:
   x = jnp.asarray(x)
   _check_example(model, x)
   q = model.posterior(x)
-  z = q.sample(seed=key)
+  # log q at the draw itself (the P-VAE's samplers return it from the tangent vector / radius
+  # they drew): the same value and gradient as q.log_prob(z), without mapping z back.
+  z, log_q = q.sample_and_log_prob(seed=key)
   log_lik = model.log_likelihood(x, z)
-  kl = q.log_prob(z) - model.prior().log_prob(z)
+  kl = log_q - model.prior().log_prob(z)
   return ELBOTerms(log_lik - kl, log_lik, kl)
 
 
@@ -377,8 +379,8 @@ def log_importance_weights(model: VAE, key: jax.Array, x: ArrayLike,
   x = jnp.asarray(x)
   _check_example(model, x)
   q = model.posterior(x)
-  z = q.sample(seed=key, sample_shape=int(num_samples))
-  return model.log_likelihood(x, z) + model.prior().log_prob(z) - q.log_prob(z)
+  z, log_q = q.sample_and_log_prob(seed=key, sample_shape=int(num_samples))
+  return model.log_likelihood(x, z) + model.prior().log_prob(z) - log_q
 
 
 def log_mean_exp(a: ArrayLike, axis: int = -1) -> jax.Array:
