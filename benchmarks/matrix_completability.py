@@ -3,7 +3,7 @@ single-entry error estimates, the algebraic method against nuclear-norm minimisa
 speed of the generic-point completability test.
 
 Reproduces Király, Theran, Tomioka (JMLR 2015, arXiv 1211.4116) and Király, Tomioka (ICML 2012,
-arXiv 1206.6470) at m = n = 100 (50 with ``--quick``).
+arXiv 1206.6470) at m = n = 100 (20 with ``--quick``, except the speed claim).
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ _LOG = logging.getLogger(__name__)
 
 PAPER = ("Király, Theran, Tomioka 2015, arXiv 1211.4116 (JMLR 16); Király, Tomioka 2012, "
          "arXiv 1206.6470 (ICML)")
-EXCLUSIVE = True  # the 1 s completability target is a timing: run alone under --jobs
 
 
 def _dof_density(m: int, n: int, r: int) -> float:
@@ -142,14 +141,20 @@ def _calibration_rank_r(n: int, r: int, sigma: float, entries: int, draws: int,
     first = complete_all(jnp.asarray(a + sigma * rng.normal(size=a.shape)), None)
     chosen = [int(np.argmin([float(o.std) for o in outs])) for outs in first]
     predicted = np.asarray([float(outs[c].std) for outs, c in zip(first, chosen)])
-    errs = []
+    errs, starts = [], {}
+    solves = [outs[c] for outs, c in zip(first, chosen)]
     for _ in range(draws):
       outs = complete_all(jnp.asarray(a + sigma * rng.normal(size=a.shape)), chosen)
       errs.append([float(o[0].value) - a[k, l] for o, (k, l) in zip(outs, targets)])
+      solves += [o[0] for o in outs]
+    for o in solves:
+      starts[o.start] = starts.get(o.start, 0) + 1
     empirical = np.sqrt(np.mean(np.square(errs), axis=0))
     sizes = [int(circuits[t][c].entries.sum()) for t, c in enumerate(chosen)]
   return {"rank": r, "predicted": predicted, "empirical": empirical, "circuit_sizes": sizes,
-          "spearman": float(scipy.stats.spearmanr(predicted, empirical).statistic)}
+          "spearman": float(scipy.stats.spearmanr(predicted, empirical).statistic),
+          "starts": starts, "solves": len(solves),
+          "consistent_fraction": float(np.mean([o.consistent for o in solves]))}
 
 
 def _rank_r_exactness(n: int, r: int, entries: int, seed: int = 4) -> dict:
@@ -219,7 +224,7 @@ def _algebraic_vs_nuclear(n: int, r: int, factor: float, entries: int, seed: int
 
 
 def run(quick: bool) -> _harness.Result:
-  n = 50 if quick else 100
+  n = 20 if quick else 100   # quick: the shapes of the calibration (compiled once)
   key = jax.random.key(0)
   ranks = [1, 2, 3, 4, 5]
   factors = ([0.8, 0.9, 1.0, 1.1, 1.25, 1.5, 2.0] if quick else
@@ -229,24 +234,30 @@ def run(quick: bool) -> _harness.Result:
   # 1. Speed at 100 x 100, rank 5 (always at the paper's size), against the naive baseline.
   rng = np.random.default_rng(5)
   mask100 = rng.random((100, 100)) < 1.2 * _dof_density(100, 100, 5)
-  speed = _harness.timeit(mc.jacobian_completability, mask100, 5, key, repeats=3 if quick else 5)
-  cpu0 = time.process_time()   # compiled calls only
-  for _ in range(3):
-    _harness.block(mc.jacobian_completability(mask100, 5, key))
-  cpu_per_call = (time.process_time() - cpu0) / 3
+  t0 = time.perf_counter()
+  ours = np.asarray(_harness.block(mc.jacobian_completability(mask100, 5, key)).completable)
+  first_call = time.perf_counter() - t0
+  repeats = 3 if quick else 5
+  with _harness.exclusive():  # the 1 s target is a timing: the other benchmarks pause
+    cpu0 = time.process_time()   # compiled calls only
+    runs = _harness.timeit(mc.jacobian_completability, mask100, 5, key, repeats=repeats,
+                           warmup=False)
+    cpu_per_call = (time.process_time() - cpu0) / repeats
+  speed = _harness.Timing(first_call_s=first_call, median_s=runs.median_s, runs_s=runs.runs_s)
   sample = [tuple(e) for e in np.argwhere(~mask100)[:1 if quick else 3]]
   t0 = time.perf_counter()
   naive = _naive_entry_test(mask100, 5, sample)
   naive_per_entry = (time.perf_counter() - t0) / len(sample)
   naive_all = naive_per_entry * int((~mask100).sum())
-  ours = np.asarray(mc.completable_entries(mask100, 5, key))
   naive_agrees = all(ours[e] == ok for e, ok in zip(sample, naive))
   stages = {"speed": time.perf_counter()}
+  cpu_stages = {"speed": time.process_time()}
   _LOG.info("speed: %.2f s per call", speed.median_s)
 
   # 2. Phase transition.
-  curves = _phase_transition(n, ranks, factors, trials=1 if quick else 3, key=key)
+  curves = _phase_transition(n, ranks, factors, trials=2 if quick else 3, key=key)
   stages["phase"] = time.perf_counter()
+  cpu_stages["phase"] = time.process_time()
   _LOG.info("phase transition done")
 
   # 3. Calibration of the error estimates under Gaussian noise.
@@ -261,18 +272,22 @@ def run(quick: bool) -> _harness.Result:
   cal_r = {"predicted": pooled_pred, "empirical": pooled_emp,
            "spearman": float(scipy.stats.spearmanr(pooled_pred, pooled_emp).statistic)}
   stages["calibration"] = time.perf_counter()
+  cpu_stages["calibration"] = time.process_time()
   _LOG.info("calibration done: %.3f %.3f", cal1["spearman"], cal_r["spearman"])
   exact3 = _rank_r_exactness(cal_n, 3, 4 if quick else 30)   # cal_n: shapes already compiled
   stages["rank3"] = time.perf_counter()
+  cpu_stages["rank3"] = time.process_time()
 
   # 4. Algebraic vs nuclear norm on determined entries (noiseless).
   cmp_n = 20 if quick else n   # quick: the shapes the calibration compiled
   comparisons = [_algebraic_vs_nuclear(cmp_n, 1, 1.5, 0),
                  _algebraic_vs_nuclear(cmp_n, 2, 1.6, 4 if quick else 40)]
   stages["comparison"] = time.perf_counter()
+  cpu_stages["comparison"] = time.process_time()
   _LOG.info("comparison done")
   names = list(stages)
   stage_s = {b: stages[b] - stages[a] for a, b in zip(names, names[1:])}
+  stage_cpu_s = {b: cpu_stages[b] - cpu_stages[a] for a, b in zip(names, names[1:])}
 
   # ---- claims, tables, figure
   halfs = {r: curves[r]["half_at_factor"] for r in ranks}
@@ -383,7 +398,12 @@ RMS error over noise draws (200 for rank one, {cal_draws} per entry for ranks tw
 The rank-2/3 predictions use noisy data only: each entry is completed from {2} candidate
 circuits on a first noisy draw and the one with the smallest predicted sd is kept; ranks >= 3
 start the local solves from one global fit per draw (low_rank_fit), rank 2 from the
-propagation. Rank-3 exactness: noiseless, 1.6x the counting bound, local solves started from
+propagation. A local solve is accepted when its misfit passes the chi-square test of the
+noise model (level 1e-6); otherwise the next start is tried (propagation from up to 3 seeds,
+then a global fit, then random restarts) and, if none passes, the sd uses the noise level the
+misfit implies. Starts used (first draw and all repeats): rank 2 {cal2['starts']}, rank 3
+{cal3['starts']}; misfit consistent in {cal2['consistent_fraction']:.0%} / {cal3['consistent_fraction']:.0%}
+of the solves. Rank-3 exactness: noiseless, 1.6x the counting bound, local solves started from
 one low_rank_fit (global misfit {exact3['global_fit_residual']:.1e}).
 Nuclear norm: accelerated proximal gradient with continuation to lam = 1e-4 ||P_E A||_2,
 tol 1e-7, same instance. The algebraic rank-2 time is for the listed entries one by one
@@ -401,5 +421,5 @@ Paper numbers marked [mem] are recalled, not checked against the PDF.
             "calibration_rank1": cal1, "calibration_rank2": cal2, "calibration_rank3": cal3,
             "calibration_pooled_spearman": cal_r["spearman"], "rank3_exactness": exact3,
             "comparisons": comparisons, "load_average": load, "n": n,
-            "stage_s": stage_s},
+            "stage_s": stage_s, "stage_cpu_s": stage_cpu_s},
       figure=fig, notes=notes)

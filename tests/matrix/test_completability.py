@@ -337,3 +337,40 @@ def test_bad_values_entry_path_lambda():
     mc.rank_one_path_completion(np.ones((3, 3)), [0, 1, 2])
   with pytest.raises(ValueError, match="lam must be >= 0"):
     mc.nuclear_norm_complete(np.ones((3, 3)), mask, lam=-1.0)
+
+
+def test_complete_entry_retries_a_start_whose_misfit_rejects_the_noise_model():
+  """A start the local solve cannot leave (zero factors: zero gradient) leaves the whole misfit;
+  the chi-square test of the misfit rejects it and the next start (the propagation) is used.
+  Data inconsistent with the nominal noise level keep the best fit, flagged, and its sd uses
+  the noise level its misfit implies, sqrt(SSR / (N - p)) (least-squares prediction sd)."""
+  rng = np.random.default_rng(8 + 2)
+  with jax.enable_x64(True):
+    a = _low_rank(rng, 8, 8, 2)
+    mask = rng.random((8, 8)) < 0.55
+    comp = np.asarray(mc.completable_entries(mask, 2, KEY))
+    k, l = np.argwhere(comp & ~mask)[0]
+    zeros = (np.zeros((8, 2)), np.zeros((8, 2)))
+    out = mc.complete_entry(jnp.asarray(a), mask, 2, (k, l), KEY, noise_std=1e-6, start=zeros)
+    assert out.start == "propagated" and out.consistent
+    assert abs(float(out.value) - a[k, l]) <= 1e-8 * max(1.0, abs(a[k, l]))
+    # Without a fallback the zero start is returned, flagged.
+    stuck = mc.complete_entry(jnp.asarray(a), mask, 2, (k, l), KEY, noise_std=1e-6, start=zeros,
+                              propagate=False, n_restarts=0)
+    assert not stuck.consistent
+    # Noise 100x the nominal level: every start misfits; sd from the misfit, ~100x nominal.
+    noisy = jnp.asarray(a + 1e-3 * rng.normal(size=a.shape))
+    nominal = mc.complete_entry(noisy, mask, 2, (k, l), KEY, noise_std=1e-3)
+    assert nominal.consistent
+    flagged = mc.complete_entry(noisy, mask, 2, (k, l), KEY, noise_std=1e-5, n_restarts=0,
+                                global_fallback=False, max_propagations=1)
+    assert not flagged.consistent
+    np.testing.assert_allclose(float(flagged.value), float(nominal.value), rtol=1e-6)
+    ratio = float(flagged.std) / float(nominal.std)
+    assert 0.2 < ratio < 5.0, ratio
+    with pytest.raises(ValueError, match="misfit_level"):
+      mc.complete_entry(noisy, mask, 2, (k, l), KEY, misfit_level=1.5)
+    with pytest.raises(ValueError, match="noise_std"):
+      mc.complete_entry(noisy, mask, 2, (k, l), KEY, noise_std=-1.0)
+    with pytest.raises(ValueError, match="n_restarts"):
+      mc.complete_entry(noisy, mask, 2, (k, l), KEY, n_restarts=-1)

@@ -21,12 +21,14 @@ on the same entries for comparison (:func:`nuclear_norm_complete`).
 from __future__ import annotations
 
 import functools
+import itertools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+import scipy.stats
 from jax.typing import ArrayLike
 
 from tomioka_jax.tensor.prox import singular_value_thresholding
@@ -149,6 +151,7 @@ class _PointTest(NamedTuple):
   residual: jax.Array
 
 
+@functools.partial(jax.jit, static_argnames=("rank",))
 def _prune_low_degree(mask: jax.Array, rank: int) -> jax.Array:
   """Removes, until none is left, the observed entries of rows and columns with < r of them.
 
@@ -309,15 +312,20 @@ def jacobian_completability(mask: ArrayLike, rank: int, key: jax.Array, *,
                         consistent)
 
 
-@functools.partial(jax.jit, static_argnames=("rank",))
 def _test_two_points(mask, rank, key, rank_rtol, entry_rtol):
-  # Both points in one vmapped trace: half the compilation of two calls.
-  t = jax.vmap(lambda k: _test_at_point(mask, rank, k, rank_rtol, entry_rtol))(
-      jax.random.split(key))
-  consistent = (t.jacobian_rank[0] == t.jacobian_rank[1]) & jnp.all(
-      t.completable[0] == t.completable[1])
-  return (t.completable[0] & t.completable[1], t.jacobian_rank[0], jnp.min(t.log10_gap),
-          consistent)
+  # Two calls of one compiled single-point test: compiling it is ~1.5x cheaper than compiling
+  # a vmapped pair, and compilation dominates on small masks.
+  k0, k1 = jax.random.split(key)
+  return _combine_points(_test_at_point(mask, rank, k0, rank_rtol, entry_rtol),
+                         _test_at_point(mask, rank, k1, rank_rtol, entry_rtol))
+
+
+@jax.jit
+def _combine_points(t0: _PointTest, t1: _PointTest):
+  consistent = (t0.jacobian_rank == t1.jacobian_rank) & jnp.all(
+      t0.completable == t1.completable)
+  return (t0.completable & t1.completable, t0.jacobian_rank,
+          jnp.minimum(t0.log10_gap, t1.log10_gap), consistent)
 
 
 def completable_entries(mask: ArrayLike, rank: int, key: jax.Array) -> jax.Array:
@@ -763,8 +771,9 @@ def _generations(mask: np.ndarray, rank: int, rows: np.ndarray, cols: np.ndarray
 
 
 def _propagate(values: np.ndarray, mask: np.ndarray, rank: int, entry: tuple[int, int],
-               rng: np.random.Generator, max_seeds: int) -> _Propagation | None:
-  r"""Exact factors on a body containing row k and column l, or None if no seed reaches both.
+               rng: np.random.Generator, max_seeds: int):
+  r"""Exact factors on bodies containing row k and column l, one per seed that reaches both
+  (a generator: at most ``max_seeds`` seeds are tried in all).
 
   With a fully observed, invertible r x r seed block :math:`A_0 = A[R_0, C_0]`, the gauge
   :math:`U_{R_0} = I` gives :math:`V_{C_0} = A_0^\top`; every later row (column) has >= r
@@ -780,7 +789,7 @@ def _propagate(values: np.ndarray, mask: np.ndarray, rank: int, entry: tuple[int
   for rs, cs in _seed_blocks(mask, rank, rng, 20 * max_seeds):
     max_seeds -= 1
     if max_seeds < 0:
-      return None
+      return
     row_gen, col_gen = _generations(mask, rank, rs, cs)
     if row_gen[k] < 0 or col_gen[l] < 0:
       continue
@@ -800,8 +809,7 @@ def _propagate(values: np.ndarray, mask: np.ndarray, rank: int, entry: tuple[int
         for j in np.flatnonzero(col_gen == g):
           p = np.flatnonzero(mask[:, j] & (row_gen >= 0) & (row_gen < g))
           v[j] = np.linalg.lstsq(u[p], values[p, j], rcond=None)[0]
-    return _Propagation(row_gen, col_gen, u, v, rs, cs)
-  return None
+    yield _Propagation(row_gen, col_gen, u, v, rs, cs)
 
 
 def _ancestors(mask: np.ndarray, prop: _Propagation, entry: tuple[int, int]):
@@ -916,12 +924,13 @@ class EntryCompletion(NamedTuple):
     spread: max - min of the completed value over the restarts that reached the best misfit
       (up to 1e-6 relative); nonzero flags several roots of the circuit polynomial. Zero when
       the solve started from the propagation (one restart: the root is fixed by construction).
-    propagated: True iff the local solve started from the exact propagated factors (the entry
-      lies in a body grown from an r x r seed); False means random restarts were used, whose
-      result is reliable only if ``residual`` is at the noise level.
-    start: where the local solve started: "given" (the ``start`` argument), "propagated",
+    propagated: True iff the returned solve started from the exact propagated factors (the
+      entry lies in a body grown from an r x r seed).
+    start: where the returned solve started: "given" (the ``start`` argument), "propagated",
       "global" (a fit of all observed entries, :func:`low_rank_fit`), "random" (restarts), or
       "observed"/"none" for an observed or undetermined entry.
+    consistent: whether the misfit passed the chi-square test of the noise model (see
+      :func:`complete_entry`); if False, ``std`` uses the noise level the misfit implies.
   """
 
   value: jax.Array
@@ -931,6 +940,7 @@ class EntryCompletion(NamedTuple):
   spread: jax.Array
   propagated: bool
   start: str = "random"
+  consistent: bool = True
 
 
 def _pad(size: int) -> int:
@@ -947,7 +957,9 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
                    max_grow: int = 10, max_seeds: int = 64,
                    circuit: Circuit | None = None,
                    start: tuple[ArrayLike, ArrayLike] | None = None,
-                   global_fallback: bool = True) -> EntryCompletion:
+                   global_fallback: bool = True,
+                   misfit_level: float = 1e-6,
+                   max_propagations: int = 3) -> EntryCompletion:
   r"""Completes one entry of a rank-r matrix from a circuit, with its error estimate.
 
   The circuit :math:`C` through :math:`(k, l)` (:func:`find_circuit`) names a few rows
@@ -972,17 +984,27 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
   a row needs r of its ~p n entries in the few placed columns), the start is a fit of all
   observed
   entries (:func:`low_rank_fit`: Levenberg-Marquardt from the rank-r truncation of a short
-  nuclear-norm solve), restricted to the block; its misfit is reported in ``residual``. Only
-  with ``global_fallback=False`` does the solve use ``n_restarts`` random starts on the
-  circuit's block, growing it while the best restarts disagree (``spread``). A ``start``
-  (factors of the whole matrix, e.g. one :func:`low_rank_fit` shared by many entries) skips
-  the propagation.
+  nuclear-norm solve), restricted to the block. A ``start`` (factors of the whole matrix, e.g.
+  one :func:`low_rank_fit` shared by many entries) is tried first.
+
+  Picking the root: a start can stall or lead to a spurious root of the local equations (under
+  noise, a propagation along many generations can land far from the truth). At the true root
+  the squared misfit is, to first order, :math:`\sigma^2\chi^2_{N-p}` (N equations, p local
+  degrees of freedom), so a solve is accepted only if its squared misfit is below the upper
+  ``misfit_level`` quantile of that law; otherwise the next start is tried: the given
+  ``start``, then propagations from up to ``max_propagations`` seeds, then the global fit
+  (without a given ``start``), then ``n_restarts`` random starts on the circuit's block
+  (growing it while the best restarts disagree, ``spread``). If none passes, the solve with the
+  smallest misfit is returned with ``consistent=False``.
 
   Error estimate (first order, JMLR 2015): at the returned local solution, since
   :math:`g_{kl} = J^\top c` for the local Jacobian :math:`J`, :math:`d a_{kl} = c^\top
   d a_{\mathrm{obs}}`, so :math:`\operatorname{sd}(\hat a_{kl}) \approx \sigma \|c\| =
   \sigma \sqrt{g_{kl}^\top (J^\top J)^+ g_{kl}}` with the minimum-norm :math:`c` (the
-  least-squares prediction variance of the local fit).
+  least-squares prediction variance of the local fit). When the misfit rejects the nominal
+  :math:`\sigma` (``consistent=False``), :math:`\sigma` is replaced by the noise level the
+  misfit implies, :math:`\sqrt{\mathrm{SSR}/(N-p)}`, as in least squares with an unknown
+  noise level: a solve that the data contradict reports a larger error.
 
   Args:
     values: (m, n) float, observed entries (others ignored). Its dtype is the solver's dtype.
@@ -990,18 +1012,21 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
     rank: the rank r.
     entry: (k, l).
     key: PRNG key (circuit search, seeds and restarts).
-    noise_std: :math:`\sigma`, standard deviation of additive observation noise.
+    noise_std: :math:`\sigma` >= 0, standard deviation of additive observation noise (scales
+      ``std`` and sets the misfit test).
     use_block: fit every observed entry in the block's rows x columns, not only the circuit.
     propagate: start from the propagated factors when a seed reaches the entry.
-    n_restarts: random starts of the fallback solver.
+    n_restarts: random starts of the last fallback (0: none, unless nothing else applies).
     iterations: Levenberg-Marquardt iterations.
     max_grow: how many times the block may grow (two rows and two columns at a time).
     max_seeds: how many r x r seed blocks the propagation may try.
     circuit: a :class:`Circuit` from :func:`find_circuit` for this mask, rank and entry, to
       reuse it (e.g. across noise draws); found here when None.
     start: optional ((m, r), (n, r)) factors of the whole matrix to start the local solve from.
-    global_fallback: if the propagation does not reach the entry, start from
-      :func:`low_rank_fit` (True) or from random restarts (False).
+    global_fallback: without a given ``start``, try :func:`low_rank_fit` after the
+      propagations.
+    misfit_level: false-rejection probability of the misfit test at the true root.
+    max_propagations: how many propagated starts (different seeds) to try.
 
   Returns:
     An :class:`EntryCompletion`.
@@ -1013,6 +1038,18 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
   values = _check_values(values, mask.shape)
   rank = _check_rank(rank, mask.shape)
   k, l = _check_entry(entry, mask.shape)
+  if not np.isfinite(noise_std) or noise_std < 0:
+    raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}.")
+  if isinstance(n_restarts, bool) or not isinstance(n_restarts, (int, np.integer)) or (
+      n_restarts < 0):
+    raise ValueError(f"n_restarts must be an int >= 0, got {n_restarts!r}.")
+  if not 0.0 < misfit_level < 1.0:
+    raise ValueError(f"misfit_level must lie in (0, 1), got {misfit_level}.")
+  if start is not None:
+    su, sv = (np.asarray(x, np.float64) for x in start)
+    if su.shape != (mask.shape[0], rank) or sv.shape != (mask.shape[1], rank):
+      raise ValueError(f"start must be factors of shapes ({mask.shape[0]}, {rank}) and "
+                       f"({mask.shape[1]}, {rank}), got {su.shape} and {sv.shape}.")
   kc, kf, ks = jax.random.split(key, 3)
   if circuit is None:
     circuit = find_circuit(mask, rank, (k, l), kc)
@@ -1020,61 +1057,81 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
   nan = jnp.asarray(jnp.nan, dtype)
   if not circuit.completable:
     return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan, False,
-                           "none")
+                           "none", False)
   if mask[k, l]:
     return EntryCompletion(values[k, l], jnp.asarray(noise_std, dtype), circuit.entries,
                            jnp.zeros((), dtype), jnp.zeros((), dtype), False, "observed")
-  rows = np.unique(np.concatenate([np.nonzero(circuit.entries)[0], [k]]))
-  cols = np.unique(np.concatenate([np.nonzero(circuit.entries)[1], [l]]))
+  rows0 = np.unique(np.concatenate([np.nonzero(circuit.entries)[0], [k]]))
+  cols0 = np.unique(np.concatenate([np.nonzero(circuit.entries)[1], [l]]))
   host_values = np.asarray(values, np.float64)
-  prop = None
-  kind = "given"
-  if start is not None:
-    su, sv = (np.asarray(x, np.float64) for x in start)
-    if su.shape != (mask.shape[0], rank) or sv.shape != (mask.shape[1], rank):
-      raise ValueError(f"start must be factors of shapes ({mask.shape[0]}, {rank}) and "
-                       f"({mask.shape[1]}, {rank}), got {su.shape} and {sv.shape}.")
-  elif propagate:
-    rng = np.random.default_rng(np.asarray(jax.random.key_data(ks)).ravel())
-    prop = _propagate(host_values, mask, rank, (k, l), rng, max_seeds)
-  if prop is not None:
-    # Every factor of the body has an exact start. If the circuit's block leaves the body,
-    # replace the rows and columns outside by those the propagation used to reach row k and
-    # column l (so the block still determines the entry; usually the body holds the circuit).
-    in_rows, in_cols = prop.row_gen >= 0, prop.col_gen >= 0
-    if not (in_rows[rows].all() and in_cols[cols].all()):
-      anc_rows, anc_cols = _ancestors(mask, prop, (k, l))
-      rows = np.union1d(rows[in_rows[rows]], anc_rows)
-      cols = np.union1d(cols[in_cols[cols]], anc_cols)
-    used = mask & in_rows[:, None] & in_cols[None, :]
-  else:
-    used = mask if use_block else circuit.entries
-  if use_block:
-    rows, cols = _grow_to_spare(used, rows, cols, rank, max_grow)
-  if prop is not None:
-    u0, v0 = _balanced(prop.u[rows], prop.v[cols])
-    value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
-                                             noise_std, 1, iterations, (u0, v0))
-    return EntryCompletion(value, std, circuit.entries, resid, spread, True, "propagated")
-  if start is None and global_fallback:
-    fit = low_rank_fit(values, mask, rank)
-    su, sv = np.asarray(fit.u, np.float64), np.asarray(fit.v, np.float64)
-    kind = "global"
-  if start is not None or global_fallback:
-    u0, v0 = _balanced(su[rows], sv[cols])
-    value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
-                                             noise_std, 1, iterations, (u0, v0))
-    return EntryCompletion(value, std, circuit.entries, resid, spread, False, kind)
-  for _ in range(max_grow + 1):
-    value, std, resid, spread = _solve_local(values, used, rows, cols, rank, (k, l), kf,
-                                             noise_std, n_restarts, iterations, None)
-    if not use_block or spread <= 1e-6 * (abs(float(value)) + float(resid) + 1e-30):
+  base_used = mask if use_block else circuit.entries
+
+  def grown(used, rows, cols):
+    return _grow_to_spare(used, rows, cols, rank, max_grow) if use_block else (rows, cols)
+
+  def attempts():
+    """Starts of the local solve, cheapest and most reliable first (generated lazily)."""
+    tried = 0
+    if start is not None:
+      tried += 1
+      rows, cols = grown(base_used, rows0, cols0)
+      yield "given", base_used, rows, cols, _balanced(su[rows], sv[cols])
+    if propagate:
+      rng = np.random.default_rng(np.asarray(jax.random.key_data(ks)).ravel())
+      props = _propagate(host_values, mask, rank, (k, l), rng, max_seeds)
+      for prop in itertools.islice(props, max_propagations):
+        # Every factor of the body has an exact start. If the circuit's block leaves the body,
+        # replace the rows and columns outside by those the propagation used to reach row k
+        # and column l (so the block still determines the entry).
+        rows, cols = rows0, cols0
+        in_rows, in_cols = prop.row_gen >= 0, prop.col_gen >= 0
+        if not (in_rows[rows].all() and in_cols[cols].all()):
+          anc_rows, anc_cols = _ancestors(mask, prop, (k, l))
+          rows = np.union1d(rows[in_rows[rows]], anc_rows)
+          cols = np.union1d(cols[in_cols[cols]], anc_cols)
+        used = mask & in_rows[:, None] & in_cols[None, :]
+        rows, cols = grown(used, rows, cols)
+        tried += 1
+        yield "propagated", used, rows, cols, _balanced(prop.u[rows], prop.v[cols])
+    if start is None and global_fallback:
+      fit = low_rank_fit(values, mask, rank)
+      rows, cols = grown(base_used, rows0, cols0)
+      tried += 1
+      yield ("global", base_used, rows, cols,
+             _balanced(np.asarray(fit.u, np.float64)[rows], np.asarray(fit.v, np.float64)[cols]))
+    if n_restarts > 0 or not tried:
+      yield "random", base_used, *grown(base_used, rows0, cols0), None
+
+  best = None
+  for kind, used, rows, cols, init in attempts():
+    if init is not None:
+      sol = _solve_local(values, used, rows, cols, rank, (k, l), kf, 1, iterations, init)
+    else:
+      for _ in range(max_grow + 1):
+        sol = _solve_local(values, used, rows, cols, rank, (k, l), kf, max(n_restarts, 1),
+                           iterations, None)
+        if not use_block or sol.spread <= 1e-6 * (abs(sol.value) + sol.residual + 1e-30):
+          break
+        # Several roots fit the local equations equally well (a circuit polynomial of degree
+        # > 1 in a_kl): add the two rows and two columns with the most observed entries in the
+        # block's span, whose extra equations are generically violated by the spurious roots.
+        rows, cols = _grow_block(used, rows, cols)
+    # Misfit test: at the true root the squared misfit is noise_std^2 times a chi-square with
+    # (equations - local degrees of freedom) degrees of freedom (first order); a start that
+    # stalls or lands on a spurious root leaves a misfit far above it.
+    excess = _misfit_excess(sol, noise_std, misfit_level)
+    if best is None or excess < best[0]:
+      best = (excess, kind, sol)
+    if excess <= 1.0:
       break
-    # Several roots fit the local equations equally well (a circuit polynomial of degree > 1
-    # in a_kl): add the two rows and two columns with the most observed entries in the block's
-    # span, whose extra equations are generically violated by the spurious roots.
-    rows, cols = _grow_block(used, rows, cols)
-  return EntryCompletion(value, std, circuit.entries, resid, spread, False, "random")
+  excess, kind, sol = best
+  consistent = excess <= 1.0
+  # First-order sd sigma * ||c||. If no start fits within the noise level, the nominal sigma is
+  # contradicted by the data: use the noise level the misfit implies, sqrt(SSR / (N - p)).
+  sigma = noise_std if consistent else max(noise_std, sol.noise_estimate)
+  return EntryCompletion(jnp.asarray(sol.value, dtype), jnp.asarray(sigma * sol.gain, dtype),
+                         circuit.entries, jnp.asarray(sol.residual, dtype),
+                         jnp.asarray(sol.spread, dtype), kind == "propagated", kind, consistent)
 
 
 class LowRankFit(NamedTuple):
@@ -1150,8 +1207,35 @@ def _grow_block(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, step: int 
           np.union1d(cols, new_cols[col_hits[new_cols] > 0]))
 
 
-def _solve_local(values, used_mask, rows, cols, rank, entry, key, noise_std, n_restarts,
-                 iterations, init):
+class _LocalSolution(NamedTuple):
+  """A local solve on the host: the entry, its first-order gain ||c|| (sd = sigma ||c||), the
+  RMS misfit over the N fitted equations, the spread over equally good restarts, N, the local
+  degrees of freedom p (rank of J^T J) and the noise level the misfit implies."""
+
+  value: float
+  gain: float
+  residual: float
+  spread: float
+  equations: int
+  dof: int
+  noise_estimate: float
+
+
+def _misfit_excess(sol: _LocalSolution, noise_std: float, level: float) -> float:
+  """Squared misfit over its largest value consistent with noise ``noise_std``.
+
+  At the true root, to first order, SSR / sigma^2 ~ chi^2(N - p). The bound is the upper
+  ``level`` quantile of that law plus rounding (1e-10 of the block's scale per equation), so a
+  ratio > 1 rejects the root at that level.
+  """
+  ssr = sol.residual**2 * sol.equations
+  df = max(sol.equations - sol.dof, 1)
+  bound = noise_std**2 * scipy.stats.chi2.isf(level, df) + sol.equations * (
+      1e-10 * max(abs(sol.value), 1.0))**2
+  return ssr / bound
+
+
+def _solve_local(values, used_mask, rows, cols, rank, entry, key, n_restarts, iterations, init):
   """Fits the local equations on rows x cols and predicts the entry (padded, jitted)."""
   k, l = entry
   dtype = values.dtype
@@ -1175,11 +1259,14 @@ def _solve_local(values, used_mask, rows, cols, rank, entry, key, noise_std, n_r
     fit = _fit_low_rank(a * w, w, rank, key, n_restarts, iterations, jnp.asarray(u0),
                         jnp.asarray(v0))
   kk, ll = np.searchsorted(rows, k), np.searchsorted(cols, l)
-  return _local_estimate(fit, w, kk, ll, jnp.asarray(noise_std, dtype))
+  value, gain, resid, spread, dof = (float(x) for x in _local_estimate(fit, w, kk, ll))
+  n_eq = int(used.sum())
+  return _LocalSolution(value, gain, resid, spread, n_eq, int(dof),
+                        resid * np.sqrt(n_eq / max(n_eq - int(dof), 1)))
 
 
 @jax.jit
-def _local_estimate(fit: _Fit, weights, k, l, noise_std):
+def _local_estimate(fit: _Fit, weights, k, l):
   best = jnp.argmin(fit.loss)
   u, v = fit.u[best], fit.v[best]
   preds = jnp.einsum("sa,sa->s", fit.u[:, k], fit.v[:, l])
@@ -1197,7 +1284,7 @@ def _local_estimate(fit: _Fit, weights, k, l, noise_std):
   coords = w.T @ g
   variance = jnp.sum(jnp.where(keep, coords**2 / jnp.where(keep, lam, 1.0), 0.0))
   resid = jnp.sqrt(2.0 * fit.loss[best] / jnp.maximum(jnp.sum(weights), 1.0))
-  return u[k] @ v[l], noise_std * jnp.sqrt(variance), resid, spread
+  return u[k] @ v[l], jnp.sqrt(variance), resid, spread, jnp.sum(keep)
 
 
 # ----------------------------------------------------------------------------------------------
