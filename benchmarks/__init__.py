@@ -18,12 +18,18 @@ def registry() -> dict[str, str]:
   return {name: f"benchmarks.{name}" for name in names}
 
 
-def load(name: str):
-  """Imports benchmark ``name``; unknown names raise ``ValueError`` listing the known ones."""
+def check(name: str) -> str:
+  """The module name of benchmark ``name``; unknown names raise ``ValueError`` listing the
+  known ones. Imports nothing."""
   known = registry()
   if name not in known:
     raise ValueError(f"unknown benchmark name={name!r}; allowed: {', '.join(known) or 'none'}")
-  module = importlib.import_module(known[name])
+  return known[name]
+
+
+def load(name: str):
+  """Imports benchmark ``name``; unknown names raise ``ValueError`` listing the known ones."""
+  module = importlib.import_module(check(name))
   if not (hasattr(module, "run") and hasattr(module, "PAPER")):
     raise ValueError(f"benchmarks/{name}.py must define PAPER and run(quick)")
   return module

@@ -5,8 +5,9 @@ With no names every registered benchmark runs. Each writes ``benchmarks/results/
 exit status non-zero, without stopping the others; a claim that does not hold is a result,
 marked NO in the table.
 
-With ``--jobs N > 1`` (the default on a CPU host with two or more cores) every benchmark runs
-in its own process, N at a time, longest first (by the elapsed time of its last result). Most
+With ``--jobs N > 1`` (the default on a CPU host with two or more cores) N worker processes
+run the benchmarks, each taking the next one as it finishes, longest first (by the elapsed time
+of its last result); a worker that dies is replaced and its benchmark reported as failed. Most
 benchmarks spend their time compiling, which is single-threaded, so this uses the cores that
 one benchmark leaves idle. A timing that decides a claim runs inside
 ``_harness.exclusive()``: while it runs, the runner pauses every other benchmark process
@@ -119,13 +120,36 @@ def _signal(pid: int, sig: int) -> None:
     pass
 
 
-def _run_in_processes(names: list[str], modules: dict, quick: bool, results_dir: pathlib.Path,
+class _Worker:
+  """A ``python -m benchmarks --serve`` process: runs the benchmark names written to its stdin."""
+
+  def __init__(self, cmd: list[str], env: dict, log_path: pathlib.Path):
+    self.log = open(log_path, "w+")  # pylint: disable=consider-using-with
+    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self.log,
+                                 stderr=subprocess.STDOUT, env=env, text=True)
+    self.name: str | None = None
+    self.offset = 0
+
+  def assign(self, name: str) -> None:
+    self.log.flush()
+    self.offset = self.log.seek(0, os.SEEK_END)
+    self.name = name
+    self.proc.stdin.write(name + "\n")
+    self.proc.stdin.flush()
+
+  def output(self) -> str:
+    """What the worker printed since its current benchmark was assigned."""
+    self.log.seek(self.offset)
+    return self.log.read()
+
+
+def _run_in_processes(names: list[str], quick: bool, results_dir: pathlib.Path,
                       jobs: int) -> list[dict]:
-  """Each benchmark in a child process, ``jobs`` at a time, longest first."""
+  """The benchmarks on ``jobs`` worker processes, longest first."""
   from benchmarks import _harness  # pylint: disable=g-import-not-at-top
   pending = sorted(names, key=lambda n: -_last_elapsed(results_dir, n, quick))
   env = dict(os.environ)
-  # Children share an accelerator's memory instead of each preallocating most of it.
+  # Workers share an accelerator's memory instead of each preallocating most of it.
   env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.2f}")
   summaries: dict[str, dict] = {}
   with tempfile.TemporaryDirectory() as tmp:
@@ -133,38 +157,68 @@ def _run_in_processes(names: list[str], modules: dict, quick: bool, results_dir:
     control.mkdir()
     env[_harness.CONTROL_ENV] = str(control)
     exclusivity = _Exclusivity(control)
+    cmd = [sys.executable, "-m", "benchmarks", "--serve", "--results-dir", str(results_dir)]
+    cmd += ["--quick"] if quick else []
+    started = [0]
 
-    def start(name: str):
-      summary = pathlib.Path(tmp) / f"{name}.json"
-      log = open(pathlib.Path(tmp) / f"{name}.log", "w+")  # pylint: disable=consider-using-with
-      cmd = [sys.executable, "-m", "benchmarks", name, "--jobs", "1", "--results-dir",
-             str(results_dir), "--summary-json", str(summary)] + (["--quick"] if quick else [])
-      return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log, summary
+    def new_worker() -> _Worker:
+      started[0] += 1
+      return _Worker(cmd, env, pathlib.Path(tmp) / f"worker{started[0]}.log")
 
-    def finish(name: str, proc, log, summary) -> None:
-      log.seek(0)
-      sys.stdout.write(log.read())
-      sys.stdout.flush()
-      log.close()
-      if proc.returncode == 0 and summary.exists():
-        summaries[name] = json.loads(summary.read_text())
-      else:
-        print(f"== {name}: its process exited with status {proc.returncode} ==", flush=True)
-        summaries[name] = {"name": name, "paper": modules[name].PAPER, "failed": True}
-
-    running: dict[str, tuple] = {}
-    while pending or running:
-      # No new benchmark starts while one has the machine to itself.
-      while pending and len(running) < jobs and exclusivity.holder is None:
-        name = pending.pop(0)
-        running[name] = start(name)
-      for name, (proc, log, summary) in list(running.items()):
-        if proc.poll() is not None:
-          finish(name, proc, log, summary)
-          del running[name]
-      exclusivity.service({proc.pid: proc for proc, _, _ in running.values()})
+    workers = [new_worker() for _ in range(min(jobs, len(names)))]
+    while pending or any(w.name for w in workers):
+      for i, w in enumerate(workers):
+        if w.name is None:
+          continue
+        summary = control / f"{w.name}.summary.json"
+        if summary.exists():
+          sys.stdout.write(w.output())
+          sys.stdout.flush()
+          summaries[w.name] = json.loads(summary.read_text())
+          w.name = None
+        elif w.proc.poll() is not None:  # died: report, replace
+          sys.stdout.write(w.output())
+          print(f"== {w.name}: its worker process exited with status {w.proc.returncode} ==",
+                flush=True)
+          summaries[w.name] = {"name": w.name, "paper": "-", "failed": True}
+          w.log.close()
+          workers[i] = new_worker()
+      # No benchmark starts while another has the machine to itself.
+      for w in workers:
+        if w.name is None and pending and exclusivity.holder is None:
+          w.assign(pending.pop(0))
+      exclusivity.service({w.proc.pid: w.proc for w in workers if w.proc.poll() is None})
       time.sleep(0.05)
+    for w in workers:
+      w.proc.stdin.close()
+    for w in workers:
+      w.proc.wait()
+      w.log.close()
   return [summaries[n] for n in names]
+
+
+def _serve(quick: bool, results_dir: pathlib.Path) -> int:
+  """Worker mode: runs each benchmark name read from stdin; its summary goes to the runner's
+  control directory (written whole, then renamed, so the runner never reads half of it)."""
+  import benchmarks  # pylint: disable=g-import-not-at-top
+  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
+  control = pathlib.Path(os.environ[_harness.CONTROL_ENV])
+  for line in sys.stdin:
+    name = line.strip()
+    if not name:
+      continue
+    try:
+      module = benchmarks.load(name)
+    except Exception:  # pylint: disable=broad-except
+      traceback.print_exc()
+      summary = {"name": name, "paper": "-", "failed": True}
+    else:
+      summary = _run_here(name, module, quick, results_dir)
+    partial = control / f"{name}.summary.part"
+    partial.write_text(json.dumps(_harness.to_jsonable(summary)))
+    os.replace(partial, control / f"{name}.summary.json")
+    sys.stdout.flush()
+  return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,32 +231,33 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--results-dir", type=pathlib.Path, default=None,
                       help="where to write NAME.json/.md/.png (default: benchmarks/results)")
   parser.add_argument("--jobs", type=int, default=None,
-                      help="benchmarks run at once, each in its own process (default: 2 on a "
-                           "CPU host with >= 2 cores, else 1); timing benchmarks run alone")
-  parser.add_argument("--summary-json", type=pathlib.Path, default=None,
-                      help=argparse.SUPPRESS)  # a child of --jobs reports back through this
+                      help="benchmarks run at once, in that many worker processes (default: 2 "
+                           "on a CPU host with >= 2 cores, else 1); a timing that decides a "
+                           "claim pauses the others")
+  parser.add_argument("--serve", action="store_true",
+                      help=argparse.SUPPRESS)  # a worker of --jobs: names arrive on stdin
   args = parser.parse_args(argv)
   if args.jobs is not None and args.jobs < 1:
     parser.error(f"--jobs must be >= 1, got {args.jobs}")
   names = args.names or list(benchmarks.registry())
   try:
-    modules = {name: benchmarks.load(name) for name in names}
+    for name in names:
+      benchmarks.check(name)
   except ValueError as e:
     parser.error(str(e))
   _configure_jax()
   from benchmarks import _harness  # pylint: disable=g-import-not-at-top
   results_dir = args.results_dir or _harness.RESULTS_DIR
+  if args.serve:
+    return _serve(args.quick, results_dir)
 
   start = time.perf_counter()
   jobs = args.jobs if args.jobs is not None else _default_jobs()
   if jobs > 1 and len(names) > 1:
-    summaries = _run_in_processes(names, modules, args.quick, results_dir, jobs)
+    summaries = _run_in_processes(names, args.quick, results_dir, jobs)
   else:
-    summaries = [_run_here(name, module, args.quick, results_dir)
-                 for name, module in modules.items()]
-  if args.summary_json is not None:  # a child of --jobs: the parent prints the summary
-    args.summary_json.write_text(json.dumps(_harness.to_jsonable(summaries[0])))
-    return 1 if summaries[0]["failed"] else 0
+    summaries = [_run_here(name, benchmarks.load(name), args.quick, results_dir)
+                 for name in names]
 
   rows, failed, not_holding = [], [], []
   times: dict[str, float] = {}

@@ -183,3 +183,19 @@ def test_exclusive_waits_for_the_grant_and_nests(tmp_path, monkeypatch):
   monkeypatch.delenv(_harness.CONTROL_ENV)
   with _harness.exclusive():  # outside the runner: a no-op
     pass
+
+
+def test_worker_reports_each_name_and_survives_a_failure(tmp_path):
+  """``--serve`` (the workers of --jobs): one summary per name read from stdin, written whole;
+  a benchmark that cannot even load is reported failed and the worker goes on."""
+  import os  # pylint: disable=import-outside-toplevel
+  env = dict(os.environ, **{_harness.CONTROL_ENV: str(tmp_path)})
+  proc = subprocess.run([sys.executable, "-m", "benchmarks", "--serve", "--results-dir",
+                         str(tmp_path / "results")], input="nope\n\nnope2\n", cwd=ROOT, env=env,
+                        capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  for name in ("nope", "nope2"):
+    summary = json.loads((tmp_path / f"{name}.summary.json").read_text())
+    assert summary == {"name": name, "paper": "-", "failed": True}
+  assert not list(tmp_path.glob("*.part"))
+  assert "unknown benchmark name='nope2'" in proc.stdout + proc.stderr
