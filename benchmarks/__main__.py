@@ -101,8 +101,13 @@ class _Exclusivity:
         if pid != self.holder:
           _signal(pid, signal.SIGCONT)
       self.holder = None
-    requests = sorted(self.control.glob("*.request"), key=lambda p: p.stat().st_mtime)
-    for request in requests:
+    def age(request: pathlib.Path) -> float:
+      try:
+        return request.stat().st_mtime
+      except FileNotFoundError:  # withdrawn meanwhile
+        return float("inf")
+
+    for request in sorted(self.control.glob("*.request"), key=age):
       pid = int(request.stem)
       if pid in running:
         for other in running:
