@@ -101,6 +101,7 @@ class _Exclusivity:
         if pid != self.holder:
           _signal(pid, signal.SIGCONT)
       self.holder = None
+
     def age(request: pathlib.Path) -> float:
       try:
         return request.stat().st_mtime

@@ -19,6 +19,10 @@ split or ``fold_in``, once unrolled, gets fused into every large consumer and re
 element; two ``normal`` draws from folded keys then take 2 s to compile instead of 0.7 s. So
 the work-around unrolls hashes of at least ``UNROLL_MIN_SIZE`` elements (the draws themselves)
 and leaves the small ones (key derivation) rolled. Same arithmetic, hence the same bits.
+
+:func:`patient_cpu_collectives` -- XLA:CPU aborts a process whose collective waits more than
+40 s for a simulated device's thread, which happens on a heavily loaded machine; it raises the
+limit (the test suite and ``python -m benchmarks`` call it).
 """
 
 from __future__ import annotations
