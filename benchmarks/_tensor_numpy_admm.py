@@ -1,8 +1,8 @@
 """A plain NumPy reference for the Constraint and Mixture ADMMs (the speed baseline).
 
 Tomioka, Hayashi, Kashima, "Estimation of low-rank tensors via convex optimization", 2010,
-arXiv:1010.0789. The same iterations, defaults and stopping rule (relative duality gap) as
-:mod:`tomioka_jax.tensor.completion`, written the way one would without JAX: a Python loop,
+arXiv:1010.0789. The same iterations, defaults (residual balancing of eta; Mixture
+over-relaxed) and stopping rule (relative duality gap) as :mod:`tomioka_jax.tensor.completion`, written the way one would without JAX: a Python loop,
 ``numpy.linalg.svd`` of each unfolding for thresholding and norms, ``numpy.linalg.norm(., 2)``
 for spectral norms; like the JAX solvers, a check evaluates the exact gap only once a cheap
 estimate is within 10 tol. Used only by ``benchmarks/tensor_completion.py``.
@@ -12,7 +12,17 @@ from __future__ import annotations
 
 import numpy as np
 
-_ESTIMATE_FACTOR = 10.0  # as tomioka_jax.tensor.completion
+# As tomioka_jax.tensor.completion: the gap-estimate gate and residual balancing of eta.
+_ESTIMATE_FACTOR = 10.0
+_BALANCE, _STEP_FACTOR, _ADAPT_ITERATIONS, _ADAPT_EVERY = 3.0, 3.0, 500, 5
+
+
+def _rebalance(eta, r, s):
+  if r > _BALANCE * s:
+    return eta * _STEP_FACTOR
+  if s > _BALANCE * r:
+    return eta / _STEP_FACTOR
+  return eta
 
 
 def _unfold(x, k):
@@ -34,7 +44,8 @@ def _nuclear(m):
   return np.linalg.svd(m, compute_uv=False).sum()
 
 
-def constraint(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=5):
+def constraint(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=5,
+               adaptive_eta=True, relaxation=1.0):
   """Overlapped trace norm completion by ADMM; returns (X, iterations, gap)."""
   shape, k = y.shape, y.ndim
   eta = 1 / (10 * np.std(y[mask], ddof=1)) if eta is None else eta
@@ -46,14 +57,20 @@ def constraint(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=
     m = sum(_fold(z[j] - a[j] / eta, j, shape) for j in range(k)) / k
     c = lam * eta * k
     x = np.where(mask, (y + c * m) / (1 + c), m)
-    shrunk = []
+    shrunk, z_old, r2 = [], list(z), 0.0
     for j in range(k):
       xj = _unfold(x, j)
-      z[j], s = _svt(xj + a[j] / eta, 1 / eta)
+      xr = relaxation * xj + (1 - relaxation) * z[j]  # over-relaxation (1: none)
+      z[j], s = _svt(xr + a[j] / eta, 1 / eta)
       shrunk.append(s)
-      a[j] = a[j] + eta * (xj - z[j])
+      a[j] = a[j] + eta * (xr - z[j])
+      r2 += np.sum((xj - z[j]) ** 2)
     it += 1
-    if it % check_every:
+    if adaptive_eta and it <= _ADAPT_ITERATIONS and it % _ADAPT_EVERY == 0:
+      dz = sum(_fold(z[j] - z_old[j], j, shape) for j in range(k))
+      free = ~mask if lam == 0 else np.ones_like(mask)
+      eta = _rebalance(eta, np.sqrt(r2), eta * np.linalg.norm(dz[free]))
+    if it % check_every:  # the certificate below needs only the multipliers a
       continue
     loss = np.sum((x[mask] - y[mask]) ** 2) / (2 * lam) if lam > 0 else 0.0
     a_sum = sum(_fold(a[j], j, shape) for j in range(k))
@@ -76,24 +93,32 @@ def constraint(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=
   return x, it, gap
 
 
-def mixture(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=5):
+def mixture(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=5,
+            adaptive_eta=True, relaxation=1.8):
   """Latent trace norm completion by ADMM on the dual; returns (X, iterations, gap)."""
   shape, k = y.shape, y.ndim
   eta = 10 * np.std(y[mask], ddof=1) if eta is None else eta
   z = [np.zeros_like(_unfold(y, j)) for j in range(k)]
   alpha = np.where(mask, y, 0)
   dual_best, gap, it = -np.inf, np.inf, 0
-  z_sum = np.zeros_like(y)
+  z_sum, v_sum, v = np.zeros_like(y), np.zeros_like(y), [np.zeros_like(zj) for zj in z]
   while it < max_iter and gap > tol:
-    v_sum, sv = np.zeros_like(y), []
+    v_sum_old, v_sum, sv, r2 = v_sum, np.zeros_like(y), [], 0.0
     for j in range(k):
-      t = z[j] + eta * _unfold(alpha, j)
-      z[j], s = _svt(t, eta)
+      # Over-relaxation (1: none): relaxation alpha + (1 - relaxation) V (the previous V).
+      t = z[j] + eta * (relaxation * _unfold(alpha, j) + (1 - relaxation) * v[j])
+      z_j, s = _svt(t, eta)
+      r2 += np.sum((z_j - z[j]) ** 2)
+      z[j] = z_j
       sv.append(s)
-      v_sum += _fold((t - z[j]) / eta, j, shape)
+      v[j] = (t - z[j]) / eta
+      v_sum += _fold(v[j], j, shape)
     z_sum = sum(_fold(z[j], j, shape) for j in range(k))
     alpha = np.where(mask, (y - z_sum + eta * v_sum) / (lam + eta * k), 0)
     it += 1
+    if adaptive_eta and it <= _ADAPT_ITERATIONS and it % _ADAPT_EVERY == 0:
+      # The multipliers W_k (z) are unscaled: nothing to rescale.
+      eta = _rebalance(eta, np.sqrt(r2) / eta, eta * np.linalg.norm((v_sum - v_sum_old)[mask]))
     if it % check_every:
       continue
     scale = min(1.0, min(1 / np.linalg.norm(_unfold(alpha, j), 2) for j in range(k)))

@@ -207,7 +207,8 @@ def test_mixture_iterations_match_the_papers_updates():
         v_sum += np.asarray(ops.fold((t - z[k]) / eta, k, x.shape))
       z_sum = sum(np.asarray(ops.fold(z[k], k, x.shape)) for k in range(3))
       alpha = np.where(mask, (y_dense - z_sum + eta * v_sum) / (lam + eta * 3), 0)
-    res = completion.mixture(x.shape, idx, y, lam=lam, eta=eta, max_iter=n_iter, check_every=100)
+    res = completion.mixture(x.shape, idx, y, lam=lam, eta=eta, max_iter=n_iter, check_every=100,
+                             relaxation=1.0)
     np.testing.assert_allclose(res.X, z_sum, atol=1e-10)
     for k in range(3):
       np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
@@ -223,7 +224,7 @@ def test_as_matrix_is_constraint_on_one_unfolding():
       eta = 1 / (10 * np.std(np.asarray(y), ddof=1))
       ref = completion._constraint_jit(  # pylint: disable=protected-access
           mask, y_dense, 0.0, eta, 1e-4, jnp.ones((1,)), modes=(mode,), max_iter=2000,
-          check_every=5)
+          check_every=5, adapt_until=completion._ADAPT_ITERATIONS)
       assert int(mat.iterations) == int(ref.iterations)
       np.testing.assert_allclose(mat.X, ref.X, atol=1e-10)
       np.testing.assert_allclose(mat.components, ref.components, atol=1e-10)
@@ -283,3 +284,120 @@ def test_gap_estimate_only_skips_checks(monkeypatch, solver):
     assert not bool(never.converged) and np.isinf(float(never.gap))
     assert -np.inf < float(never.dual) <= float(always.primal) * (1 + 1e-12)
     assert float(never.dual) <= float(always.dual) * (1 + 1e-12)
+
+
+def _rebalanced(eta, r, s, it):
+  # Residual balancing as documented, after every 5th iteration: times 3 when r > 3 s,
+  # divided by 3 when s > 3 r.
+  if it % 5:
+    return eta
+  return eta * 3 if r > 3 * s else eta / 3 if s > 3 * r else eta
+
+
+@pytest.mark.parametrize("lam, relax", [(0.0, 1.0), (0.3, 1.0), (0.0, 1.6)])
+def test_constraint_adaptive_eta_matches_residual_balancing_written_out(lam, relax):
+  # n iterations of the paper's updates with eta rebalanced every 5 iterations from the
+  # residuals ||X_(k) - Z_k|| and eta ||sum_k fold(Z_k - Z_k_prev)|| (where X is free); the
+  # multipliers A_k carry over unchanged. The start eta is far off so that it must change.
+  # Over-relaxation: the Z- and A-steps take relax X_(k) + (1 - relax) Z_k for X_(k).
+  with jax.enable_x64(True):
+    x, idx, y = _problem((5, 4, 3), (2, 2, 2), 0.6, seed=6)
+    mask, y_dense = completion.observation_tensors(x.shape, idx, y)
+    mask, y_dense = np.asarray(mask), np.asarray(y_dense)
+    eta, n_iter = 50.0, 12
+    z = [np.zeros_like(np.asarray(ops.unfold(y_dense, k))) for k in range(3)]
+    a = [np.zeros_like(zk) for zk in z]
+    etas = [eta]
+    for it in range(1, n_iter + 1):
+      m = sum(np.asarray(ops.fold(z[k] - a[k] / eta, k, x.shape)) for k in range(3)) / 3
+      c = lam * eta * 3
+      x_ref = np.where(mask, (y_dense + c * m) / (1 + c), m)
+      z_old, r2 = list(z), 0.0
+      for k in range(3):
+        xk = np.asarray(ops.unfold(x_ref, k))
+        xr = relax * xk + (1 - relax) * z[k]
+        z[k] = _svt_np(xr + a[k] / eta, 1 / eta)
+        a[k] = a[k] + eta * (xr - z[k])
+        r2 += np.sum((xk - z[k]) ** 2)
+      dz = sum(np.asarray(ops.fold(z[k] - z_old[k], k, x.shape)) for k in range(3))
+      free = ~mask if lam == 0 else np.ones_like(mask)
+      eta = _rebalanced(eta, np.sqrt(r2), eta * np.linalg.norm(dz[free]), it)
+      etas.append(eta)
+    assert len(set(etas)) > 1  # the rule was exercised
+    res = completion.constraint_solve(
+        jnp.asarray(mask), jnp.asarray(y_dense), lam, 50.0, 0.0, jnp.ones((3,)),
+        modes=(0, 1, 2), max_iter=n_iter, check_every=1, adapt_until=100, relax=relax)
+    np.testing.assert_allclose(res.X, x_ref, atol=1e-10)
+    for k in range(3):
+      np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
+
+
+@pytest.mark.parametrize("relax", [1.0, 1.8])
+def test_mixture_adaptive_eta_matches_residual_balancing_written_out(relax):
+  # The primal residual is (W_k_new - W_k) / eta (alpha_(k) - V_k without relaxation); the
+  # dual one eta times the change of Omega(sum_k V_k). The multipliers W_k are unscaled:
+  # nothing carries. Over-relaxation: the V- and W-steps take relax alpha_(k) + (1 - relax)
+  # V_k (the previous V_k, zero at the start) for alpha_(k).
+  with jax.enable_x64(True):
+    x, idx, y = _problem((5, 4, 3), (2, 2, 2), 0.6, seed=7)
+    mask, y_dense = completion.observation_tensors(x.shape, idx, y)
+    mask, y_dense = np.asarray(mask), np.asarray(y_dense)
+    eta, n_iter, lam = 0.01, 12, 0.2
+    z = [np.zeros_like(np.asarray(ops.unfold(y_dense, k))) for k in range(3)]
+    alpha, v_sum = np.where(mask, y_dense, 0), np.zeros_like(y_dense)
+    v = [np.zeros_like(zk) for zk in z]
+    etas = [eta]
+    for it in range(1, n_iter + 1):
+      v_old, v_sum, r2 = v_sum, np.zeros_like(y_dense), 0.0
+      for k in range(3):
+        t = z[k] + eta * (relax * np.asarray(ops.unfold(alpha, k)) + (1 - relax) * v[k])
+        z_k = _svt_np(t, eta)
+        r2 += np.sum((z_k - z[k]) ** 2)
+        z[k] = z_k
+        v[k] = (t - z[k]) / eta
+        v_sum += np.asarray(ops.fold(v[k], k, x.shape))
+      z_sum = sum(np.asarray(ops.fold(z[k], k, x.shape)) for k in range(3))
+      alpha = np.where(mask, (y_dense - z_sum + eta * v_sum) / (lam + eta * 3), 0)
+      eta = _rebalanced(eta, np.sqrt(r2) / eta, eta * np.linalg.norm((v_sum - v_old)[mask]), it)
+      etas.append(eta)
+    assert len(set(etas)) > 1
+    res = completion.mixture_solve(jnp.asarray(mask), jnp.asarray(y_dense), lam, 0.01, 0.0,
+                                   jnp.ones((3,)), max_iter=n_iter, check_every=1,
+                                   adapt_until=100, relax=relax)
+    np.testing.assert_allclose(res.X, z_sum, atol=1e-10)
+    for k in range(3):
+      np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
+
+
+@pytest.mark.parametrize("solver", ["constraint", "mixture"])
+def test_step_options_reach_the_same_optimum(solver):
+  # Rebalancing and over-relaxation change the path, not the problem: the defaults and the
+  # paper's plain ADMM must certify the same optimal value (each gap <= tol bounds its
+  # distance to the optimum). Constraint from the authors' eta, Mixture from a fifth of
+  # theirs (at theirs the plain ADMM needs > 2000 iterations here).
+  with jax.enable_x64(True):
+    x, idx, y = _problem((8, 7, 6), (2, 2, 2), 0.7, seed=3)
+    fn = getattr(completion, solver)
+    tol = 1e-4
+    std = np.std(np.asarray(y), ddof=1)
+    eta = 1 / (10 * std) if solver == "constraint" else 2 * std
+    fixed = fn(x.shape, idx, y, tol=tol, eta=eta, adaptive_eta=False, relaxation=1.0)
+    adaptive = fn(x.shape, idx, y, tol=tol, eta=eta)
+    assert bool(fixed.converged) and bool(adaptive.converged)
+    assert int(adaptive.iterations) < int(fixed.iterations)
+    for res in (fixed, adaptive):
+      assert float(res.dual) <= float(res.primal)
+    # Each primal value is within tol of the optimum, which lies above both dual values.
+    assert float(adaptive.primal) >= float(fixed.dual) - 1e-12
+    assert float(fixed.primal) >= float(adaptive.dual) - 1e-12
+    np.testing.assert_allclose(adaptive.primal, fixed.primal, rtol=2 * tol)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(adaptive_eta="yes"), "adaptive_eta must be True or False, got 'yes'"),
+    (dict(relaxation=2.0), r"relaxation must be in \(0, 2\) \(1: no over-relaxation\), got 2.0"),
+    (dict(relaxation=0.0), r"relaxation must be in \(0, 2\)")])
+def test_bad_step_options(kwargs, match):
+  for solver in (completion.constraint, completion.mixture):
+    with pytest.raises(ValueError, match=match):
+      solver((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], **kwargs)

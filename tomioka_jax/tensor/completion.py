@@ -177,12 +177,34 @@ def _std(values: jax.Array) -> jax.Array:
 
 # The cheap gap estimate must be within this factor of tol before the exact certificate runs.
 _ESTIMATE_FACTOR = 10.0
+# Residual balancing (He, Yang, Wang 2000; Boyd et al. 2011, Section 3.4.1): every
+# _ADAPT_EVERY iterations within the first _ADAPT_ITERATIONS, eta is multiplied by
+# _STEP_FACTOR when the primal residual exceeds _BALANCE times the dual one and divided by it
+# in the opposite case; fixed afterwards, so the usual ADMM convergence applies. (3, 3) was
+# chosen on the paper's Figure 1 instances (fractions 0.2-0.9, two draws each): Constraint at
+# 35% takes 35-40 iterations instead of 65-70 at the authors' fixed eta, at 20% 20-25 instead
+# of 55-60; Mixture (over-relaxed) at 90% 55 instead of 115; elsewhere no change.
+_BALANCE = 3.0
+_STEP_FACTOR = 3.0
+_ADAPT_ITERATIONS = 500
+_ADAPT_EVERY = 5
+
+
+def _check_relaxation(relaxation) -> None:
+  if _is_concrete(relaxation) and not 0 < float(relaxation) < 2:
+    raise ValueError(f"relaxation must be in (0, 2) (1: no over-relaxation), got {relaxation}")
+
+
+def _adapt_until(adaptive_eta: bool) -> int:
+  if not isinstance(adaptive_eta, (bool, np.bool_)):
+    raise ValueError(f"adaptive_eta must be True or False, got {adaptive_eta!r}")
+  return _ADAPT_ITERATIONS if adaptive_eta else 0
 
 
 def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
                      tol: ArrayLike, weights: jax.Array, *, modes: tuple[int, ...],
-                     max_iter: int, method: str = "auto",
-                     check_every: int = 1) -> CompletionResult:
+                     max_iter: int, method: str = "auto", check_every: int = 1,
+                     adapt_until: int = 0, relax: ArrayLike = 1.0) -> CompletionResult:
   """The Constraint ADMM on dense observation tensors (see :func:`constraint`).
 
   ``modes`` selects the unfoldings in the overlapped norm (all modes for Constraint, one for
@@ -198,10 +220,10 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
   exact gap only. The estimate's dual value is a valid lower bound and joins the best one.
   """
   shape, dtype = y.shape, y.dtype
-  lam, eta, tol = (jnp.asarray(v, dtype) for v in (lam, eta, tol))
+  lam, eta, tol, relax = (jnp.asarray(v, dtype) for v in (lam, eta, tol, relax))
   n_blocks = len(modes)
 
-  def x_step(z_minus_a):
+  def x_step(z_minus_a, eta):
     # argmin_X of the augmented Lagrangian: the average of the folded Z_k - A_k / eta off
     # Omega; on Omega the closed form (y + lam eta K m) / (1 + lam eta K), i.e. y at lam = 0.
     m = sum(ops.fold(t, k, shape) for t, k in zip(z_minus_a, modes)) / n_blocks
@@ -221,7 +243,7 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
   def dual_value(scale, sy, ss):
     return scale * sy - lam / 2 * scale ** 2 * ss
 
-  def certificate(x, b, z, shrunk, gap, primal, dual_best):
+  def certificate(x, b, z, shrunk, gap, primal, dual_best, eta):
     # Feasible dual point from the multipliers A_k = eta (B_k - Z_k): sum_k A_k must vanish
     # off Omega (remove the mean violation V from every A_k), then one common scaling puts
     # every ||A_k - V_(k)||_op under g_k; S is the observed part of sum_k A_k.
@@ -253,17 +275,33 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
     # A_k / eta (the input of the k-th thresholding) and Z_k = svt(B_k) from the previous
     # iteration, unfolded: the multiplier is A_k = eta (B_k - Z_k), so the X-step's input
     # Z_k - A_k / eta is 2 Z_k - B_k and the new B_k is X_(k) + B_k - Z_k.
-    _, b, z, it, gap, primal, dual_best, _ = state
-    x = x_step(2 * z_i - b_i for z_i, b_i in zip(z, b))
-    b = tuple(ops.unfold(x, k) + b_i - z_i for k, b_i, z_i in zip(modes, b, z))
+    _, b, z_old, it, gap, primal, dual_best, _, eta = state
+    x = x_step((2 * z_i - b_i for z_i, b_i in zip(z_old, b)), eta)
+    # Over-relaxation (relax = 1: the paper's step) replaces X_(k) by relax X_(k) + (1 - relax)
+    # Z_k in the Z- and A-steps: B_k <- relax (X_(k) - Z_k) + B_k.
+    b = tuple(relax * (ops.unfold(x, k) - z_i) + b_i for k, b_i, z_i in zip(modes, b, z_old))
     z, shrunk = zip(*(prox.svt_with_spectrum(b_i, weights[i] / eta, method)
                       for i, b_i in enumerate(b)))
+    check = (it + 1) % check_every == 0
     # The gap costs about as much as an iteration; it can be checked every few iterations.
     gap, primal, dual_best = lax.cond(
-        (it + 1) % check_every == 0,
-        lambda _: certificate(x, b, z, shrunk, gap, primal, dual_best),
+        check, lambda _: certificate(x, b, z, shrunk, gap, primal, dual_best, eta),
         lambda _: (gap, primal, dual_best), None)
-    return x, b, tuple(z), it + 1, gap, primal, dual_best, gap <= tol
+
+    def rebalance(b):
+      # Residual balancing: primal residual X_(k) - Z_k, dual residual eta times the change
+      # of sum_k fold(Z_k) where X is free. Rescaling B_k - Z_k keeps the multipliers A_k.
+      r = jnp.sqrt(sum(jnp.vdot(ops.unfold(x, k) - z_i, ops.unfold(x, k) - z_i)
+                       for k, z_i in zip(modes, z)))
+      dz = sum(ops.fold(z_i - o_i, k, shape) for z_i, o_i, k in zip(z, z_old, modes))
+      s = eta * jnp.linalg.norm(jnp.where(mask & (lam == 0), 0, dz))
+      new = jnp.where(r > _BALANCE * s, eta * _STEP_FACTOR,
+                      jnp.where(s > _BALANCE * r, eta / _STEP_FACTOR, eta))
+      return tuple(z_i + (b_i - z_i) * (eta / new) for b_i, z_i in zip(b, z)), new
+
+    b, eta = lax.cond(((it + 1) % _ADAPT_EVERY == 0) & (it < adapt_until), rebalance,
+                      lambda b: (b, eta), b)
+    return x, b, tuple(z), it + 1, gap, primal, dual_best, gap <= tol, eta
 
   def cond(state):
     return (state[3] < max_iter) & ~state[7]
@@ -272,8 +310,8 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
   zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
   inf = jnp.asarray(jnp.inf, dtype)
   init = (jnp.zeros_like(y), zeros, zeros, jnp.asarray(0, jnp.int32), inf, inf, -inf,
-          jnp.asarray(False))
-  x, _, z, it, gap, primal, dual, converged = lax.while_loop(cond, body, init)
+          jnp.asarray(False), eta)
+  x, _, z, it, gap, primal, dual, converged, _ = lax.while_loop(cond, body, init)
   comps = jnp.stack([ops.fold(z_i, k, shape) for z_i, k in zip(z, modes)])
   return CompletionResult(x, comps, it, gap, primal, dual, converged)
 
@@ -285,7 +323,8 @@ _constraint_jit = jax.jit(constraint_solve, static_argnames=("modes", "method"))
 def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
                lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
                eta: ArrayLike | None = None, weights: ArrayLike | None = None,
-               method: str = "auto", check_every: int = 5) -> CompletionResult:
+               method: str = "auto", check_every: int = 5, adaptive_eta: bool = True,
+               relaxation: ArrayLike = 1.0) -> CompletionResult:
   """Tensor completion with the overlapped trace norm, by ADMM ("Constraint").
 
   Splits ``X_(k) = Z_k`` with multipliers ``A_k`` and alternates (Section 4 of the paper):
@@ -314,6 +353,15 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
     method: singular value thresholding method (:func:`prox.singular_value_thresholding`).
     check_every: check the duality gap every this many iterations. An exact check costs
       about as much as an iteration; the authors' code checks every iteration (1).
+    adaptive_eta: rebalance ``eta`` every 5 iterations within the first 500 (residual
+      balancing: times 3 when the primal residual ``||X_(k) - Z_k||`` is over 3
+      times the dual one, ``eta ||sum_k fold(Z_k - Z_k_prev)||`` where ``X`` is free, divided
+      by 3 in the opposite case), starting from ``eta``; the multipliers are kept. The same
+      optimum and stopping rule; ``False`` is the authors' fixed step.
+    relaxation: over-relaxation ``rho`` in ``(0, 2)`` (Eckstein and Bertsekas 1992; Boyd et
+      al. 2011, Section 3.4.3): the Z- and A-steps see ``rho X_(k) + (1 - rho) Z_k`` instead
+      of ``X_(k)``. 1 (default) is the paper's ADMM; on Figure 1's instances 1.5-1.8 did not
+      beat residual balancing alone.
 
   Returns:
     A :class:`CompletionResult`.
@@ -331,17 +379,20 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   """
   mask, y = observation_tensors(shape, indices, values)
   _check_hyper(lam, tol, max_iter, eta, check_every)
+  _check_relaxation(relaxation)
   values = _observed_values(mask, y, values)
   eta = 1 / (10 * _std(values)) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   return _constraint_jit(mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)),
-                         max_iter=max_iter, method=method, check_every=check_every)
+                         max_iter=max_iter, method=method, check_every=check_every,
+                         adapt_until=_adapt_until(adaptive_eta), relax=relaxation)
 
 
 def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode: int, *,
               lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
               eta: ArrayLike | None = None, method: str = "auto",
-              check_every: int = 5) -> CompletionResult:
+              check_every: int = 5, adaptive_eta: bool = True,
+              relaxation: ArrayLike = 1.0) -> CompletionResult:
   """Completion of one unfolding as a low-rank matrix ("As a Matrix").
 
   The Constraint ADMM with the single term ``||X_(k)||_*`` (the authors'
@@ -358,6 +409,8 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
     eta: the ADMM step; default ``1 / (10 std(values))``.
     method: singular value thresholding method.
     check_every: evaluate the duality gap every this many iterations.
+    adaptive_eta: residual balancing of ``eta`` as in :func:`constraint`.
+    relaxation: over-relaxation as in :func:`constraint`.
 
   Returns:
     A :class:`CompletionResult` (``components`` has one entry).
@@ -373,7 +426,8 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
   mode = int(mode)
   res = _constraint_jit(ops.unfold(mask, mode), ops.unfold(y, mode), lam, eta, tol,
                         jnp.ones((1,), y.dtype), modes=(0,), max_iter=max_iter, method=method,
-                        check_every=check_every)
+                        check_every=check_every, adapt_until=_adapt_until(adaptive_eta),
+                        relax=relaxation)
   return res._replace(X=ops.fold(res.X, mode, y.shape),
                       components=ops.fold(res.components[0], mode, y.shape)[None])
 
@@ -384,14 +438,15 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
 def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
                   tol: ArrayLike, weights: jax.Array, *, max_iter: int,
                   method: str = "auto", check_every: int = 1,
-                  exact: bool | None = None) -> CompletionResult:
+                  exact: bool | None = None, adapt_until: int = 0,
+                  relax: ArrayLike = 1.0) -> CompletionResult:
   """The Mixture ADMM on dense observation tensors (see :func:`mixture`).
 
   ``exact`` (static) says whether ``lam == 0``, so that only the matching primal value is
   compiled; ``None`` decides at run time (both are compiled). It must agree with ``lam``.
   """
   shape, dtype = y.shape, y.dtype
-  lam, eta, tol = (jnp.asarray(v, dtype) for v in (lam, eta, tol))
+  lam, eta, tol, relax = (jnp.asarray(v, dtype) for v in (lam, eta, tol, relax))
   n_modes = len(shape)
   modes = range(n_modes)
 
@@ -407,20 +462,25 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
                for k in modes)
 
   def body(state):
-    z, z_sum, alpha, it, gap, primal, dual_best, _ = state
-    z_new, sv = [], []
+    z, z_sum, alpha, it, gap, primal, dual_best, _, eta, v_sum_old, v_old = state
+    z_new, sv, v_new = [], [], []
     for k in modes:
       # Z_k <- prox of eta g_k ||.||_* at T_k = Z_k + eta alpha_(k); V_k, the projection onto
       # the spectral ball of radius g_k, is what thresholding removed: (T_k - Z_k_new) / eta.
-      z_k, sv_k = prox.svt_with_spectrum(z[k] + eta * ops.unfold(alpha, k), eta * weights[k],
-                                         method)
+      # Over-relaxation (relax = 1: the paper's step) uses relax alpha_(k) + (1 - relax) V_k
+      # in place of alpha_(k) here and in the multiplier step.
+      t_k = z[k] + eta * (relax * ops.unfold(alpha, k) + (1 - relax) * v_old[k])
+      z_k, sv_k = prox.svt_with_spectrum(t_k, eta * weights[k], method)
       z_new.append(z_k)
       sv.append(sv_k)
-    # sum_k fold(V_k) = (sum_k fold(Z_k) + K eta alpha - sum_k fold(Z_k_new)) / eta.
+      v_new.append((t_k - z_k) / eta)
+    # sum_k fold(V_k) = (sum_k fold(Z_k) + eta sum_k fold(T_k - Z_k) - sum_k fold(Z_k_new)) /
+    # eta, with sum_k fold(T_k - Z_k) = eta (relax K alpha + (1 - relax) sum_k fold(V_k_old)).
     z_sum_new = sum(ops.fold(z_k, k, shape) for k, z_k in zip(modes, z_new))
-    eta_v_sum = z_sum + n_modes * eta * alpha - z_sum_new
+    eta_v_sum = z_sum + eta * (relax * n_modes * alpha + (1 - relax) * v_sum_old) - z_sum_new
     z_sum = z_sum_new
     alpha = jnp.where(mask, (y - z_sum + eta_v_sum) / (lam + eta * n_modes), 0)
+    v_sum = eta_v_sum / eta
 
     def certificate(_):
       args = (tuple(z_new), tuple(sv), z_sum)
@@ -452,9 +512,22 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
         g, p = exact_fit(*args) if exact else noisy(*args)
       return g, p, d
 
-    gap, primal, dual_best = lax.cond((it + 1) % check_every == 0, certificate,
-                                      lambda _: (gap, primal, dual_best), None)
-    return tuple(z_new), z_sum, alpha, it + 1, gap, primal, dual_best, gap <= tol
+    check = (it + 1) % check_every == 0
+    gap, primal, dual_best = lax.cond(check, certificate, lambda _: (gap, primal, dual_best),
+                                      None)
+
+    def rebalance(_):
+      # Residual balancing. The primal residual alpha_(k) - V_k is the change of the
+      # multipliers W_k over eta; the dual residual, eta times the change of Omega(sum_k V_k).
+      r = jnp.sqrt(sum(jnp.vdot(a - b, a - b) for a, b in zip(z_new, z))) / eta
+      s = eta * jnp.linalg.norm(jnp.where(mask, v_sum - v_sum_old, 0))
+      return jnp.where(r > _BALANCE * s, eta * _STEP_FACTOR,
+                       jnp.where(s > _BALANCE * r, eta / _STEP_FACTOR, eta))
+
+    eta = lax.cond(((it + 1) % _ADAPT_EVERY == 0) & (it < adapt_until), rebalance,
+                   lambda _: eta, None)
+    return (tuple(z_new), z_sum, alpha, it + 1, gap, primal, dual_best, gap <= tol, eta,
+            v_sum, tuple(v_new))
 
   def cond(state):
     return (state[3] < max_iter) & ~state[7]
@@ -462,8 +535,8 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
   zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
   inf = jnp.asarray(jnp.inf, dtype)
   init = (zeros, jnp.zeros_like(y), jnp.where(mask, y, 0), jnp.asarray(0, jnp.int32), inf,
-          inf, -inf, jnp.asarray(False))
-  z, _, _, it, gap, primal, dual, converged = lax.while_loop(cond, body, init)
+          inf, -inf, jnp.asarray(False), eta, jnp.zeros_like(y), zeros)
+  z, _, _, it, gap, primal, dual, converged, _, _, _ = lax.while_loop(cond, body, init)
   comps = jnp.stack([ops.fold(z_k, k, shape) for k, z_k in zip(modes, z)])
   z_sum = jnp.sum(comps, axis=0)
   shift = jnp.where((lam > 0) | ~mask, 0, (z_sum - y) / n_modes)
@@ -477,7 +550,8 @@ _mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact"))
 def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
             lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
             eta: ArrayLike | None = None, weights: ArrayLike | None = None,
-            method: str = "auto", check_every: int = 5) -> CompletionResult:
+            method: str = "auto", check_every: int = 5, adaptive_eta: bool = True,
+            relaxation: ArrayLike = 1.8) -> CompletionResult:
   """Tensor completion with the latent trace norm, by ADMM on the dual ("Mixture").
 
   Primal: ``min sum_k g_k ||W_k,(k)||_* + 1/(2 lam) ||Omega(sum_k W_k) - y||^2``. Dual:
@@ -507,6 +581,15 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
       :func:`prox.scaled_latent_weights` for the scaled latent norm.
     method: singular value thresholding method.
     check_every: evaluate the duality gap every this many iterations (the authors: 1).
+    adaptive_eta: rebalance ``eta`` every 5 iterations within the first 500, as in
+      :func:`constraint`; here the primal residual is the change of the ``W_k`` over ``eta``
+      (``alpha_(k) - V_k`` without relaxation) and the dual one ``eta`` times the change of
+      ``Omega(sum_k V_k)``. ``False`` is the authors' fixed step.
+    relaxation: over-relaxation ``rho`` in ``(0, 2)`` (Eckstein and Bertsekas 1992; Boyd et
+      al. 2011, Section 3.4.3): the V- and W-steps see ``rho alpha_(k) + (1 - rho) V_k`` (the
+      previous ``V_k``) instead of ``alpha_(k)``. 1 is the paper's ADMM; the default 1.8
+      takes 55 instead of 100 iterations at 35% observed on Figure 1's instances, 145
+      instead of 255 at 65%.
 
   Returns:
     A :class:`CompletionResult`; ``components`` holds the latent split ``W_k``.
@@ -516,12 +599,14 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   """
   mask, y = observation_tensors(shape, indices, values)
   _check_hyper(lam, tol, max_iter, eta, check_every)
+  _check_relaxation(relaxation)
   values = _observed_values(mask, y, values)
   eta = 10 * _std(values) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   exact = bool(float(lam) == 0) if _is_concrete(lam) else None
   return _mixture_jit(mask, y, lam, eta, tol, w, max_iter=max_iter, method=method,
-                      check_every=check_every, exact=exact)
+                      check_every=check_every, exact=exact,
+                      adapt_until=_adapt_until(adaptive_eta), relax=relaxation)
 
 
 # --------------------------------------------------------------------------- Tucker
