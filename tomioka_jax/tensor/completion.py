@@ -274,7 +274,8 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
     # One iteration of the paper: X-step, Z-step, A-step. The state keeps B_k = X_(k) +
     # A_k / eta (the input of the k-th thresholding) and Z_k = svt(B_k) from the previous
     # iteration, unfolded: the multiplier is A_k = eta (B_k - Z_k), so the X-step's input
-    # Z_k - A_k / eta is 2 Z_k - B_k and the new B_k is X_(k) + B_k - Z_k.
+    # Z_k - A_k / eta is 2 Z_k - B_k and the new B_k is X_(k) + B_k - Z_k. eta is carried:
+    # residual balancing may change it (rebalance, below).
     _, b, z_old, it, gap, primal, dual_best, _, eta = state
     x = x_step((2 * z_i - b_i for z_i, b_i in zip(z_old, b)), eta)
     # Over-relaxation (relax = 1: the paper's step) replaces X_(k) by relax X_(k) + (1 - relax)
