@@ -7,9 +7,10 @@ The speed item of the P-VAE benchmark: draw N samples and evaluate their log-den
 wrapped normal and the Riemannian normal on the d-dimensional Poincaré ball, with
 ``tomioka_jax.generative.pvae`` (jitted ``sample_and_log_prob``; the Riemannian radius by inverse
 CDF: a quantile table per (sigma, c) solved by safeguarded Newton on the closed-form CDF and
-quintic Hermite interpolation of log r) and with a straightforward NumPy/SciPy
-implementation written here (the Riemannian radius by vectorised rejection sampling from the
-Gaussian envelope ``exp(-r^2/2 s^2 + (d-1) sqrt(c) r)``, acceptance
+quintic Hermite interpolation of log r; the sample as ``a mu + b v`` from three inner products
+per point; ``jax.random.normal``'s draws with the threefry hash fused into ``erfinv``) and with
+a straightforward NumPy/SciPy implementation written here (the Riemannian radius by vectorised
+rejection sampling from the Gaussian envelope ``exp(-r^2/2 s^2 + (d-1) sqrt(c) r)``, acceptance
 ``(1 - exp(-2 sqrt(c) r))^(d-1)``). Both in float64, and both evaluate the log-density at the
 tangent vector / radius they drew (no log map or distance back from the sample). The two radius
 samplers are also checked against each other (two-sample KS test).
@@ -203,13 +204,20 @@ def run(quick: bool) -> _harness.Result:
              "gradients: with many samples per (sigma, c) it tabulates log r(z) once (257 "
              "z-nodes solved by safeguarded Newton on the closed-form log-CDF, with r' and r'' "
              "from the quantile equation) and maps each sample by quintic Hermite interpolation "
-             "and one exp (relative error < 1e-9, no per-sample CDF evaluation). Where we are "
-             "slower it is the standard-normal draws: JAX's counter-based float64 N(0, 1) "
-             "(threefry bits + erfinv) costs several times NumPy's ziggurat on CPU (the 'draws "
-             "only' rows), and the d = 10 samplers need 10 of them per point (wrapped: the "
-             "tangent vector; Riemannian: the uniform direction), so at d = 10 the draws alone "
-             "take most of NumPy's whole sampler time (JAX's rbg keys were not consistently "
-             "faster in a side-by-side run here). Earlier versions: a reduce over the "
-             "size-2 event axis ran ~6x slower than the unrolled sum now used, and a per-sample "
-             "Newton polish (two 4-point Gauss-Legendre integrals) made the Riemannian radius "
-             "2x slower."))
+             "and one exp (relative error < 1e-9, no per-sample CDF evaluation). The sample "
+             "mu (+) exp_0(v / 2) is formed as a mu + b v from three inner products per point "
+             "(|eps|^2, |v|^2, <mu, v>), with both of the Möbius operations' projections, "
+             "instead of the vector-valued composition (five passes over the (N, d) arrays). "
+             "The N(0, I) draws are jax.random.normal's numbers bit for bit, but with the "
+             "threefry hash written out so that it fuses with erfinv (JAX's CPU lowering loops "
+             "over the hash's five blocks, materialising the bit arrays each time), made in 4 "
+             "blocks by a loop so that XLA does not copy the hash into every consumer. The "
+             "'draws only' rows time jax.random.normal itself: its float64 N(0, 1) (threefry "
+             "bits + erfinv, ~30 ns per number of which the f64 log1p is half) costs several "
+             "times NumPy's ziggurat on CPU, and the d = 10 samplers need 10 of them per point "
+             "(JAX's rbg keys were not consistently faster in a side-by-side run here). "
+             "Earlier versions: a reduce over the size-2 event axis ran ~6x slower than the "
+             "unrolled sum now used, a per-sample Newton polish (two 4-point Gauss-Legendre "
+             "integrals) made the Riemannian radius 2x slower, and the vector-valued Möbius "
+             "composition with jax.random.normal's rolled hash made the d = 10 samplers 0.5x-0.6x "
+             "NumPy's speed in CPU time."))

@@ -244,3 +244,40 @@ def test_event_sum_equals_sum_over_the_last_axis():
     g = jax.grad(lambda x: jnp.sum(jnp.sin(manifold.event_sum(x))))(x)
     np.testing.assert_allclose(g, jnp.broadcast_to(jnp.cos(jnp.sum(x, -1))[..., None], x.shape),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("c", CURVATURES)
+def test_mobius_add_expmap0_in_closed_form(c):
+  """x (+) exp0(v) = a x + b v equals the vector composition, also where either projection bites;
+  it lies at distance 2|v| from x and is exp_x(P_{0->x}(v)); gradients match the composition."""
+  with jax.enable_x64(True):
+    x = jnp.concatenate([_points(11, 60, 4, c), jnp.zeros((1, 4)),
+                         _points(12, 20, 4, c, max_radius=0.99999)])
+    rng = np.random.default_rng(13)
+    lengths = np.concatenate([[0.3, 0.0, 1e-9], 10.0 ** rng.uniform(-3, 1.5, x.shape[0] - 3)])
+    v = rng.normal(size=x.shape)
+    v = jnp.asarray(v / np.linalg.norm(v, axis=-1, keepdims=True) * lengths[:, None] / np.sqrt(c))
+    got = manifold.mobius_add_expmap0(x, v, c)
+    expected = manifold.mobius_add(x, manifold.expmap0(v, c), c)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+    # Some of the cases are clipped to the margin by one projection or the other.
+    max_norm = (1 - manifold.boundary_eps(jnp.float64)) / np.sqrt(c)
+    assert np.any(np.isclose(np.linalg.norm(expected, axis=-1), max_norm, rtol=1e-13))
+    # Geometry: the distance from x is 2|v| (left translation is an isometry), away from the clip;
+    # and the point is exp_x of the transported v.
+    inside = np.sqrt(c) * np.linalg.norm(expected, axis=-1) < 0.99
+    assert np.sum(inside) > 40
+    np.testing.assert_allclose(manifold.distance(x, got, c)[inside],
+                               2 * np.linalg.norm(v, axis=-1)[inside], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(got, manifold.expmap(x, manifold.parallel_transport0(x, v, c), c),
+                               rtol=1e-10, atol=1e-12)
+    w = jnp.asarray(rng.normal(size=x.shape))
+    grad = lambda f: jax.grad(lambda x, v: jnp.sum(w * f(x, v)), argnums=(0, 1))(x, v)
+    compose = lambda x, v: manifold.mobius_add(x, manifold.expmap0(v, c), c)
+    for g, h in zip(grad(lambda x, v: manifold.mobius_add_expmap0(x, v, c)), grad(compose)):
+      np.testing.assert_allclose(g, h, rtol=1e-9, atol=1e-9)
+    check_grads(lambda x, v: manifold.mobius_add_expmap0(x, v, c), (x[:5], v[:5]), order=1,
+                modes=("rev",))
+    # The coefficients alone, on scalars: at x = 0, b v = exp0(v), tanh(sqrt(c)|v|) / (sqrt(c)|v|).
+    _, b = manifold.mobius_add_expmap0_coefficients(0.0, 0.0, 0.25 / c, c)
+    np.testing.assert_allclose(b, np.tanh(0.5) / 0.5, rtol=1e-14)

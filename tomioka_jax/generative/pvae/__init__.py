@@ -36,6 +36,7 @@ from tomioka_jax.generative.pvae.manifold import gyroplane_distances
 from tomioka_jax.generative.pvae.manifold import logmap
 from tomioka_jax.generative.pvae.manifold import logmap0
 from tomioka_jax.generative.pvae.manifold import mobius_add
+from tomioka_jax.generative.pvae.manifold import mobius_add_expmap0
 from tomioka_jax.generative.pvae.manifold import mobius_matvec
 from tomioka_jax.generative.pvae.manifold import mobius_scalar_mul
 from tomioka_jax.generative.pvae.manifold import parallel_transport
@@ -80,6 +81,7 @@ __all__ = [
     "logmap",
     "logmap0",
     "mobius_add",
+    "mobius_add_expmap0",
     "mobius_matvec",
     "mobius_scalar_mul",
     "parallel_transport",

@@ -24,6 +24,7 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 from scipy import special
 
+from tomioka_jax.core import rng
 from tomioka_jax.generative.pvae import manifold
 
 _MAX_NEWTON_STEPS = 40  # safeguarded Newton: a cap, typically 4-8 steps are taken
@@ -548,19 +549,30 @@ def sample_radius(key: jax.Array, scale: ArrayLike, c: ArrayLike, dim: int,
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _sample_radius(key, scale, c, dim, shape):
   dtype = _compute_dtype()
-  z = jax.random.normal(key, shape, dtype)
+  z = rng.normal(key, shape, dtype)
   scale, c = jnp.broadcast_arrays(jnp.asarray(scale, dtype), jnp.asarray(c, dtype))
   return _radius_from_normal(z, scale, c, dim)
 
 
-def _uniform_direction(key: jax.Array, shape: tuple[int, ...], dtype) -> jax.Array:
-  """Uniform unit vectors along the last axis: an angle when d = 2, normalised Gaussians else."""
+def _uniform_direction(key: jax.Array, shape: tuple[int, ...],
+                       dtype) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """Uniform unit vectors along the last axis, as ``(e, inv_norm, sq_norm)``: ``e * inv_norm``.
+
+  An angle when d = 2 (``e = (cos, sin)``, ``inv_norm = sq_norm = 1``), normalised Gaussians
+  else (``e ~ N(0, I)``, ``inv_norm = 1 / |e|``, ``sq_norm = |e|^2 inv_norm^2``, 1 to rounding).
+  The direction is left unnormalised so that a caller that needs only ``a x + b alpha`` scales
+  once per point instead of dividing every coordinate.
+  """
   if shape[-1] == 2:
-    theta = (2.0 * math.pi) * jax.random.uniform(key, shape[:-1], dtype)
-    return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1)
-  e = jax.random.normal(key, shape, dtype)
-  norm = manifold._safe_norm(e)  # pylint: disable=protected-access
-  return e / jnp.maximum(norm, jnp.finfo(dtype).tiny)[..., None]
+    theta = (2.0 * math.pi) * rng.uniform(key, shape[:-1], dtype)
+    ones = jnp.ones(shape[:-1], dtype)
+    return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1), ones, ones
+  e = rng.normal(key, shape, dtype)
+  sq = manifold._sq_norm(e)  # pylint: disable=protected-access
+  positive = sq > jnp.finfo(dtype).tiny
+  norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
+  inv_norm = 1.0 / jnp.maximum(norm, jnp.finfo(dtype).tiny)
+  return e, inv_norm, sq * jnp.square(inv_norm)
 
 
 class _PoincareDistribution(distrax.Distribution):
@@ -701,26 +713,48 @@ class RiemannianNormal(_PoincareDistribution):
 # The kernels below are jitted so that eager use compiles once instead of dispatching every op.
 
 
-def _exp_transported(loc: jax.Array, v: jax.Array, c) -> jax.Array:
-  """``exp_mu(P_{0->mu}(v / lambda_0)) = mu (+) exp_0(v / 2)``, at geodesic distance ``|v|`` from mu.
+def _exp_transported(loc: jax.Array, loc_sq: jax.Array, loc_v: jax.Array, v_sq: jax.Array,
+                     v: jax.Array, c) -> jax.Array:
+  """``exp_mu(P_{0->mu}(v / lambda_0)) = mu (+) exp_0(v / 2)``, at distance ``|v|`` from mu.
 
-  ``P_{0->mu}`` scales by ``2 / lambda_mu`` and ``exp_mu`` multiplies the length by ``lambda_mu``.
+  ``P_{0->mu}`` scales by ``2 / lambda_mu`` and ``exp_mu`` multiplies the length by
+  ``lambda_mu``. From the per-point ``|mu|^2``, ``<mu, v>`` and ``|v|^2`` (shape (..., )) as
+  ``a mu + b v`` (:func:`manifold.mobius_add_expmap0_coefficients`): one pass over the (..., d)
+  arrays (``v`` may be an unevaluated expression of the draws) instead of the vector-valued
+  Möbius composition.
   """
-  return manifold.mobius_add(loc, manifold.expmap0(0.5 * v, c), c)
+  a, b = manifold.mobius_add_expmap0_coefficients(loc_sq, 0.5 * loc_v, 0.25 * v_sq, c)
+  return a[..., None] * loc + (0.5 * b)[..., None] * v
+
+
+def _safe_sqrt(x: jax.Array) -> jax.Array:
+  """``sqrt(x)`` for ``x >= 0`` with gradient 0 (not inf or NaN) at 0."""
+  positive = x > jnp.finfo(x.dtype).tiny
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
 @functools.partial(jax.jit, static_argnums=(4,))
 def _wrapped_draw(key, loc, scale, c, n):
-  """Samples and their log-densities (paper eq. 5 at ``v``, the tangent vector drawn)."""
+  """Samples and their log-densities (paper eq. 5 at ``v``, the tangent vector drawn).
+
+  With ``v = scale * eps``, everything but the sample itself is a function of three inner
+  products per point: ``|eps|^2`` (the Gaussian's exponent), ``|v|^2`` (the radius, in the
+  log-determinant term) and ``<mu, v>``.
+  """
   shape = (n,) + loc.shape
-  eps = jax.random.normal(key, shape, loc.dtype)
-  v = jnp.broadcast_to(scale, shape) * eps
-  z = _exp_transported(jnp.broadcast_to(loc, shape), v, c)
-  r = manifold._safe_norm(v)  # pylint: disable=protected-access
+  eps = rng.normal(key, shape, loc.dtype)
+  loc_b, scale_b = jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape)
+  c = jnp.asarray(c, loc.dtype)
+  sq_eps = manifold.event_sum(jnp.square(eps))
+  v_sq = manifold.event_sum(jnp.square(scale_b * eps))
+  loc_v = manifold.event_sum(loc_b * scale_b * eps)
+  loc_sq = manifold._sq_norm(loc_b)  # pylint: disable=protected-access
+  z = _exp_transported(loc_b, loc_sq, loc_v, v_sq, scale_b * eps, c)
+  r = _safe_sqrt(v_sq)
   # log N(v; 0, diag(scale^2)) with v / scale = eps; sum(log scale) once per batch element.
   log_norm = manifold.event_sum(jnp.log(scale) + 0.5 * math.log(2 * math.pi))
-  log_gauss = -0.5 * manifold.event_sum(jnp.square(eps)) - jnp.broadcast_to(log_norm, shape[:-1])
-  log_p = log_gauss - (shape[-1] - 1) * log_sinh_ratio(jnp.sqrt(jnp.asarray(c, v.dtype)) * r)
+  log_gauss = -0.5 * sq_eps - jnp.broadcast_to(log_norm, shape[:-1])
+  log_p = log_gauss - (shape[-1] - 1) * log_sinh_ratio(jnp.sqrt(c) * r)
   return z, log_p
 
 
@@ -741,8 +775,13 @@ def _riemannian_draw(key, loc, scale, c, n):
   radius_key, direction_key = jax.random.split(key)
   shape = (n,) + loc.shape
   r = sample_radius(radius_key, scale, c, shape[-1], shape[:-1]).astype(loc.dtype)
-  alpha = _uniform_direction(direction_key, shape, loc.dtype)
-  z = _exp_transported(jnp.broadcast_to(loc, shape), r[..., None] * alpha, c)
+  # alpha = e * inv_norm: the geometry needs only <mu, e>, and v = r alpha = (r inv_norm) e.
+  e, inv_norm, alpha_sq = _uniform_direction(direction_key, shape, loc.dtype)
+  loc_b = jnp.broadcast_to(loc, shape)
+  loc_sq = manifold._sq_norm(loc_b)  # pylint: disable=protected-access
+  loc_alpha = inv_norm * manifold._dot(loc_b, e)  # pylint: disable=protected-access
+  z = _exp_transported(loc_b, loc_sq, loc_alpha * r, alpha_sq * jnp.square(r),
+                       (r * inv_norm)[..., None] * e, jnp.asarray(c, loc.dtype))
   log_z = log_normalizer(scale, c, shape[-1]).astype(loc.dtype)
   log_p = -0.5 * jnp.square(r / jnp.broadcast_to(scale, r.shape)) - jnp.broadcast_to(log_z, r.shape)
   return z, log_p

@@ -188,6 +188,76 @@ def logmap0(y: ArrayLike, c: ArrayLike) -> jax.Array:
   return _artanh_ratio(c * _sq_norm(y))[..., None] * y
 
 
+def mobius_add_expmap0_coefficients(x2: ArrayLike, xv: ArrayLike, v2: ArrayLike,
+                                    c: ArrayLike) -> tuple[jax.Array, jax.Array]:
+  """Scalars ``(a, b)`` with ``x (+)_c exp_0^c(v) = a x + b v``, from three inner products.
+
+  Both operands of the sum lie in span{x, v}: ``exp_0(v) = beta v`` with ``beta = tanh(sqrt(c)
+  |v|) / (sqrt(c) |v|)`` (times the projection factor of :func:`expmap0`), and by
+  :func:`mobius_add`
+
+  .. math::  x \\oplus_c \\beta v = a x + b v,\\quad
+     a = \\frac{1 + 2c\\beta\\langle x,v\\rangle + c\\beta^2|v|^2}{D},\\quad
+     b = \\frac{(1 - c|x|^2)\\,\\beta}{D},\\quad
+     D = 1 + 2c\\beta\\langle x,v\\rangle + c^2\\beta^2|x|^2|v|^2
+
+  with ``|a x + b v|^2 = a^2 |x|^2 + 2ab<x, v> + b^2 |v|^2`` for the final projection into the
+  ball. Both projections of ``mobius_add(x, expmap0(v, c), c)`` are applied, so the two agree
+  to rounding; but per point this is scalar work only, where the composition makes five passes
+  over the (..., d) arrays (three inner products, two norms) and four vector-valued
+  intermediates.
+
+  Args:
+    x2: ``|x|^2``, any shape.
+    xv: ``<x, v>``, broadcastable against ``x2``.
+    v2: ``|v|^2``, broadcastable against ``x2``.
+    c: curvature magnitude, > 0.
+
+  Returns:
+    ``(a, b)``, with the broadcast shape of the inputs.
+  """
+  check_curvature(c)
+  x2, xv, v2, c = _as_arrays(x2, xv, v2, c)
+  max_sq = (1.0 - boundary_eps(v2.dtype)) ** 2 / c
+  # exp_0(v) = t v, projected onto the ball's margin where |t v| lies beyond it (as project()).
+  t = _tanh_ratio(c * v2)
+  y2 = jnp.square(t) * v2
+  beyond = y2 > max_sq
+  beta = t * jnp.where(beyond, jnp.sqrt(max_sq / jnp.where(beyond, y2, 1.0)), 1.0)
+  y2 = jnp.where(beyond, max_sq, y2)
+  xy = beta * xv
+  inv_den = 1.0 / jnp.maximum(1.0 + 2.0 * c * xy + c * c * x2 * y2, jnp.finfo(y2.dtype).eps)
+  a = (1.0 + 2.0 * c * xy + c * y2) * inv_den
+  b = (1.0 - c * x2) * beta * inv_den
+  z2 = jnp.maximum(jnp.square(a) * x2 + 2.0 * a * b * xv + jnp.square(b) * v2, 0.0)
+  beyond = z2 > max_sq
+  shrink = jnp.where(beyond, jnp.sqrt(max_sq / jnp.where(beyond, z2, 1.0)), 1.0)
+  return a * shrink, b * shrink
+
+
+def mobius_add_expmap0(x: ArrayLike, v: ArrayLike, c: ArrayLike) -> jax.Array:
+  """``x (+)_c exp_0^c(v)``, the same point as ``mobius_add(x, expmap0(v, c), c)``, cheaper.
+
+  Equal to ``exp_x(P_{0->x}(v))``, the exponential map at ``x`` of the tangent vector ``v`` at
+  the origin transported to ``x``; the wrapped and Riemannian normals sample
+  ``x (+) exp_0(u / 2) = exp_x(P_{0->x}(u / lambda_0))``, at geodesic distance ``|u|`` from
+  ``x``. Computed as ``a x + b v`` (:func:`mobius_add_expmap0_coefficients`).
+
+  Args:
+    x: points (..., d) in the ball.
+    v: tangent vectors at the origin (..., d), of the same rank.
+    c: curvature magnitude, > 0.
+
+  Returns:
+    Points (..., d), projected into the ball, at geodesic distance ``2 |v|`` from ``x`` (before
+    projection).
+  """
+  check_curvature(c)
+  x, v, c = _as_arrays(x, v, c)
+  a, b = mobius_add_expmap0_coefficients(_sq_norm(x), _dot(x, v), _sq_norm(v), c)
+  return a[..., None] * x + b[..., None] * v
+
+
 def expmap(x: ArrayLike, v: ArrayLike, c: ArrayLike) -> jax.Array:
   """Exponential map at ``x``: the endpoint of the unit-time geodesic from ``x`` with velocity ``v``.
 
