@@ -2,7 +2,8 @@
 
 Tomioka, Hayashi, Kashima, "Estimation of low-rank tensors via convex optimization", 2010,
 arXiv:1010.0789. The same iterations, defaults (residual balancing of eta; Mixture
-over-relaxed) and stopping rule (relative duality gap) as :mod:`tomioka_jax.tensor.completion`, written the way one would without JAX: a Python loop,
+over-relaxed) and stopping rule (relative duality gap) as
+:mod:`tomioka_jax.tensor.completion`, written the way one would without JAX: a Python loop,
 ``numpy.linalg.svd`` of each unfolding for thresholding and norms, ``numpy.linalg.norm(., 2)``
 for spectral norms; like the JAX solvers, a check evaluates the exact gap only once a cheap
 estimate is within 10 tol. Used only by ``benchmarks/tensor_completion.py``.
