@@ -123,6 +123,77 @@ def test_as_matrix_and_tucker_em():
     assert _test_error(tuck.X, x, idx) < 1e-3
 
 
+def _nway_reference(x_obs, mask, ranks, max_iter, impute_every):
+  """tucker.m's missing-value loop written out in NumPy: start, schedule, SVD factors."""
+  shape = x_obs.shape
+  x1 = np.where(mask, x_obs, np.nan).reshape(shape[0], -1)  # mode-1 unfolding (C order)
+  with np.errstate(invalid="ignore"), __import__("warnings").catch_warnings():
+    __import__("warnings").simplefilter("ignore", RuntimeWarning)
+    col, row = np.nanmean(x1, 0) / 3, np.nanmean(x1, 1) / 3
+  filled = x1.copy()
+  for i, j in zip(*np.nonzero(np.isnan(x1))):
+    filled[i, j] = row[i] + col[j]
+  filled[np.isnan(filled)] = (np.nanmean(col) + np.nanmean(row)) / 2
+  filled = filled.reshape(shape)
+
+  def unfold(t, k):
+    return np.moveaxis(t, k, 0).reshape(t.shape[k], -1)
+
+  def project(t, mats):
+    for k, u in enumerate(mats):
+      if u is not None:
+        t = np.moveaxis(np.tensordot(u.T, t, axes=(1, k)), 0, k)
+    return t
+
+  def leading(t, k, r):
+    return np.linalg.svd(unfold(t, k), full_matrices=False)[0][:, :r]
+
+  factors = [leading(filled, k, r) for k, r in enumerate(ranks)]
+  for it in range(1, max_iter + 1):
+    for k, r in enumerate(ranks):
+      factors[k] = leading(project(filled, [None if j == k else u
+                                            for j, u in enumerate(factors)]), k, r)
+    model = project(project(filled, factors), [u.T for u in factors])
+    if it == 1 or it % impute_every == 0:
+      filled = np.where(mask, x_obs, model)
+  return model
+
+
+def test_tucker_nway_matches_the_toolbox_loop_written_out():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((9, 8, 7), (2, 3, 2), 0.5, seed=6)
+    mask = np.zeros(x.shape, bool)
+    mask[tuple(idx.T)] = True
+    mask[:, 0, 0] = False  # a column of the mode-1 unfolding with no observation
+    idx = np.argwhere(mask)
+    y = np.asarray(x)[mask]
+    x_obs = np.where(mask, np.asarray(x), 0)
+    for ranks in ((2, 3, 2), (3, 4, 3)):
+      ref = _nway_reference(x_obs, mask, ranks, max_iter=23, impute_every=5)
+      res = completion.tucker_nway(x.shape, idx, y, ranks, max_iter=23, impute_every=5,
+                                   crit=1e-30, skip_settled=False)
+      assert int(res.iterations) == 23 and not bool(res.converged)
+      np.testing.assert_allclose(res.X, ref, atol=1e-9)
+      for u in res.factors:
+        np.testing.assert_allclose(u.T @ u, np.eye(u.shape[1]), atol=1e-10)
+
+
+def test_tucker_nway_skipping_settled_sweeps_changes_nothing_and_recovers():
+  with jax.enable_x64(True):
+    x, idx, y = _problem((12, 12, 10), (2, 2, 2), 0.8, seed=5)
+    fast = completion.tucker_nway(x.shape, idx, y, (2, 2, 2))
+    slow = completion.tucker_nway(x.shape, idx, y, (2, 2, 2), skip_settled=False)
+    assert bool(fast.converged) and bool(slow.converged)
+    assert int(fast.iterations) % 100 == 0 and int(fast.iterations) == int(slow.iterations)
+    assert float(fast.gap) < 1e-5  # criterion 2: 10 crit on the imputed sum of squares
+    np.testing.assert_allclose(fast.X, slow.X, atol=1e-8)
+    assert _test_error(fast.X, x, idx) < 1e-3
+    # With the true ranks and one E-step per 100 sweeps it still gets there; the over-sized
+    # model keeps its imputation (the paper's Tucker x1.2 curve).
+    big = completion.tucker_nway(x.shape, idx, y, (4, 4, 4))
+    assert _test_error(big.X, x, idx) > 10 * _test_error(fast.X, x, idx)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     (dict(indices=[[0, 0, 0], [0, 0, 4]]), r"indices out of range.*\(0, 0, 4\)"),
     (dict(indices=[[0, 0, -1], [0, 0, 0]]), "indices out of range"),
@@ -150,8 +221,22 @@ def test_bad_input(kwargs, match):
                                           ((2, 2), "one entry per mode"),
                                           ((2.5, 2, 2), "must be integers")])
 def test_tucker_bad_ranks(ranks, match):
+  for solver in (completion.tucker_em, completion.tucker_nway):
+    with pytest.raises(ValueError, match=match):
+      solver((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], ranks)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(impute_every=0), "impute_every must be a positive integer, got 0"),
+    (dict(impute_every=2.5), "impute_every must be a positive integer"),
+    (dict(skip_settled="yes"), "skip_settled must be True or False"),
+    (dict(crit=0.0), "tol must be > 0"),
+    (dict(max_iter=0), "max_iter must be a positive integer"),
+])
+def test_tucker_nway_bad_input(kwargs, match):
   with pytest.raises(ValueError, match=match):
-    completion.tucker_em((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], ranks)
+    completion.tucker_nway((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], (2, 2, 2),
+                           **kwargs)
 
 
 def test_as_matrix_bad_mode():

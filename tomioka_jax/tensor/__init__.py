@@ -21,6 +21,7 @@ from tomioka_jax.tensor.completion import constraint
 from tomioka_jax.tensor.completion import mixture
 from tomioka_jax.tensor.completion import observation_tensors
 from tomioka_jax.tensor.completion import tucker_em
+from tomioka_jax.tensor.completion import tucker_nway
 from tomioka_jax.tensor.ops import Tucker
 from tomioka_jax.tensor.ops import fold
 from tomioka_jax.tensor.ops import hosvd
@@ -90,6 +91,7 @@ __all__ = [
     "spectral_norm",
     "tensor_spectral_norm",
     "tucker_em",
+    "tucker_nway",
     "tucker_to_tensor",
     "unfold",
     # structured Schatten norms (2013) and the subspace norm (2015)
