@@ -269,11 +269,46 @@ def test_constraint_iterations_match_the_papers_updates():
           z[k] = _svt_np(xk + a[k] / eta, 1 / eta)
           a[k] = a[k] + eta * (xk - z[k])
       res = completion.constraint(x.shape, idx, y, lam=lam, eta=eta, max_iter=n_iter,
-                                  check_every=100)
+                                  check_every=100, float32_start=False)
       assert int(res.iterations) == n_iter
       np.testing.assert_allclose(res.X, x_ref, atol=1e-10)
       for k in range(k_modes):
         np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
+
+
+@pytest.mark.parametrize("solver, tol, lam", [("constraint", 1e-3, 0.0),
+                                              ("constraint", 1e-7, 0.0),
+                                              ("constraint", 1e-5, 0.05),
+                                              ("mixture", 1e-3, 0.0), ("mixture", 5e-5, 0.0),
+                                              ("mixture", 1e-5, 0.05)])
+def test_float32_start_keeps_the_float64_certificate(solver, tol, lam):
+  # The float32 iterations hand over to float64 ones: the result's gap is evaluated in
+  # float64 at the returned X (which fits y exactly at lam = 0) and meets the same stopping
+  # rule; below the float32 phase's floor (1e-4) the float64 iterations carry on to tol.
+  with jax.enable_x64(True):
+    x, idx, y = _problem((12, 12, 10), (2, 2, 2), *((0.6, 7) if solver == "constraint"
+                                                   else (0.9, 1)))
+    solve = functools.partial(getattr(completion, solver), x.shape, idx, y, tol=tol, lam=lam)
+    fast, slow = solve(), solve(float32_start=False)
+    for res in (fast, slow):
+      assert res.X.dtype == jnp.float64 and bool(res.converged) and float(res.gap) <= tol
+      if lam == 0:
+        np.testing.assert_allclose(res.X[tuple(idx.T)], y, atol=1e-13)
+      if solver == "constraint":
+        fit = np.sum((np.asarray(res.X)[tuple(idx.T)] - y) ** 2) / (2 * lam) if lam else 0
+        np.testing.assert_allclose(res.primal, prox.overlapped_trace_norm(res.X) + fit,
+                                   rtol=1e-10)
+    assert not np.array_equal(fast.X, slow.X)  # the float32 phase did run
+    # Both are within tol of the same optimum.
+    assert abs(float(fast.primal) - float(slow.primal)) <= 2 * tol * float(slow.primal)
+    assert abs(int(fast.iterations) - int(slow.iterations)) <= 10
+    if tol < 1e-4:
+      assert _test_error(fast.X, np.asarray(slow.X), idx) < 1e-3
+    if solver == "constraint":
+      mat = completion.as_matrix(x.shape, idx, y, 1, tol=tol, lam=lam)
+      assert bool(mat.converged) and float(mat.gap) <= tol
+  with pytest.raises(ValueError, match="float32_start must be True or False"):
+    getattr(completion, solver)(x.shape, idx, y, float32_start=1)
 
 
 def test_mixture_iterations_match_the_papers_updates():
@@ -293,7 +328,7 @@ def test_mixture_iterations_match_the_papers_updates():
       z_sum = sum(np.asarray(ops.fold(z[k], k, x.shape)) for k in range(3))
       alpha = np.where(mask, (y_dense - z_sum + eta * v_sum) / (lam + eta * 3), 0)
     res = completion.mixture(x.shape, idx, y, lam=lam, eta=eta, max_iter=n_iter, check_every=100,
-                             relaxation=1.0)
+                             relaxation=1.0, float32_start=False)
     np.testing.assert_allclose(res.X, z_sum, atol=1e-10)
     for k in range(3):
       np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
@@ -309,7 +344,7 @@ def test_as_matrix_is_constraint_on_one_unfolding():
       eta = 1 / (10 * np.std(np.asarray(y), ddof=1))
       ref = completion._constraint_jit(  # pylint: disable=protected-access
           mask, y_dense, 0.0, eta, 1e-4, jnp.ones((1,)), modes=(mode,), max_iter=2000,
-          check_every=5, adapt_until=completion._ADAPT_ITERATIONS)
+          check_every=5, adapt_until=completion._ADAPT_ITERATIONS, float32_start=True)
       assert int(mat.iterations) == int(ref.iterations)
       np.testing.assert_allclose(mat.X, ref.X, atol=1e-10)
       np.testing.assert_allclose(mat.components, ref.components, atol=1e-10)

