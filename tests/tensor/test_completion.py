@@ -75,7 +75,9 @@ def test_fully_observed_noisy_solves_are_the_proxes():
 def test_jit_matches_no_jit_and_eager_loop():
   with jax.enable_x64(True):
     x, idx, y = _problem((4, 3, 3), (2, 2, 2), 0.7, seed=2)
-    run = functools.partial(completion.constraint, x.shape, max_iter=2, check_every=1)
+    # Float64 throughout: one loop to trace eagerly (the float32 start is tested apart).
+    run = functools.partial(completion.constraint, x.shape, max_iter=2, check_every=1,
+                            float32_start=False)
     plain = run(idx, y)
     jitted = jax.jit(run)(idx, y)
     with jax.disable_jit():
