@@ -232,7 +232,7 @@ def test_tucker_bad_ranks(ranks, match):
     (dict(impute_every=0), "impute_every must be a positive integer, got 0"),
     (dict(impute_every=2.5), "impute_every must be a positive integer"),
     (dict(skip_settled="yes"), "skip_settled must be True or False"),
-    (dict(crit=0.0), "tol must be > 0"),
+    (dict(crit=0.0), "crit must be > 0, got 0.0"),
     (dict(max_iter=0), "max_iter must be a positive integer"),
 ])
 def test_tucker_nway_bad_input(kwargs, match):

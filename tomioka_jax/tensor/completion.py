@@ -151,13 +151,13 @@ def _observed_values(mask: jax.Array, y: jax.Array, values: ArrayLike) -> jax.Ar
   return jnp.asarray(values, y.dtype)
 
 
-def _check_hyper(lam, tol, max_iter, eta, check_every=1) -> None:
+def _check_hyper(lam, tol, max_iter, eta, check_every=1, tol_name="tol") -> None:
   if int(check_every) != check_every or check_every < 1:
     raise ValueError(f"check_every must be a positive integer, got {check_every}")
   if _is_concrete(lam) and not float(lam) >= 0:
     raise ValueError(f"lam must be >= 0 (0 fits the observations exactly), got {lam}")
   if _is_concrete(tol) and not float(tol) > 0:
-    raise ValueError(f"tol must be > 0, got {tol}")
+    raise ValueError(f"{tol_name} must be > 0, got {tol}")
   if int(max_iter) != max_iter or max_iter < 1:
     raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
   if eta is not None and _is_concrete(eta) and not float(eta) > 0:
@@ -908,7 +908,7 @@ def tucker_nway(shape: Sequence[int], indices: ArrayLike, values: ArrayLike,
 
   With few E-steps an over-sized model (ranks x1.2 in the paper's Figure 1) fits the
   imputed values and keeps them: it stays far from the truth at every observed fraction,
-  as in the paper, where :func:`tucker_em` recovers it at high fractions.
+  as in the paper.
 
   Args:
     shape: the tensor's shape ``(n_1, ..., n_K)``.
@@ -932,7 +932,7 @@ def tucker_nway(shape: Sequence[int], indices: ArrayLike, values: ArrayLike,
   """
   mask, y = observation_tensors(shape, indices, values)
   ranks = _check_tucker_ranks(y.shape, ranks)
-  _check_hyper(0.0, crit, max_iter, None)
+  _check_hyper(0.0, crit, max_iter, None, tol_name="crit")
   if isinstance(impute_every, bool) or int(impute_every) != impute_every or impute_every < 1:
     raise ValueError(f"impute_every must be a positive integer, got {impute_every!r}")
   if not isinstance(skip_settled, bool):
