@@ -35,8 +35,8 @@ def _configure_jax() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
     jax.config.update("jax_num_cpu_devices", int(os.environ.get("TOMIOKA_CPU_DEVICES", "8")))
-  # Bit-identical random numbers, much shorter XLA:CPU compile times (tomioka_jax.core.compat).
-  from tomioka_jax.core import compat  # pylint: disable=g-import-not-at-top
+  # Bit-identical random numbers, much shorter XLA:CPU compile times (tomioka_jax.core._compat).
+  from tomioka_jax.core import _compat as compat  # pylint: disable=g-import-not-at-top
   compat.fast_threefry_compilation()
   compat.patient_cpu_collectives()  # 8 simulated devices on a loaded machine
 

@@ -3,7 +3,7 @@
 Tomioka, Hayashi, Kashima, "Estimation of low-rank tensors via convex optimization", 2010,
 arXiv:1010.0789. The same iterations, defaults (residual balancing of eta; Mixture
 over-relaxed) and stopping rule (relative duality gap) as
-:mod:`tomioka_jax.tensor.completion`, written the way one would without JAX: a Python loop,
+:mod:`tomioka_jax.tensor._completion`, written the way one would without JAX: a Python loop,
 ``numpy.linalg.svd`` of each unfolding for thresholding and norms, ``numpy.linalg.norm(., 2)``
 for spectral norms; like the JAX solvers, a check evaluates the exact gap only once a cheap
 estimate is within 10 tol. Used only by ``benchmarks/tensor_completion.py``.
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# As tomioka_jax.tensor.completion: the gap-estimate gate and residual balancing of eta.
+# As tomioka_jax.tensor._completion: the gap-estimate gate and residual balancing of eta.
 _ESTIMATE_FACTOR = 10.0
 _BALANCE, _STEP_FACTOR, _ADAPT_ITERATIONS, _ADAPT_EVERY = 3.0, 3.0, 500, 5
 

@@ -32,8 +32,6 @@ from benchmarks import _harness
 from tomioka_jax import core
 from tomioka_jax import data
 from tomioka_jax import optim
-from tomioka_jax.optim import capacity
-from tomioka_jax.optim import ddp
 
 PAPER = ("Neyshabur, Tomioka, Salakhutdinov, Srebro 2016 (Data-Dependent Path Normalization, "
          "arXiv 1511.06747)")
@@ -106,9 +104,9 @@ def _unbalanced(name: str, params, key):
       layers[i]["kernel"] = nnx.Param(layers[i]["kernel"][...] * c[None, :])
       layers[i]["bias"] = nnx.Param(layers[i]["bias"][...] * c)
     return params
-  layers = capacity.mlp_layers(params)
-  return capacity.set_mlp_layers(
-      params, capacity.rescale(layers, capacity.random_rescaling(key, layers, SPREAD)))
+  layers = optim.mlp_layers(params)
+  return optim.set_mlp_layers(
+      params, optim.rescale(layers, optim.random_rescaling(key, layers, SPREAD)))
 
 
 def make_trainer(apply, make_optimizer, train, test, epochs: int, hp_axes=None):
@@ -163,10 +161,10 @@ def _model(name: str, in_features: int, hidden: int):
   if name == "SGD+BN":
     return BatchNormMLP(in_features, (hidden, hidden), 10, rngs=rngs)
   if name == "DDP-Norm a=0 centered":  # the data-dependent end in the BN MLP's layout
-    return ddp.DDPNormalizedMLP(in_features, (hidden, hidden), 10, alpha=0.0, rngs=rngs,
+    return optim.DDPNormalizedMLP(in_features, (hidden, hidden), 10, alpha=0.0, rngs=rngs,
                                 momentum=0.9, center=True, normalize_output=False)
   if name.startswith("DDP-Norm"):
-    return ddp.DDPNormalizedMLP(in_features, (hidden, hidden), 10, alpha=0.5, rngs=rngs,
+    return optim.DDPNormalizedMLP(in_features, (hidden, hidden), 10, alpha=0.5, rngs=rngs,
                                 momentum=0.9)
   return core.MLP(in_features, (hidden, hidden), 10, rngs=rngs)
 
@@ -193,7 +191,7 @@ def _make_optimizer(group: str, network, input_shape):
     return lambda hp: optax.chain(
         _select(hp["method"], [optax.identity(),
                                optim.scale_by_path_norm(network, input_shape),
-                               ddp.scale_by_ddp(hp["alpha"])]),
+                               optim.scale_by_ddp(hp["alpha"])]),
         optax.scale(-hp["lr"]))
   return lambda hp: optax.sgd(LEARNING_RATES[group])
 

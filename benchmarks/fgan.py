@@ -29,7 +29,7 @@ import optax
 import scipy.optimize
 
 from benchmarks import _harness
-from tomioka_jax.generative import fgan
+from tomioka_jax.generative import _fgan as fgan
 
 PAPER = ("Nowozin, Cseke, Tomioka 2016, f-GAN: Training Generative Neural Samplers using "
          "Variational Divergence Minimization, arXiv:1606.00709")

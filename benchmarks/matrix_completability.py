@@ -23,7 +23,7 @@ import scipy.stats  # noqa: E402
 
 from benchmarks import _harness  # noqa: E402
 from tomioka_jax import matrix as mc  # noqa: E402
-from tomioka_jax.matrix import completability as mc_impl  # noqa: E402
+from tomioka_jax.matrix import _completability as mc_impl  # noqa: E402
 
 _LOG = logging.getLogger(__name__)
 
@@ -88,8 +88,7 @@ def _calibration_rank_one(n: int, sigma: float, draws: int, seed: int = 1) -> di
     mask = rng.random((n, n)) < 2.0 * _dof_density(n, n, 1)
     pred = mc.rank_one_complete(jnp.asarray(a), mask, noise_std=sigma)
     noisy = jnp.asarray(a[None] + sigma * rng.normal(size=(draws, n, n)))
-    est = jax.vmap(lambda x: mc_impl._rank_one_complete(  # pylint: disable=protected-access
-        x, jnp.asarray(mask), jnp.asarray(sigma)).estimate)(noisy)
+    est = jax.vmap(lambda x: mc.rank_one_complete(x, mask, noise_std=sigma).estimate)(noisy)
     c = np.asarray(pred.completable) & ~mask
     empirical = np.sqrt(np.mean((np.asarray(est) - a[None]) ** 2, axis=0))[c]
     predicted = np.asarray(pred.std)[c]

@@ -27,7 +27,7 @@ from flax import nnx
 from benchmarks import _harness
 from tomioka_jax import core
 from tomioka_jax import data
-from tomioka_jax.generative import mlvae
+from tomioka_jax import generative
 
 PAPER = "Bouchacourt, Tomioka, Nowozin 2017 (ML-VAE, arXiv 1705.08841)"
 NAME = "mlvae"
@@ -39,13 +39,13 @@ def train_model(x: np.ndarray, y: np.ndarray, group_size: int, num_steps: int, s
   """Trains an ML-VAE with groups of ``group_size`` same-class images; returns the model.
 
   The whole run is one compiled ``lax.scan``: each step draws its groups on the device
-  (:func:`mlvae.make_group_sampler`) and applies the core's train step.
+  (:func:`tomioka_jax.generative.make_group_sampler`) and applies the core's train step.
   """
-  model = mlvae.MLVAE(x.shape[1:], STYLE_DIM, CONTENT_DIM, hidden=256, rngs=nnx.Rngs(seed))
+  model = generative.MLVAE(x.shape[1:], STYLE_DIM, CONTENT_DIM, hidden=256, rngs=nnx.Rngs(seed))
   opt = optax.adam(1e-3)
   graphdef, state = core.create_train_state(model, opt, jax.random.key(seed))
   step = core.make_train_step(graphdef, mlvae.mlvae_loss, opt)
-  sample = mlvae.make_group_sampler(y, 256 // group_size, group_size)  # 256 images per step
+  sample = generative.make_group_sampler(y, 256 // group_size, group_size)  # 256 images per step
   images = jnp.asarray(x)
 
   @jax.jit
@@ -62,14 +62,14 @@ def train_model(x: np.ndarray, y: np.ndarray, group_size: int, num_steps: int, s
 
 @jax.jit
 def _elbo_per_obs(model, keys, x, mask):
-  terms = jax.vmap(lambda k: mlvae.group_elbo(model, k, x, mask).elbo)(keys)
+  terms = jax.vmap(lambda k: generative.group_elbo(model, k, x, mask).elbo)(keys)
   return jnp.mean(terms) / jnp.sum(mask[0])
 
 
 def test_elbo(model, x, y, group_size: int, num_groups: int = 200) -> float:
   """Test ELBO per image of groups of ``group_size``, padded to the largest group size (one
   compiled function for every size; the mask marks the real members)."""
-  idx = mlvae.group_batches(jax.random.key(100 + group_size), y, num_groups, group_size)
+  idx = generative.group_batches(jax.random.key(100 + group_size), y, num_groups, group_size)
   pad = max(GROUP_SIZES) - group_size
   idx = np.pad(idx, ((0, 0), (0, pad)))
   mask = jnp.asarray(np.arange(max(GROUP_SIZES)) < group_size, jnp.float32)
@@ -153,7 +153,7 @@ def run(quick: bool) -> _harness.Result:
   columns = []
   for c in range(10):
     group = test.x[np.nonzero(test.y == c)[0][:8]]
-    columns.append(np.asarray(mlvae.swap(model, jnp.asarray(styles), jnp.asarray(group))))
+    columns.append(np.asarray(generative.swap(model, jnp.asarray(styles), jnp.asarray(group))))
   h, w = test.x.shape[1:3]
   grid = np.zeros(((8 + 1) * (h + 1), (10 + 1) * (w + 1)))
   for r in range(8):

@@ -36,7 +36,6 @@ from benchmarks import _harness
 from tomioka_jax import core
 from tomioka_jax import data
 from tomioka_jax import optim
-from tomioka_jax.optim import capacity
 
 PAPER = ("Neyshabur, Salakhutdinov, Srebro 2015 (Path-SGD, arXiv 1506.02617); Neyshabur, "
          "Tomioka, Srebro 2014/2015 (arXiv 1412.6614, 1503.00036)")
@@ -72,9 +71,9 @@ def experiment_init(train, test, hidden: int, epochs: int, spread: float,
   in_features = int(np.prod(train["x"].shape[1:]))
   model = core.MLP(in_features, (hidden, hidden), 10, rngs=nnx.Rngs(0))
   network, balanced = optim.nnx_network(model)
-  layers = capacity.mlp_layers(balanced)
-  scales = capacity.random_rescaling(jax.random.key(7), layers, spread)
-  unbalanced = capacity.set_mlp_layers(balanced, capacity.rescale(layers, scales))
+  layers = optim.mlp_layers(balanced)
+  scales = optim.random_rescaling(jax.random.key(7), layers, spread)
+  unbalanced = optim.set_mlp_layers(balanced, optim.rescale(layers, scales))
   x_probe = jnp.asarray(train["x"][:64])
   same_function = float(jnp.max(jnp.abs(network(unbalanced, x_probe) -
                                         network(balanced, x_probe))))
@@ -98,19 +97,19 @@ def experiment_size(train, test, sizes, epochs: int) -> dict:
     network, params = optim.nnx_network(model)
     run = core.make_epoch_trainer(network, optax.sgd(0.3), train, test, batch_size=64, epochs=epochs)
     params, metrics = run(params, jax.random.key(1))
-    layers = capacity.mlp_layers(params)
+    layers = optim.mlp_layers(params)
     logits = network(params, jnp.asarray(train["x"]))
-    margin = float(jnp.quantile(capacity.margins(logits, jnp.asarray(train["y"])), 0.05))
+    margin = float(jnp.quantile(optim.margins(logits, jnp.asarray(train["y"])), 0.05))
     rows.append({
         "hidden": h,
         "weights": sum(int(np.prod(w.shape)) for w, _ in layers),
         "train_err": float(metrics["train_err"][-1]),
         "test_err": float(metrics["test_err"][-1]),
         "train_ce": float(metrics["train_ce"][-1]),
-        "path_norm_2": float(capacity.path_norm(layers, 2.0)),
-        "per_unit_l2_max": float(capacity.per_unit_max_norm(layers, 2.0)),
-        "frobenius_product": float(capacity.group_norm(layers, 2.0, 2.0)),
-        "spectral_product": float(capacity.spectral_norm_product(layers)),
+        "path_norm_2": float(optim.path_norm(layers, 2.0)),
+        "per_unit_l2_max": float(optim.per_unit_max_norm(layers, 2.0)),
+        "frobenius_product": float(optim.group_norm(layers, 2.0, 2.0)),
+        "spectral_product": float(optim.spectral_norm_product(layers)),
         "margin_q05": margin,
     })
   return {"rows": rows}

@@ -27,7 +27,7 @@ from scipy import stats  # noqa: E402
 
 from benchmarks import _harness  # noqa: E402
 from tomioka_jax import data as tj_data  # noqa: E402
-from tomioka_jax.generative.pvae import vae  # noqa: E402
+from tomioka_jax.generative.pvae import _vae as vae  # noqa: E402
 
 # XLA:CPU compile options (training program, evaluation program). Full mode: LLVM at -O1
 # instead of -O2, ~20-35% less compile time for the same measured steps/s on these small MLPs.

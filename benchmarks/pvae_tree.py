@@ -28,8 +28,8 @@ import numpy as np  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from benchmarks import _harness  # noqa: E402
-from tomioka_jax.generative.pvae import data  # noqa: E402
-from tomioka_jax.generative.pvae import vae  # noqa: E402
+from tomioka_jax.generative.pvae import _data as data  # noqa: E402
+from tomioka_jax.generative.pvae import _vae as vae  # noqa: E402
 
 # XLA:CPU compile options. Full mode: LLVM at -O1 instead of -O2, ~20-35% less compile time for
 # the same measured steps/s on these small MLPs. Quick mode, whose few steps are mostly compile

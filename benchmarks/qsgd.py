@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 from benchmarks import _harness
 from tomioka_jax import core
 from tomioka_jax import data
-from tomioka_jax.distributed import qsgd
+from tomioka_jax.distributed import _qsgd as qsgd
 
 PAPER = ("Alistarh, Grubic, Li, Tomioka, Vojnovic (2017), QSGD: Communication-Efficient SGD "
          "via Gradient Quantization and Encoding, arXiv:1610.02132")
@@ -67,7 +67,7 @@ def _bounds(n: int, num_draws: int) -> list[dict]:
 
       errors, q = draws(jax.random.split(jax.random.key(0), num_draws), x)
       measured = float(np.mean(np.asarray(errors)))
-      v = np.asarray(qsgd._as_buckets(x, d), np.float64)
+      v = np.asarray(qsgd.as_buckets(x, d), np.float64)
       dd = v.shape[1]
       bound = min(dd / s**2, math.sqrt(dd) / s) * float((v**2).sum())
       elias = qsgd.encoded_bits(q)
@@ -77,7 +77,7 @@ def _bounds(n: int, num_draws: int) -> list[dict]:
              "elias_over_fp32": elias / (32 * n),
              "paper_elias_bound_over_fp32": v.shape[0] * _theorem_3_2_bits(s, dd) / (32 * n)}
       if d is not None:
-        row["dense_over_fp32"] = qsgd._wire_bits(q) / (32 * n)
+        row["dense_over_fp32"] = qsgd.wire_bits(q) / (32 * n)
       rows.append(row)
   return rows
 

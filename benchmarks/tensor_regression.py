@@ -18,7 +18,7 @@ each at its lambda picked on a validation set. Two regimes:
 Lambda grid: ``sigma sqrt(m)`` times each regularizer's dual norm of a standard Gaussian
 tensor (the noise level the theory asks lambda to dominate), times ``c`` on a log grid.
 All solves of one regularizer family for one training size run as one jitted ``lax.map`` over
-(lambda, weights) of :func:`tomioka_jax.tensor.regression.fit_solve`; the training sets are
+(lambda, weights) of :func:`tomioka_jax.tensor._tensor.regression_solve`; the training sets are
 nested and padded to the largest size with a sample mask, and both experiments' inputs are
 zero-padded to one tensor shape (``PAD``, which changes no estimate), so each family compiles
 once. Data are drawn with NumPy.
@@ -36,9 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import _harness
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
-from tomioka_jax.tensor import regression
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
 
 PAPER = ("Wimalawarne, Tomioka, Sugiyama (2016), Theoretical and Experimental Analyses of "
          "Tensor-Based Regression and Classification, Neural Computation 28(4), arXiv:1509.01770")
@@ -120,8 +119,8 @@ def _make_solver(norm):
   def one(x, y, mask, lam, weights, eta_scale):
     # default_eta divides by the inputs' rms, which the padding zeros lower by
     # sqrt(size / PAD size): eta_scale undoes that, so the ADMM runs as on the true shape.
-    eta = eta_scale * regression.default_eta(x, y, mask, lam, "squared")
-    return regression.fit_solve(x, y, mask, lam, eta, TOL, weights, MAX_ITER, 5, 10,
+    eta = eta_scale * tensor.regression_default_eta(x, y, mask, lam, "squared")
+    return tensor.regression_solve(x, y, mask, lam, eta, TOL, weights, MAX_ITER, 5, 10,
                                 norm=norm, loss="squared", modes=tuple(range(len(PAD))))
 
   def family(x, y, mask, lams, weights, eta_scale):
@@ -132,7 +131,7 @@ def _make_solver(norm):
 def _ridge_path(x, y, m, lams):  # x may be zero-padded: zero columns get zero weights
   """Ridge with an unpenalized bias on the first m samples, in closed form (NumPy).
 
-  ``min_{w, b} 1/2 ||y - X w - b||^2 + lam/2 ||w||^2`` (what ``regression.fit`` with
+  ``min_{w, b} 1/2 ||y - X w - b||^2 + lam/2 ||w||^2`` (what ``tensor.fit_regression`` with
   ``norm="frobenius"`` solves on the dual): centre, then ``(Xc^T Xc + lam I) w = Xc^T yc``.
   """
   xm = x[:m].reshape(m, -1)

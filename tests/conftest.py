@@ -4,7 +4,7 @@
 * Strict rank promotion: implicit broadcasting between arrays of different rank raises.
 * The threefry compile-time work-around (bit-identical random numbers) and a 600 s limit,
   instead of 40 s, on XLA:CPU collectives waiting for device threads on a loaded machine (see
-  :mod:`tomioka_jax.core.compat`).
+  :mod:`tomioka_jax.core._compat`).
 
 Both must be set before JAX creates its backends, hence at import time of the conftest.
 """
@@ -20,7 +20,7 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-from tomioka_jax.core import compat  # noqa: E402
+from tomioka_jax.core import _compat as compat  # noqa: E402
 
 compat.fast_threefry_compilation()
 compat.patient_cpu_collectives()

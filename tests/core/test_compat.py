@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tomioka_jax import core
-from tomioka_jax.core import compat
+from tomioka_jax.core import _compat as compat
 
 
 @pytest.mark.parametrize("shape", [(7,), (3, 5), (2, 3, 4), (2, 1, 3, 2), (0, 3)])

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.core import gaussians
+from tomioka_jax.core import _gaussians as gaussians
 
 
 def test_product_is_the_posterior_of_noisy_observations():

@@ -1,10 +1,10 @@
-"""Tests for tomioka_jax.core.rng: the fused threefry draws are jax.random's, bit for bit."""
+"""Tests for tomioka_jax.core._rng: the fused threefry draws are jax.random's, bit for bit."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tomioka_jax.core import rng
+from tomioka_jax.core import _rng as rng
 
 
 def test_draws_equal_jax_random_bit_for_bit():

@@ -36,7 +36,7 @@ def test_digit_dataset_falls_back_offline(tmp_path, caplog):
   with caplog.at_level("WARNING"):
     ds = data.load("mnist", "test", data_dir=str(tmp_path), download=False)
   assert ds.source == "sklearn:digits" and ds.x.shape[1:] == (8, 8, 1)
-  messages = [r.getMessage() for r in caplog.records if r.name == "tomioka_jax.data.loaders"]
+  messages = [r.getMessage() for r in caplog.records if r.name == "tomioka_jax.data._loaders"]
   assert len(messages) == 1 and "\n" not in messages[0]
   assert "falling back to scikit-learn's 8x8 digits" in messages[0]
 

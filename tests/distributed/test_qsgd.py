@@ -1,4 +1,4 @@
-"""Tests for tomioka_jax.distributed.qsgd against the mathematics of QSGD (arXiv:1610.02132).
+"""Tests for tomioka_jax.distributed._qsgd against the mathematics of QSGD (arXiv:1610.02132).
 
 Monte Carlo tolerances: means are compared per coordinate with z-scores against the exact
 rounding variance (|z| < 5.5: a false alarm has probability < 1e-6 per coordinate), second
@@ -24,7 +24,7 @@ from tomioka_jax.distributed import encoded_bits
 from tomioka_jax.distributed import quantize
 from tomioka_jax.distributed import quantized_mean
 from tomioka_jax.distributed import quantized_tree_mean
-from tomioka_jax.distributed import qsgd
+from tomioka_jax.distributed import _qsgd as qsgd
 
 NUM_DEVICES = 8
 Z_MAX = 5.5

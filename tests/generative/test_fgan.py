@@ -1,4 +1,4 @@
-"""Tests for tomioka_jax.generative.fgan against the mathematics of f-divergences.
+"""Tests for tomioka_jax.generative._fgan against the mathematics of f-divergences.
 
 Conjugates are checked against a brute-force supremum, Fenchel-Young and (f*)' = (f')^{-1};
 the composites against the plain formulas and for finiteness at extreme inputs; the variational
@@ -16,7 +16,7 @@ import optax
 import pytest
 import scipy.special
 
-from tomioka_jax.generative import fgan
+from tomioka_jax.generative import _fgan as fgan
 
 ALPHAS = (-1.0, 0.0, 0.5, 1.0, 2.0)  # both branches (a < 1, a > 1) and both limits
 CASES = [(n, {}) for n in fgan.DIVERGENCES if n != "alpha"] + [("alpha", {"alpha": a})

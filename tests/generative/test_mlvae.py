@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tomioka_jax.core import gaussians
-from tomioka_jax.generative import mlvae
+from tomioka_jax.core import _gaussians as gaussians
+from tomioka_jax.generative import _mlvae as mlvae
 
 
 def _model(seed=0):

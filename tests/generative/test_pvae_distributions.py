@@ -9,7 +9,7 @@ import pytest
 from jax.test_util import check_grads
 from scipy import integrate, stats
 
-from tomioka_jax.core import rng
+from tomioka_jax.core import _rng as rng
 from tomioka_jax.generative import pvae
 
 
@@ -185,7 +185,7 @@ def test_bad_inputs_raise():
 def test_log_ndtr_against_scipy():
   """The single-erfc log Phi (with its asymptotic tail) against scipy, values and derivatives."""
   from scipy import special  # pylint: disable=g-import-not-at-top
-  from tomioka_jax.generative.pvae import distributions as dist_lib
+  from tomioka_jax.generative.pvae import _distributions as dist_lib
   x = np.concatenate([np.linspace(-60.0, 10.0, 4001), [0.0]])
   ref = special.log_ndtr(x)
   ref_grad = np.exp(-0.5 * x**2 - 0.5 * np.log(2 * np.pi) - ref)
@@ -212,7 +212,7 @@ def test_log_ndtr_against_scipy():
 def test_radius_solvers_invert_the_cdf(scale, c, d):
   """Newton solver: F(r) = Phi(z) in both tails; quintic-Hermite quantile table: equal to it."""
   from scipy import special  # pylint: disable=g-import-not-at-top
-  from tomioka_jax.generative.pvae import distributions as dist_lib
+  from tomioka_jax.generative.pvae import _distributions as dist_lib
   with jax.enable_x64(True):
     z = jnp.linspace(-8.0, 8.0, 161)
     s, k = jnp.full(z.shape, scale), jnp.full(z.shape, c)
@@ -238,7 +238,7 @@ def test_radius_solvers_invert_the_cdf(scale, c, d):
 
 def test_table_sampler_gradients_and_shapes():
   """The tabulated path (many samples per scale) has the implicit gradients too, per scale."""
-  from tomioka_jax.generative.pvae import distributions as dist_lib
+  from tomioka_jax.generative.pvae import _distributions as dist_lib
   n = 600
   assert n >= dist_lib._TABLE_MIN_RATIO * dist_lib._TABLE_NODES * 1  # one (sigma, c): tabulated
   with jax.enable_x64(True):
@@ -273,7 +273,7 @@ def test_fused_log_densities_equal_log_prob_of_the_samples(d):
     eps = jax.random.normal(key, (200, d), jnp.float64)  # the draws _wrapped_draw makes
     np.testing.assert_allclose(pvae.distance(jnp.broadcast_to(loc, z.shape), z, 1.3),
                                0.6 * np.linalg.norm(eps, axis=-1), rtol=1e-9)
-    assert rng._fusable_threefry(key, 200 * d)  # pylint: disable=protected-access
+    assert rng._fusable_threefry(key, 200 * d)
 
 
 def test_wrapped_samples_have_correct_gradients():

@@ -7,7 +7,7 @@ import pytest
 from jax.test_util import check_grads
 
 from tomioka_jax.generative import pvae
-from tomioka_jax.generative.pvae import manifold
+from tomioka_jax.generative.pvae import _manifold as manifold
 
 CURVATURES = [0.1, 1.0, 2.5]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from tomioka_jax.generative.pvae import data
-from tomioka_jax.generative.pvae import manifold
-from tomioka_jax.generative.pvae import vae
+from tomioka_jax.generative.pvae import _data as data
+from tomioka_jax.generative.pvae import _manifold as manifold
+from tomioka_jax.generative.pvae import _vae as vae
 
 # Each family, each decoder and each likelihood at least once (compiling a variant is slow).
 VARIANTS = [("normal", "linear", "gaussian"), ("wrapped", "gyroplane", "bernoulli"),

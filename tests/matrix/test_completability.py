@@ -1,4 +1,4 @@
-"""Tests for tomioka_jax.matrix.completability (Király-Theran-Tomioka 2015, Király-Tomioka 2012).
+"""Tests for tomioka_jax.matrix._completability (Király-Theran-Tomioka 2015, Király-Tomioka 2012).
 
 The generic-point Jacobian test is checked against exact combinatorics where it exists (rank one:
 bipartite connectivity), against dimension counts (full observation, empty rows), and against

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.optimize
 
-from tomioka_jax.optim import capacity
+from tomioka_jax.optim import _capacity as capacity
 
 
 def random_layers(sizes, seed=0, bias=True, dtype=jnp.float64):
@@ -39,7 +39,7 @@ def test_rescaling_keeps_function_and_path_norms():
     scales = capacity.random_rescaling(jax.random.key(1), layers, spread=2.0)
     moved = capacity.rescale(layers, scales)
     x = jax.random.normal(jax.random.key(2), (7, 4), jnp.float64)
-    np.testing.assert_allclose(capacity.forward(moved, x), capacity.forward(layers, x),
+    np.testing.assert_allclose(capacity.mlp_forward(moved, x), capacity.mlp_forward(layers, x),
                                rtol=1e-10)
     for p in (1.0, 2.0, np.inf):
       np.testing.assert_allclose(capacity.path_norm(moved, p), capacity.path_norm(layers, p),

@@ -14,7 +14,7 @@ from flax import nnx
 
 from tomioka_jax import core
 from tomioka_jax import optim
-from tomioka_jax.optim import ddp
+from tomioka_jax.optim import _ddp as ddp
 
 
 def _reference_inputs(shape):

@@ -14,8 +14,8 @@ from jax.flatten_util import ravel_pytree
 
 from tomioka_jax import core
 from tomioka_jax import optim
-from tomioka_jax.optim import capacity
-from tomioka_jax.optim import ddp
+from tomioka_jax.optim import _capacity as capacity
+from tomioka_jax.optim import _ddp as ddp
 
 
 def random_layers(sizes=(3, 4, 4, 3, 2), seed=0):
@@ -114,7 +114,7 @@ def test_alpha_zero_is_output_second_moment_and_alpha_one_is_path_norm():
   with jax.enable_x64(True):
     layers = random_layers(seed=3)
     x = random_inputs(8, 3, seed=3)
-    out = np.asarray(capacity.forward(layers, x))
+    out = np.asarray(capacity.mlp_forward(layers, x))
     np.testing.assert_allclose(np.sum(gammas(layers, x, 0.0)[-1]), np.sum(np.mean(out**2, 0)),
                                rtol=1e-12)
     np.testing.assert_allclose(np.sqrt(np.sum(gammas(layers, x, 1.0)[-1])),
@@ -158,7 +158,7 @@ def test_alpha_one_equals_path_sgd_exactly():
 
 @jax.jit
 def _loss(layers, x, y):
-  return optax.softmax_cross_entropy_with_integer_labels(capacity.forward(layers, x), y).mean()
+  return optax.softmax_cross_entropy_with_integer_labels(capacity.mlp_forward(layers, x), y).mean()
 
 
 @functools.partial(jax.jit, static_argnums=3)

@@ -12,7 +12,7 @@ from flax import nnx
 
 from tomioka_jax import core
 from tomioka_jax import optim
-from tomioka_jax.optim import capacity
+from tomioka_jax.optim import _capacity as capacity
 
 
 def tiny_mlp(sizes=(3, 4, 3, 2), seed=0):
@@ -81,7 +81,7 @@ def test_path_norm_equals_brute_force(p):
   layers = [(np.asarray(w, np.float64), np.asarray(b, np.float64))
             for w, b in capacity.mlp_layers(params)]
   expected = sum(brute_force_path_sum(layers, p)) ** (1 / p)
-  np.testing.assert_allclose(optim.path_norm(network, params, (3,), p), expected, rtol=1e-5)
+  np.testing.assert_allclose(optim.network_path_norm(network, params, (3,), p), expected, rtol=1e-5)
   np.testing.assert_allclose(capacity.path_norm(capacity.mlp_layers(params), p), expected,
                              rtol=1e-5)
 
@@ -173,4 +173,4 @@ def test_unsupported_layer_and_bad_arguments():
   with pytest.raises(ValueError, match="needs params"):
     opt.update(params, opt.init(params))
   with pytest.raises(ValueError, match="p must be a finite number >= 1"):
-    optim.path_norm(network, params, (3,), p=0.5)
+    optim.network_path_norm(network, params, (3,), p=0.5)

@@ -1,4 +1,4 @@
-"""Tests for tomioka_jax.tensor.completion: duality gaps, recovery, agreement with the proxes."""
+"""Tests for tomioka_jax.tensor._completion: duality gaps, recovery, agreement with the proxes."""
 
 import functools
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.tensor import completion
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
+from tomioka_jax.tensor import _completion as completion
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
 
 
 def _problem(shape, ranks, fraction, seed=0, dtype=jnp.float64):
@@ -344,7 +344,7 @@ def test_as_matrix_is_constraint_on_one_unfolding():
     for mode in range(3):
       mat = completion.as_matrix(x.shape, idx, y, mode, tol=1e-4)
       eta = 1 / (10 * np.std(np.asarray(y), ddof=1))
-      ref = completion._constraint_jit(  # pylint: disable=protected-access
+      ref = completion.constraint_jit(
           mask, y_dense, 0.0, eta, 1e-4, jnp.ones((1,)), modes=(mode,), max_iter=2000,
           check_every=5, adapt_until=completion._ADAPT_ITERATIONS, float32_start=True)
       assert int(mat.iterations) == int(ref.iterations)
@@ -361,7 +361,7 @@ def test_mixture_static_exact_flag_matches_the_run_time_branch(lam):
     y = jnp.asarray(np.random.default_rng(0).standard_normal((6, 7, 8)))
     mask = jnp.asarray(np.random.default_rng(1).random(y.shape) < 0.6)
     args = (mask, jnp.where(mask, y, 0), lam, 1.0, 1e-4, jnp.ones((3,)))
-    solve = completion._mixture_jit  # pylint: disable=protected-access
+    solve = completion.mixture_jit
     ref = solve(*args, max_iter=300, check_every=1)
     res = solve(*args, max_iter=300, check_every=1, exact=lam == 0)
     assert int(res.iterations) == int(ref.iterations)

@@ -1,11 +1,11 @@
-"""Tests for tomioka_jax.tensor.ops: unfoldings, mode products, Tucker, HOSVD."""
+"""Tests for tomioka_jax.tensor._ops: unfoldings, mode products, Tucker, HOSVD."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.tensor import ops
+from tomioka_jax.tensor import _ops as ops
 
 
 def _tensor(shape, seed=0):

@@ -1,12 +1,12 @@
-"""Tests for tomioka_jax.tensor.prox: optimality conditions, Moreau decomposition, pairings."""
+"""Tests for tomioka_jax.tensor._prox: optimality conditions, Moreau decomposition, pairings."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
 
 SHAPE = (6, 5, 4)
 WEIGHTS = (1.0, 0.7, 1.3)

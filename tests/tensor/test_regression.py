@@ -1,13 +1,13 @@
-"""Tests for tomioka_jax.tensor.regression: duality gaps, KKT conditions, a slow reference."""
+"""Tests for tomioka_jax.tensor._regression: duality gaps, KKT conditions, a slow reference."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
-from tomioka_jax.tensor import regression
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
+from tomioka_jax.tensor import _regression as regression
 
 SHAPE = (4, 4, 3)
 M = 50
@@ -28,7 +28,7 @@ def _data(loss="squared", ranks=(1, 1, 1), m=M, shape=SHAPE, seed=0, dtype=jnp.f
 
 def _grad(res, x, y, loss):
   """The loss gradient in W at the solution, from the predictions (not from alpha)."""
-  d = regression.loss_gradient(loss, regression.predict(res, x), y)
+  d = regression.loss_gradient(loss, regression.predict_regression(res, x), y)
   return jnp.einsum("i,i...->...", d, x), d
 
 
@@ -46,7 +46,7 @@ def _objective(w, b, x, y, loss, lam, norm):
 def test_duality_gap_reaches_tolerance(norm):
   with jax.enable_x64(True):
     x, y, _ = _data()
-    res = regression.fit(x, y, norm=norm, lam=2.0, tol=1e-5, max_iter=5000,
+    res = regression.fit_regression(x, y, norm=norm, lam=2.0, tol=1e-5, max_iter=5000,
                          mode=1 if norm == "matrix" else None)
     assert bool(res.converged) and -1e-12 <= float(res.gap) <= 1e-5  # rounding below 0
     assert float(res.dual) <= float(res.primal) * (1 + 1e-12)
@@ -54,7 +54,7 @@ def test_duality_gap_reaches_tolerance(norm):
     # The bias condition sum_i alpha_i = 0, and alpha is minus the loss gradient (residual).
     np.testing.assert_allclose(jnp.sum(res.alpha), 0, atol=1e-10)
     if norm != "frobenius":
-      np.testing.assert_allclose(res.alpha, y - regression.predict(res, x), atol=1e-2)
+      np.testing.assert_allclose(res.alpha, y - regression.predict_regression(res, x), atol=1e-2)
 
 
 def test_overlapped_kkt_gradient_in_subdifferential():
@@ -62,7 +62,7 @@ def test_overlapped_kkt_gradient_in_subdifferential():
   with jax.enable_x64(True):
     x, y, _ = _data()
     lam = 2.0
-    res = regression.fit(x, y, norm="overlapped", lam=lam, tol=1e-8, max_iter=20000)
+    res = regression.fit_regression(x, y, norm="overlapped", lam=lam, tol=1e-8, max_iter=20000)
     assert bool(res.converged)
     g, d = _grad(res, x, y, "squared")
     np.testing.assert_allclose(jnp.sum(d), 0, atol=1e-6)
@@ -82,7 +82,7 @@ def test_latent_kkt_each_component(norm):
   with jax.enable_x64(True):
     x, y, _ = _data(ranks=(1, 3, 3))
     lam = 2.0
-    res = regression.fit(x, y, norm=norm, lam=lam, tol=1e-8, max_iter=20000)
+    res = regression.fit_regression(x, y, norm=norm, lam=lam, tol=1e-8, max_iter=20000)
     assert bool(res.converged)
     g, _ = _grad(res, x, y, "squared")
     weights = (prox.scaled_latent_weights(SHAPE, jnp.float64) if norm == "scaled_latent"
@@ -159,7 +159,7 @@ def test_agrees_with_slow_proximal_gradient(norm):
       weights = np.array([0.0, 1.0, 0.0])  # one unfolding: the others' components stay 0
     comps, b = _fista_latent(x, y, lam, weights, 4000)
     w_ref = comps.sum(0)
-    res = regression.fit(x, y, norm=norm, lam=lam, tol=1e-9, max_iter=20000,
+    res = regression.fit_regression(x, y, norm=norm, lam=lam, tol=1e-9, max_iter=20000,
                          mode=1 if norm == "matrix" else None)
     assert bool(res.converged)
     np.testing.assert_allclose(res.W, w_ref, atol=2e-4 * np.abs(w_ref).max())
@@ -183,7 +183,7 @@ def test_overlapped_agrees_with_proximal_gradient_on_the_overlapped_prox():
       g = xm.T @ r
       w = prox_fn(w - step * g[:-1].reshape(SHAPE))
       b = b - step * g[-1]
-    res = regression.fit(x, y, norm="overlapped", lam=lam, tol=1e-9, max_iter=20000)
+    res = regression.fit_regression(x, y, norm="overlapped", lam=lam, tol=1e-9, max_iter=20000)
     ref = _objective(w, b, x, y, "squared", lam, prox.overlapped_trace_norm)
     assert float(res.primal) <= float(ref) * (1 + 1e-6)  # at least as good as the reference
     np.testing.assert_allclose(res.primal, ref, rtol=1e-4)
@@ -197,15 +197,15 @@ def test_recovers_a_low_rank_weight_tensor_with_enough_samples():
   with jax.enable_x64(True):
     x, y, w = _data(ranks=(1, 1, 1), seed=5, noise=0.01, scale=3.0)
     train = jnp.arange(M) < 40  # 40 samples < 48 unknowns: least squares cannot recover W
-    res = regression.fit(x, y, norm="overlapped", lam=0.05, tol=1e-5, max_iter=5000,
+    res = regression.fit_regression(x, y, norm="overlapped", lam=0.05, tol=1e-5, max_iter=5000,
                          sample_mask=train)
     err = float(jnp.linalg.norm(res.W - w) / jnp.linalg.norm(w))
-    ridge = regression.fit(x, y, norm="frobenius", lam=0.05, sample_mask=train)
+    ridge = regression.fit_regression(x, y, norm="frobenius", lam=0.05, sample_mask=train)
     err_ridge = float(jnp.linalg.norm(ridge.W - w) / jnp.linalg.norm(w))
     assert err < 0.05 and err_ridge > 0.2, (err, err_ridge)
     np.testing.assert_allclose(res.b, 0.3, atol=0.02)
     # Held-out samples are predicted to the noise level.
-    np.testing.assert_allclose(regression.predict(res, x[40:]), y[40:], atol=0.1)
+    np.testing.assert_allclose(regression.predict_regression(res, x[40:]), y[40:], atol=0.1)
 
 
 # --------------------------------------------------------------------------- logistic
@@ -235,10 +235,10 @@ def test_logistic_solution_is_stationary_by_finite_differences(norm):
   with jax.enable_x64(True):
     x, y, _ = _data(loss="logistic", scale=3.0, seed=1)
     lam = 1.0
-    res = regression.fit(x, y, norm=norm, loss="logistic", lam=lam, tol=1e-8, max_iter=5000)
+    res = regression.fit_regression(x, y, norm=norm, loss="logistic", lam=lam, tol=1e-8, max_iter=5000)
     assert bool(res.converged) and float(res.gap) <= 1e-8
     # alpha_i = -l'(z_i) with the derivative taken by finite differences.
-    z = regression.predict(res, x)
+    z = regression.predict_regression(res, x)
     mask = jnp.ones(M, bool)
     h = 1e-6
     fd = jnp.stack([(regression.loss_value("logistic", z + h * e, y, mask) -
@@ -263,7 +263,7 @@ def test_logistic_ridge_matches_newton_on_the_primal():
   with jax.enable_x64(True):
     x, y, _ = _data(loss="logistic", scale=3.0, seed=2)
     lam = 0.5
-    res = regression.fit(x, y, norm="frobenius", loss="logistic", lam=lam, tol=1e-10)
+    res = regression.fit_regression(x, y, norm="frobenius", loss="logistic", lam=lam, tol=1e-10)
     assert bool(res.converged)
     xm = np.concatenate([np.asarray(x).reshape(M, -1), np.ones((M, 1))], axis=1)
     yn = np.asarray(y)
@@ -286,17 +286,17 @@ def test_jit_matches_eager_and_mask_matches_subset():
   with jax.enable_x64(True):
     x, y, _ = _data()
     kw = dict(norm="latent", lam=2.0, tol=1e-6, max_iter=3000)
-    eager = regression.fit(x, y, **kw)
-    jitted = jax.jit(lambda a, b: regression.fit(a, b, **kw))(x, y)
+    eager = regression.fit_regression(x, y, **kw)
+    jitted = jax.jit(lambda a, b: regression.fit_regression(a, b, **kw))(x, y)
     np.testing.assert_allclose(jitted.W, eager.W, atol=1e-10)
     assert int(jitted.iterations) == int(eager.iterations)
     np.testing.assert_allclose(jnp.sum(eager.alpha), 0, atol=1e-10)
     # Masked-out samples are ignored: the same solve as on the subset.
     mask = jnp.arange(M) < 35
-    masked = regression.fit(x, y, sample_mask=mask, **kw)
+    masked = regression.fit_regression(x, y, sample_mask=mask, **kw)
     np.testing.assert_allclose(masked.alpha[35:], 0, atol=1e-12)
-    ridge_masked = regression.fit(x, y, norm="frobenius", lam=2.0, sample_mask=mask)
-    ridge_subset = regression.fit(x[:35], y[:35], norm="frobenius", lam=2.0)
+    ridge_masked = regression.fit_regression(x, y, norm="frobenius", lam=2.0, sample_mask=mask)
+    ridge_subset = regression.fit_regression(x[:35], y[:35], norm="frobenius", lam=2.0)
     np.testing.assert_allclose(ridge_masked.W, ridge_subset.W, atol=1e-10)
     np.testing.assert_allclose(ridge_masked.b, ridge_subset.b, atol=1e-10)
 
@@ -304,52 +304,52 @@ def test_jit_matches_eager_and_mask_matches_subset():
 def test_float32_matches_float64():
   with jax.enable_x64(True):
     x, y, _ = _data()
-    ref = regression.fit(x, y, norm="overlapped", lam=2.0, tol=1e-6, max_iter=5000)
-    res = regression.fit(x.astype(jnp.float32), y.astype(jnp.float32), norm="overlapped",
+    ref = regression.fit_regression(x, y, norm="overlapped", lam=2.0, tol=1e-6, max_iter=5000)
+    res = regression.fit_regression(x.astype(jnp.float32), y.astype(jnp.float32), norm="overlapped",
                          lam=2.0, tol=1e-3, max_iter=5000)
     assert res.W.dtype == jnp.float32 and res.alpha.dtype == jnp.float32
     assert bool(res.converged)
     np.testing.assert_allclose(res.W, ref.W, atol=0.02 * float(jnp.abs(ref.W).max()))
-    np.testing.assert_allclose(regression.predict(res, x.astype(jnp.float32)),
-                               regression.predict(ref, x), atol=0.05)
+    np.testing.assert_allclose(regression.predict_regression(res, x.astype(jnp.float32)),
+                               regression.predict_regression(ref, x), atol=0.05)
 
 
 def test_bad_inputs():
   x, y, _ = _data(dtype=jnp.float32)
   with pytest.raises(ValueError, match="norm must be one of"):
-    regression.fit(x, y, norm="nuclear", lam=1.0)
+    regression.fit_regression(x, y, norm="nuclear", lam=1.0)
   with pytest.raises(ValueError, match="loss must be one of"):
-    regression.fit(x, y, norm="latent", loss="hinge", lam=1.0)
+    regression.fit_regression(x, y, norm="latent", loss="hinge", lam=1.0)
   with pytest.raises(ValueError, match=r"y must have shape \(n_samples,\)"):
-    regression.fit(x, y[:-1], norm="latent", lam=1.0)
+    regression.fit_regression(x, y[:-1], norm="latent", lam=1.0)
   with pytest.raises(ValueError, match="X must have shape"):
-    regression.fit(x[:, :, 0, 0], y, norm="latent", lam=1.0)
+    regression.fit_regression(x[:, :, 0, 0], y, norm="latent", lam=1.0)
   with pytest.raises(ValueError, match="lam must be > 0, got -1.0"):
-    regression.fit(x, y, norm="latent", lam=-1.0)
+    regression.fit_regression(x, y, norm="latent", lam=-1.0)
   with pytest.raises(ValueError, match="tol must be > 0"):
-    regression.fit(x, y, norm="latent", lam=1.0, tol=0.0)
+    regression.fit_regression(x, y, norm="latent", lam=1.0, tol=0.0)
   with pytest.raises(ValueError, match="max_iter must be a positive integer"):
-    regression.fit(x, y, norm="latent", lam=1.0, max_iter=0)
+    regression.fit_regression(x, y, norm="latent", lam=1.0, max_iter=0)
   with pytest.raises(ValueError, match="eta must be > 0"):
-    regression.fit(x, y, norm="latent", lam=1.0, eta=-2.0)
+    regression.fit_regression(x, y, norm="latent", lam=1.0, eta=-2.0)
   with pytest.raises(ValueError, match="adapt_every must be a non-negative integer"):
-    regression.fit(x, y, norm="latent", lam=1.0, adapt_every=-1)
+    regression.fit_regression(x, y, norm="latent", lam=1.0, adapt_every=-1)
   with pytest.raises(ValueError, match=r"mode must be an integer in \[0, 3\)"):
-    regression.fit(x, y, norm="matrix", lam=1.0)
+    regression.fit_regression(x, y, norm="matrix", lam=1.0)
   with pytest.raises(ValueError, match="mode is only used with norm='matrix'"):
-    regression.fit(x, y, norm="latent", lam=1.0, mode=0)
+    regression.fit_regression(x, y, norm="latent", lam=1.0, mode=0)
   with pytest.raises(ValueError, match="sample_mask must be a boolean array"):
-    regression.fit(x, y, norm="latent", lam=1.0, sample_mask=jnp.ones(3, bool))
+    regression.fit_regression(x, y, norm="latent", lam=1.0, sample_mask=jnp.ones(3, bool))
   with pytest.raises(ValueError, match="labels in"):
-    regression.fit(x, y, norm="latent", loss="logistic", lam=1.0)
+    regression.fit_regression(x, y, norm="latent", loss="logistic", lam=1.0)
   with pytest.raises(ValueError, match="both labels"):
-    regression.fit(x, jnp.ones(M), norm="latent", loss="logistic", lam=1.0)
+    regression.fit_regression(x, jnp.ones(M), norm="latent", loss="logistic", lam=1.0)
   zero = jnp.zeros(())
   res = regression.RegressionResult(jnp.zeros(SHAPE), zero, jnp.zeros((1, *SHAPE)),
                                     jnp.zeros(M), 0, zero, zero, zero, True, zero, 0)
-  np.testing.assert_allclose(regression.predict(res, x), 0)
+  np.testing.assert_allclose(regression.predict_regression(res, x), 0)
   with pytest.raises(ValueError, match="X must have shape"):
-    regression.predict(res, x[:, :3])
+    regression.predict_regression(res, x[:, :3])
 
 
 @pytest.mark.parametrize("norm", ["overlapped", "scaled_latent"])
@@ -361,11 +361,11 @@ def test_zero_padded_inputs_give_the_same_estimate(norm):
     pad = (5, 5, 3)
     xp = jnp.pad(x, ((0, 0), (0, 1), (0, 2), (0, 0)))
     mask = jnp.ones(y.shape, bool)
-    ref = regression.fit(x, y, norm=norm, lam=0.5, check_every=5)
+    ref = regression.fit_regression(x, y, norm=norm, lam=0.5, check_every=5)
     weights = (prox.scaled_latent_weights((4, 3, 3)) if norm == "scaled_latent"
                else jnp.ones((3,)))
-    eta = regression.default_eta(x, y, mask, 0.5, "squared")
-    res = regression.fit_solve(xp, y, mask, 0.5, eta, 1e-3, weights, 2000, 5, 10,
+    eta = regression.regression_default_eta(x, y, mask, 0.5, "squared")
+    res = regression.regression_solve(xp, y, mask, 0.5, eta, 1e-3, weights, 2000, 5, 10,
                                norm="latent" if norm == "scaled_latent" else norm,
                                loss="squared", modes=(0, 1, 2))
     assert pad == res.W.shape

@@ -1,4 +1,4 @@
-"""Tests for tomioka_jax.tensor.schatten: overlapped and latent Schatten-1 denoising."""
+"""Tests for tomioka_jax.tensor._schatten: overlapped and latent Schatten-1 denoising."""
 
 import math
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
-from tomioka_jax.tensor import schatten
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
+from tomioka_jax.tensor import _schatten as schatten
 
 SHAPE = (6, 7, 8)
 

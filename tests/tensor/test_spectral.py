@@ -1,12 +1,12 @@
-"""Tests for tomioka_jax.tensor.spectral: the higher-order power method."""
+"""Tests for tomioka_jax.tensor._spectral: the higher-order power method."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import spectral
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _spectral as spectral
 
 
 def _orthonormal(n, r, seed):

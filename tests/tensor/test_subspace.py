@@ -1,4 +1,4 @@
-"""Tests for tomioka_jax.tensor.subspace: the subspace norm of Zheng and Tomioka (2015)."""
+"""Tests for tomioka_jax.tensor._subspace: the subspace norm of Zheng and Tomioka (2015)."""
 
 import functools
 
@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import schatten
-from tomioka_jax.tensor import subspace
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _schatten as schatten
+from tomioka_jax.tensor import _subspace as subspace
 
 SHAPE = (5, 6, 7)
 

@@ -1,34 +1,40 @@
 """Method-agnostic core: train state, pure train/eval steps, data parallelism, the fit loop."""
 
-from tomioka_jax.core.classifier import MLP
-from tomioka_jax.core.classifier import ClassifierConfig
-from tomioka_jax.core.classifier import classification_sums
-from tomioka_jax.core.classifier import make_epoch_trainer
-from tomioka_jax.core.classifier import cross_entropy_loss
-from tomioka_jax.core.classifier import train_classifier
-from tomioka_jax.core.compat import fast_threefry_compilation
-from tomioka_jax.core.loop import Checkpointer
-from tomioka_jax.core.loop import FitResult
-from tomioka_jax.core.loop import evaluate
-from tomioka_jax.core.loop import fit
-from tomioka_jax.core.parallel import DATA_AXIS
-from tomioka_jax.core.parallel import batch_sharding
-from tomioka_jax.core.parallel import data_mesh
-from tomioka_jax.core.parallel import initialize_distributed
-from tomioka_jax.core.parallel import mesh_size
-from tomioka_jax.core.parallel import replicate
-from tomioka_jax.core.parallel import replicated_sharding
-from tomioka_jax.core.parallel import shard_batch
-from tomioka_jax.core.train import TrainState
-from tomioka_jax.core.train import apply_model
-from tomioka_jax.core.train import create_train_state
-from tomioka_jax.core.train import make_eval_step
-from tomioka_jax.core.train import make_shard_map_train_step
-from tomioka_jax.core.train import make_train_step
-from tomioka_jax.core.train import optimizer_extra_args
-from tomioka_jax.core.train import pmean_gradients
+from tomioka_jax.core._checks import is_concrete
+from tomioka_jax.core._classifier import MLP
+from tomioka_jax.core._classifier import ClassifierConfig
+from tomioka_jax.core._classifier import classification_sums
+from tomioka_jax.core._classifier import make_epoch_trainer
+from tomioka_jax.core._classifier import cross_entropy_loss
+from tomioka_jax.core._classifier import train_classifier
+from tomioka_jax.core._compat import fast_threefry_compilation
+from tomioka_jax.core._gaussians import diag_gaussian_log_prob
+from tomioka_jax.core._gaussians import kl_to_standard_normal
+from tomioka_jax.core._gaussians import product_of_gaussians
+from tomioka_jax.core._gaussians import reparameterized_sample
+from tomioka_jax.core._loop import Checkpointer
+from tomioka_jax.core._loop import FitResult
+from tomioka_jax.core._loop import evaluate
+from tomioka_jax.core._loop import fit
+from tomioka_jax.core._parallel import DATA_AXIS
+from tomioka_jax.core._parallel import batch_sharding
+from tomioka_jax.core._parallel import data_mesh
+from tomioka_jax.core._parallel import initialize_distributed
+from tomioka_jax.core._parallel import mesh_size
+from tomioka_jax.core._parallel import replicate
+from tomioka_jax.core._parallel import replicated_sharding
+from tomioka_jax.core._parallel import shard_batch
+from tomioka_jax.core._train import TrainState
+from tomioka_jax.core._train import apply_model
+from tomioka_jax.core._train import create_train_state
+from tomioka_jax.core._train import make_eval_step
+from tomioka_jax.core._train import make_shard_map_train_step
+from tomioka_jax.core._train import make_train_step
+from tomioka_jax.core._train import optimizer_extra_args
+from tomioka_jax.core._train import pmean_gradients
 
 __all__ = [
+    "is_concrete",
     "MLP",
     "ClassifierConfig",
     "classification_sums",
@@ -36,6 +42,10 @@ __all__ = [
     "cross_entropy_loss",
     "train_classifier",
     "fast_threefry_compilation",
+    "diag_gaussian_log_prob",
+    "kl_to_standard_normal",
+    "product_of_gaussians",
+    "reparameterized_sample",
     "Checkpointer",
     "FitResult",
     "evaluate",

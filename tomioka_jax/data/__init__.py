@@ -1,13 +1,13 @@
 """Datasets and batch iterators: TFDS loaders with offline fallbacks, step-indexed batches."""
 
-from tomioka_jax.data.batches import Batches
-from tomioka_jax.data.loaders import DIGITS
-from tomioka_jax.data.loaders import KNOWN_DATASETS
-from tomioka_jax.data.loaders import Dataset
-from tomioka_jax.data.loaders import DatasetUnavailableError
-from tomioka_jax.data.loaders import dataset_info
-from tomioka_jax.data.loaders import load
-from tomioka_jax.data.loaders import load_digits
+from tomioka_jax.data._batches import Batches
+from tomioka_jax.data._loaders import DIGITS
+from tomioka_jax.data._loaders import KNOWN_DATASETS
+from tomioka_jax.data._loaders import Dataset
+from tomioka_jax.data._loaders import DatasetUnavailableError
+from tomioka_jax.data._loaders import dataset_info
+from tomioka_jax.data._loaders import load
+from tomioka_jax.data._loaders import load_digits
 
 __all__ = [
     "Batches",

@@ -1,18 +1,18 @@
 """Distributed training: QSGD gradient quantization, coding and quantized all-reduce.
 
-* :mod:`tomioka_jax.distributed.qsgd` -- Alistarh, Grubic, Li, Tomioka, Vojnovic (2017), QSGD.
+* ``_qsgd`` -- Alistarh, Grubic, Li, Tomioka, Vojnovic (2017), QSGD.
 """
 
-from tomioka_jax.distributed.qsgd import PRESETS
-from tomioka_jax.distributed.qsgd import Quantized
-from tomioka_jax.distributed.qsgd import QuantizedMean
-from tomioka_jax.distributed.qsgd import decode
-from tomioka_jax.distributed.qsgd import dequantize
-from tomioka_jax.distributed.qsgd import encode
-from tomioka_jax.distributed.qsgd import encoded_bits
-from tomioka_jax.distributed.qsgd import quantize
-from tomioka_jax.distributed.qsgd import quantized_mean
-from tomioka_jax.distributed.qsgd import quantized_tree_mean
+from tomioka_jax.distributed._qsgd import PRESETS
+from tomioka_jax.distributed._qsgd import Quantized
+from tomioka_jax.distributed._qsgd import QuantizedMean
+from tomioka_jax.distributed._qsgd import decode
+from tomioka_jax.distributed._qsgd import dequantize
+from tomioka_jax.distributed._qsgd import encode
+from tomioka_jax.distributed._qsgd import encoded_bits
+from tomioka_jax.distributed._qsgd import quantize
+from tomioka_jax.distributed._qsgd import quantized_mean
+from tomioka_jax.distributed._qsgd import quantized_tree_mean
 
 __all__ = [
     "PRESETS",

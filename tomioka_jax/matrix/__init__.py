@@ -1,11 +1,11 @@
 """Algebraic-combinatorial low-rank matrix completion (Király, Theran, Tomioka).
 
-* :mod:`~tomioka_jax.matrix.completability` -- which entries a mask determines (generic-point
+* ``_completability`` -- which entries a mask determines (generic-point
   Jacobian test, rank-one bipartite connectivity), circuits, single-entry completion with error
   estimates, and nuclear-norm completion for comparison (arXiv 1211.4116, 1206.6470).
 """
 
-from tomioka_jax.matrix.completability import (
+from tomioka_jax.matrix._completability import (
     Circuit,
     Completability,
     EntryCompletion,

@@ -1,56 +1,56 @@
 """Poincaré-ball VAEs (Mathieu, Le Lan, Maddison, Tomioka, Teh 2019, arXiv:1901.06033).
 
-* :mod:`~tomioka_jax.generative.pvae.manifold` -- the Poincaré ball of curvature -c: Möbius
+* ``_manifold`` -- the Poincaré ball of curvature -c: Möbius
   operations, exp/log maps, parallel transport, distances, gyroplanes, projection.
-* :mod:`~tomioka_jax.generative.pvae.distributions` -- ``WrappedNormal`` and ``RiemannianNormal``
+* ``_distributions`` -- ``WrappedNormal`` and ``RiemannianNormal``
   (distrax distributions, densities w.r.t. the Riemannian volume), the Riemannian normal's exact
   log-normaliser, radius CDF and reparameterised radius sampler.
-* :mod:`~tomioka_jax.generative.pvae.layers` -- NNX ``GyroplaneLayer`` (hyperbolic multinomial
+* ``_layers`` -- NNX ``GyroplaneLayer`` (hyperbolic multinomial
   regression, the decoder's first layer) and ``MobiusLayer``.
-* :mod:`~tomioka_jax.generative.pvae.vae` -- the N-VAE / P-VAE family (wrapped or Riemannian
+* ``_vae`` -- the N-VAE / P-VAE family (wrapped or Riemannian
   normal prior and posterior, wrapped or gyroplane decoder), ELBO and IWAE bounds, training.
-* :mod:`~tomioka_jax.generative.pvae.data` -- the branching-diffusion tree data of the paper.
+* ``_data`` -- the branching-diffusion tree data of the paper.
 """
 
-from tomioka_jax.generative.pvae.data import TreeData
-from tomioka_jax.generative.pvae.data import branching_diffusion
-from tomioka_jax.generative.pvae.data import train_test_split
-from tomioka_jax.generative.pvae.distributions import RiemannianNormal
-from tomioka_jax.generative.pvae.distributions import WrappedNormal
-from tomioka_jax.generative.pvae.distributions import log_normalizer
-from tomioka_jax.generative.pvae.distributions import radius_cdf
-from tomioka_jax.generative.pvae.distributions import radius_log_prob
-from tomioka_jax.generative.pvae.distributions import sample_radius
-from tomioka_jax.generative.pvae.layers import Curvature
-from tomioka_jax.generative.pvae.layers import GyroplaneLayer
-from tomioka_jax.generative.pvae.layers import MobiusLayer
-from tomioka_jax.generative.pvae.manifold import check_in_ball
-from tomioka_jax.generative.pvae.manifold import conformal_factor
-from tomioka_jax.generative.pvae.manifold import distance
-from tomioka_jax.generative.pvae.manifold import distance0
-from tomioka_jax.generative.pvae.manifold import expmap
-from tomioka_jax.generative.pvae.manifold import expmap0
-from tomioka_jax.generative.pvae.manifold import gyration
-from tomioka_jax.generative.pvae.manifold import gyroplane_distance
-from tomioka_jax.generative.pvae.manifold import gyroplane_distances
-from tomioka_jax.generative.pvae.manifold import logmap
-from tomioka_jax.generative.pvae.manifold import logmap0
-from tomioka_jax.generative.pvae.manifold import mobius_add
-from tomioka_jax.generative.pvae.manifold import mobius_add_expmap0
-from tomioka_jax.generative.pvae.manifold import mobius_matvec
-from tomioka_jax.generative.pvae.manifold import mobius_scalar_mul
-from tomioka_jax.generative.pvae.manifold import parallel_transport
-from tomioka_jax.generative.pvae.manifold import parallel_transport0
-from tomioka_jax.generative.pvae.manifold import parallel_transport_to0
-from tomioka_jax.generative.pvae.manifold import project
-from tomioka_jax.generative.pvae.manifold import riemannian_norm
-from tomioka_jax.generative.pvae.vae import VAE
-from tomioka_jax.generative.pvae.vae import VAEConfig
-from tomioka_jax.generative.pvae.vae import elbo
-from tomioka_jax.generative.pvae.vae import evaluate_iwae
-from tomioka_jax.generative.pvae.vae import iwae_bound
-from tomioka_jax.generative.pvae.vae import make_train
-from tomioka_jax.generative.pvae.vae import make_vae
+from tomioka_jax.generative.pvae._data import TreeData
+from tomioka_jax.generative.pvae._data import branching_diffusion
+from tomioka_jax.generative.pvae._data import train_test_split
+from tomioka_jax.generative.pvae._distributions import RiemannianNormal
+from tomioka_jax.generative.pvae._distributions import WrappedNormal
+from tomioka_jax.generative.pvae._distributions import log_normalizer
+from tomioka_jax.generative.pvae._distributions import radius_cdf
+from tomioka_jax.generative.pvae._distributions import radius_log_prob
+from tomioka_jax.generative.pvae._distributions import sample_radius
+from tomioka_jax.generative.pvae._layers import Curvature
+from tomioka_jax.generative.pvae._layers import GyroplaneLayer
+from tomioka_jax.generative.pvae._layers import MobiusLayer
+from tomioka_jax.generative.pvae._manifold import check_in_ball
+from tomioka_jax.generative.pvae._manifold import conformal_factor
+from tomioka_jax.generative.pvae._manifold import distance
+from tomioka_jax.generative.pvae._manifold import distance0
+from tomioka_jax.generative.pvae._manifold import expmap
+from tomioka_jax.generative.pvae._manifold import expmap0
+from tomioka_jax.generative.pvae._manifold import gyration
+from tomioka_jax.generative.pvae._manifold import gyroplane_distance
+from tomioka_jax.generative.pvae._manifold import gyroplane_distances
+from tomioka_jax.generative.pvae._manifold import logmap
+from tomioka_jax.generative.pvae._manifold import logmap0
+from tomioka_jax.generative.pvae._manifold import mobius_add
+from tomioka_jax.generative.pvae._manifold import mobius_add_expmap0
+from tomioka_jax.generative.pvae._manifold import mobius_matvec
+from tomioka_jax.generative.pvae._manifold import mobius_scalar_mul
+from tomioka_jax.generative.pvae._manifold import parallel_transport
+from tomioka_jax.generative.pvae._manifold import parallel_transport0
+from tomioka_jax.generative.pvae._manifold import parallel_transport_to0
+from tomioka_jax.generative.pvae._manifold import project
+from tomioka_jax.generative.pvae._manifold import riemannian_norm
+from tomioka_jax.generative.pvae._vae import VAE
+from tomioka_jax.generative.pvae._vae import VAEConfig
+from tomioka_jax.generative.pvae._vae import elbo
+from tomioka_jax.generative.pvae._vae import evaluate_iwae
+from tomioka_jax.generative.pvae._vae import iwae_bound
+from tomioka_jax.generative.pvae._vae import make_train
+from tomioka_jax.generative.pvae._vae import make_vae
 
 __all__ = [
     "TreeData",

@@ -168,7 +168,7 @@ def _bucket_layout(size: int, bucket_size: int | None) -> tuple[int, int]:
   return d, -(-size // d)
 
 
-def _as_buckets(x: jax.Array, bucket_size: int | None) -> jax.Array:
+def as_buckets(x: jax.Array, bucket_size: int | None) -> jax.Array:
   """Flattens ``x`` into ``(num_buckets, d)`` rows in its compute dtype, zero-padding the end."""
   d, nb = _bucket_layout(x.size, bucket_size)
   flat = x.reshape(-1).astype(_compute_dtype(x.dtype))
@@ -275,7 +275,7 @@ def quantize(key: jax.Array, x: jax.typing.ArrayLike, *, num_levels: int,
   _check_choice("rng", rng, _RNGS)
   x = jnp.asarray(x)
   _check_float(x)
-  v = _as_buckets(x, bucket_size)
+  v = as_buckets(x, bucket_size)
   scales = _bucket_scales(v, norm)
   levels = _stochastic_levels(key, v, scales, num_levels, rng)
   # Not masked by levels > 0: a mask would make XLA recompute the whole rounding in a second
@@ -565,7 +565,7 @@ def _from_wire(wire: tuple[jax.Array, jax.Array], like: Quantized) -> Quantized:
                              signs=negative.reshape(like.levels.shape), scales=scales)
 
 
-def _wire_bits(q: Quantized) -> int:
+def wire_bits(q: Quantized) -> int:
   """Bits of :func:`_to_wire`'s output: packed codes plus 32 per scale."""
   w = _wire_width(q.num_levels)
   per_byte = max(1, 8 // w)
@@ -589,7 +589,7 @@ def _mean_of_gathered(wire: tuple[jax.Array, jax.Array], like: Quantized) -> jax
 def _all_gather_mean(key, x, axis_name, num_levels, bucket_size, norm, rng):
   q = quantize(key, x, num_levels=num_levels, bucket_size=bucket_size, norm=norm, rng=rng)
   wire = lax.all_gather(_to_wire(q), axis_name)
-  return _mean_of_gathered(wire, q), _wire_bits(q)
+  return _mean_of_gathered(wire, q), wire_bits(q)
 
 
 def _reduce_scatter_mean(key, x, axis_name, num_levels, bucket_size, norm, rng):
@@ -614,14 +614,14 @@ def _reduce_scatter_mean(key, x, axis_name, num_levels, bucket_size, norm, rng):
   chunks = jax.vmap(lambda w: dequantize(_from_wire(w, q_chunk)))(
       lax.all_gather(_to_wire(q_chunk), axis_name))
   mean = chunks.reshape(-1)[:x.size].reshape(x.shape)
-  bits = (workers - 1) * _wire_bits(like) + _wire_bits(q_chunk)
+  bits = (workers - 1) * wire_bits(like) + wire_bits(q_chunk)
   return mean, bits
 
 
 def _shared_scale_mean(key, x, axis_name, num_levels, bucket_size, norm, rng):
   workers = lax.axis_size(axis_name)
   sum_dtype = _sum_dtype(workers * num_levels)
-  v = _as_buckets(x, bucket_size)
+  v = as_buckets(x, bucket_size)
   # One scale per bucket for all workers, so the integer levels of different workers share a
   # unit and can be summed exactly.
   scales = lax.pmax(_bucket_scales(v, norm), axis_name)

@@ -23,7 +23,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from tqdm.auto import tqdm
 
-from tomioka_jax.core.train import TrainState
+from tomioka_jax.core._train import TrainState
 
 Batch = Any
 StepFn = Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]

@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from tomioka_jax.core import gaussians
+from tomioka_jax.core import _gaussians as gaussians
 
 
 class Posteriors(NamedTuple):

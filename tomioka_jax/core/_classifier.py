@@ -17,8 +17,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from tomioka_jax.core import loop
-from tomioka_jax.core import train
+from tomioka_jax.core import _loop as loop
+from tomioka_jax.core import _train as train
 
 
 class MLP(nnx.Module):
@@ -130,7 +130,7 @@ def train_classifier(config: ClassifierConfig, train_data: dict[str, np.ndarray]
   test_batches = data_lib.Batches(test_data, eval_size, drop_remainder=False, pad_remainder=True,
                                   process_index=process_index, process_count=process_count)
   if mesh is not None:
-    from tomioka_jax.core import parallel  # pylint: disable=g-import-not-at-top
+    from tomioka_jax.core import _parallel as parallel  # pylint: disable=g-import-not-at-top
     state = parallel.replicate(state, mesh)
     get_batch = lambda step: parallel.shard_batch(batches(step), mesh)
     eval_batches = lambda: (parallel.shard_batch(b, mesh) for b in test_batches.epoch(0))

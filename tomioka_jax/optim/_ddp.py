@@ -77,9 +77,9 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from tomioka_jax.optim import capacity
-from tomioka_jax.optim.path_sgd import Network
-from tomioka_jax.optim.path_sgd import nnx_network
+from tomioka_jax.optim import _capacity as capacity
+from tomioka_jax.optim._path_sgd import Network
+from tomioka_jax.optim._path_sgd import nnx_network
 
 Layer = tuple[jax.Array, jax.Array]
 _INPUT_GAMMAS = ("ones", "second_moment")
@@ -107,7 +107,7 @@ def _check_input_gamma(input_gamma: str) -> None:
 
 def _as_layers(layers: Sequence[tuple[jax.Array, jax.Array | None]]) -> list[Layer]:
   """float32 (or wider) copies of the layers, with missing biases as zeros."""
-  capacity._check_layers(layers)  # pylint: disable=protected-access
+  capacity.check_layers(layers)
   dtype = jnp.promote_types(jnp.asarray(layers[0][0]).dtype, jnp.float32)
   out = []
   for w, b in layers:

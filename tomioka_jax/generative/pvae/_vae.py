@@ -44,11 +44,11 @@ import optax
 from flax import nnx
 from jax.typing import ArrayLike
 
-from tomioka_jax.generative.pvae import manifold
-from tomioka_jax.generative.pvae.distributions import RiemannianNormal
-from tomioka_jax.generative.pvae.distributions import WrappedNormal
-from tomioka_jax.generative.pvae.layers import Curvature
-from tomioka_jax.generative.pvae.layers import GyroplaneLayer
+from tomioka_jax.generative.pvae import _manifold as manifold
+from tomioka_jax.generative.pvae._distributions import RiemannianNormal
+from tomioka_jax.generative.pvae._distributions import WrappedNormal
+from tomioka_jax.generative.pvae._layers import Curvature
+from tomioka_jax.generative.pvae._layers import GyroplaneLayer
 
 DISTRIBUTIONS = ("normal", "wrapped", "riemannian")
 DECODERS = ("linear", "wrapped", "gyroplane")
@@ -71,7 +71,7 @@ class VAEConfig:
     distribution: ``"normal"`` (N-VAE), ``"wrapped"`` or ``"riemannian"`` (P-VAE); prior and
       posterior are of this family.
     decoder: ``"linear"`` (MLP on the coordinates), ``"wrapped"`` (``log_0`` then MLP) or
-      ``"gyroplane"`` (a :class:`~tomioka_jax.generative.pvae.layers.GyroplaneLayer` as the
+      ``"gyroplane"`` (a :class:`~tomioka_jax.generative.pvae._layers.GyroplaneLayer` as the
       first layer). The last two need a ball (not ``"normal"``).
     likelihood: ``"gaussian"`` (unit variance) or ``"bernoulli"`` (logits; observations in [0, 1]).
     c: curvature magnitude of the ball, > 0 (ignored by the N-VAE).
@@ -213,7 +213,7 @@ class VAE(nnx.Module):
     config: the :class:`VAEConfig`.
     c: the curvature to use instead of ``config.c``; may be a traced array (to ``vmap`` a
       training run over curvatures). It is a non-trainable
-      :class:`~tomioka_jax.generative.pvae.layers.Curvature` variable (also the gyroplane
+      :class:`~tomioka_jax.generative.pvae._layers.Curvature` variable (also the gyroplane
       layer's), so optimiser updates over ``nnx.Param`` leave it unchanged.
     rngs: ``nnx.Rngs`` for initialisation.
   """

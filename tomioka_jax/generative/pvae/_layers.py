@@ -17,7 +17,7 @@ import jax.numpy as jnp
 from flax import nnx
 from jax.typing import ArrayLike
 
-from tomioka_jax.generative.pvae import manifold
+from tomioka_jax.generative.pvae import _manifold as manifold
 
 
 class Curvature(nnx.Variable):
@@ -51,7 +51,7 @@ class GyroplaneLayer(nnx.Module):
   .. math::  f_k(z) = \\|a_k\\|_{p_k}\\, d_c^{\\pm}(z, H_{a_k, p_k}),
      \\qquad \\|a_k\\|_{p_k} = \\lambda_{p_k}^c |a_k| = 2 |w_k|
 
-  with the signed distance of :func:`~tomioka_jax.generative.pvae.manifold.gyroplane_distance`.
+  with the signed distance of :func:`~tomioka_jax.generative.pvae._manifold.gyroplane_distance`.
   As ``c -> 0`` it tends to the affine map ``z -> 4 W z - 4 b |w|^2`` (the metric is
   ``4|dx|^2`` there; ``p_k -> b_k w_k``).
 

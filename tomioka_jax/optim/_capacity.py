@@ -27,7 +27,7 @@ Layer = tuple[jax.Array, jax.Array | None]
 Layers = Sequence[Layer]
 
 
-def _check_layers(layers: Layers) -> None:
+def check_layers(layers: Layers) -> None:
   if not layers:
     raise ValueError("layers must hold at least one (W, b) pair, got an empty sequence")
   for i, (w, b) in enumerate(layers):
@@ -67,9 +67,9 @@ def set_mlp_layers(params: Any, layers: Layers) -> Any:
   return params
 
 
-def forward(layers: Layers, x: jax.Array) -> jax.Array:
+def mlp_forward(layers: Layers, x: jax.Array) -> jax.Array:
   """The network's output on a batch ``x`` of shape (batch, fan_in): ReLU between layers."""
-  _check_layers(layers)
+  check_layers(layers)
   for i, (w, b) in enumerate(layers):
     x = x @ w + (0.0 if b is None else b[None, :])
     if i < len(layers) - 1:
@@ -84,7 +84,7 @@ def group_norm(layers: Layers, p: float = 2.0, q: float = 2.0) -> jax.Array:
   ``q = inf`` gives the per-unit max norm :func:`per_unit_max_norm`; ``p = q = 2`` the
   product of Frobenius norms.
   """
-  _check_layers(layers)
+  check_layers(layers)
   if not p >= 1 or not q >= 1:
     raise ValueError(f"p and q must be >= 1 (inf allowed), got p={p}, q={q}")
   total = jnp.ones((), layers[0][0].dtype)
@@ -101,7 +101,7 @@ def per_unit_max_norm(layers: Layers, p: float = 2.0) -> jax.Array:
 
 def spectral_norm_product(layers: Layers) -> jax.Array:
   """The product over layers of the largest singular value of ``W_l``."""
-  _check_layers(layers)
+  check_layers(layers)
   total = jnp.ones((), layers[0][0].dtype)
   for w, _ in layers:
     total = total * jnp.linalg.norm(w, ord=2)
@@ -115,7 +115,7 @@ def path_norm(layers: Layers, p: float = 2.0) -> jax.Array:
   at an output unit. Dynamic programming over layers: ``h_v = sum_u h_u |w_uv|^p + |b_v|^p``
   from ``h = 1`` at the inputs (``max`` in place of ``sum`` for ``p = inf``).
   """
-  _check_layers(layers)
+  check_layers(layers)
   if p == float("inf"):
     h = jnp.ones((jnp.shape(layers[0][0])[0],), layers[0][0].dtype)
     for w, b in layers:
@@ -140,7 +140,7 @@ def rescale(layers: Layers, scales: Sequence[jax.Array]) -> list[Layer]:
     layers: L dense layers.
     scales: L - 1 positive vectors, one per hidden layer, of that layer's width.
   """
-  _check_layers(layers)
+  check_layers(layers)
   if len(scales) != len(layers) - 1:
     raise ValueError(f"scales must hold one vector per hidden layer ({len(layers) - 1}), got "
                      f"{len(scales)}")
@@ -165,7 +165,7 @@ def balance(layers: Layers, p: float = 2.0) -> list[Layer]:
   it. So for one output, ``per_unit_max_norm(balance(w, p), p) == path_norm(w, p)``: the
   minimum over rescalings of ``mu_{p,inf}`` (Neyshabur, Tomioka, Srebro 2015) is attained here.
   """
-  _check_layers(layers)
+  check_layers(layers)
   if not 1 <= p < float("inf"):
     raise ValueError(f"p must be a finite number >= 1, got {p}")
   h = jnp.ones((jnp.shape(layers[0][0])[0],), layers[0][0].dtype)
@@ -180,7 +180,7 @@ def balance(layers: Layers, p: float = 2.0) -> list[Layer]:
 def random_rescaling(key: jax.Array, layers: Layers, spread: float) -> list[jax.Array]:
   """Random node-wise scales ``exp(U(-spread, spread))`` per hidden unit (the unbalanced
   initialization of the Path-SGD experiments when applied with :func:`rescale`)."""
-  _check_layers(layers)
+  check_layers(layers)
   if not spread >= 0:
     raise ValueError(f"spread must be >= 0, got {spread}")
   keys = jax.random.split(key, max(len(layers) - 1, 1))
@@ -214,7 +214,7 @@ def margin_normalized(measure: jax.Array, logits: jax.Array, labels: jax.Array, 
 __all__ = [
     "mlp_layers",
     "set_mlp_layers",
-    "forward",
+    "mlp_forward",
     "group_norm",
     "per_unit_max_norm",
     "spectral_norm_product",

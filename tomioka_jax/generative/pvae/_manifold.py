@@ -81,17 +81,17 @@ def event_sum(x: jax.Array) -> jax.Array:
   return jnp.matmul(x, jnp.ones((d,), x.dtype))
 
 
-def _dot(x: jax.Array, y: jax.Array) -> jax.Array:
+def dot(x: jax.Array, y: jax.Array) -> jax.Array:
   return event_sum(x * y)
 
 
-def _sq_norm(x: jax.Array) -> jax.Array:
+def sq_norm(x: jax.Array) -> jax.Array:
   return event_sum(jnp.square(x))
 
 
-def _safe_norm(x: jax.Array) -> jax.Array:
+def safe_norm(x: jax.Array) -> jax.Array:
   """|x| with gradient 0 (a subgradient) instead of NaN at x = 0."""
-  sq = _sq_norm(x)
+  sq = sq_norm(x)
   positive = sq > jnp.finfo(sq.dtype).tiny
   return jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
 
@@ -134,7 +134,7 @@ def project(x: ArrayLike, c: ArrayLike) -> jax.Array:
   check_curvature(c)
   x, c = _as_arrays(x, c)
   max_norm = (1.0 - boundary_eps(x.dtype)) / jnp.sqrt(c)
-  norm = _safe_norm(x)
+  norm = safe_norm(x)
   scale = jnp.where(norm > max_norm, max_norm / jnp.where(norm > 0, norm, 1.0), 1.0)
   return scale[..., None] * x
 
@@ -144,7 +144,7 @@ def conformal_factor(x: ArrayLike, c: ArrayLike) -> jax.Array:
   check_curvature(c)
   x, c = _as_arrays(x, c)
   floor = boundary_eps(x.dtype)
-  return 2.0 / jnp.maximum(1.0 - c * _sq_norm(x), floor)
+  return 2.0 / jnp.maximum(1.0 - c * sq_norm(x), floor)
 
 
 def mobius_add(x: ArrayLike, y: ArrayLike, c: ArrayLike) -> jax.Array:
@@ -167,7 +167,7 @@ def mobius_add(x: ArrayLike, y: ArrayLike, c: ArrayLike) -> jax.Array:
   """
   check_curvature(c)
   x, y, c = _as_arrays(x, y, c)
-  xy, x2, y2 = _dot(x, y), _sq_norm(x), _sq_norm(y)
+  xy, x2, y2 = dot(x, y), sq_norm(x), sq_norm(y)
   num = (1.0 + 2.0 * c * xy + c * y2)[..., None] * x + (1.0 - c * x2)[..., None] * y
   den = 1.0 + 2.0 * c * xy + c * c * x2 * y2
   den = jnp.maximum(den, jnp.finfo(den.dtype).eps)
@@ -178,14 +178,14 @@ def expmap0(v: ArrayLike, c: ArrayLike) -> jax.Array:
   """Exponential map at the origin: ``tanh(sqrt(c)|v|) v / (sqrt(c)|v|)``, projected."""
   check_curvature(c)
   v, c = _as_arrays(v, c)
-  return project(_tanh_ratio(c * _sq_norm(v))[..., None] * v, c)
+  return project(_tanh_ratio(c * sq_norm(v))[..., None] * v, c)
 
 
 def logmap0(y: ArrayLike, c: ArrayLike) -> jax.Array:
   """Logarithmic map at the origin: ``artanh(sqrt(c)|y|) y / (sqrt(c)|y|)``."""
   check_curvature(c)
   y, c = _as_arrays(y, c)
-  return _artanh_ratio(c * _sq_norm(y))[..., None] * y
+  return _artanh_ratio(c * sq_norm(y))[..., None] * y
 
 
 def mobius_add_expmap0_coefficients(x2: ArrayLike, xv: ArrayLike, v2: ArrayLike,
@@ -254,7 +254,7 @@ def mobius_add_expmap0(x: ArrayLike, v: ArrayLike, c: ArrayLike) -> jax.Array:
   """
   check_curvature(c)
   x, v, c = _as_arrays(x, v, c)
-  a, b = mobius_add_expmap0_coefficients(_sq_norm(x), _dot(x, v), _sq_norm(v), c)
+  a, b = mobius_add_expmap0_coefficients(sq_norm(x), dot(x, v), sq_norm(v), c)
   return a[..., None] * x + b[..., None] * v
 
 
@@ -310,7 +310,7 @@ def distance(x: ArrayLike, y: ArrayLike, c: ArrayLike) -> jax.Array:
   """
   check_curvature(c)
   x, y, c = _as_arrays(x, y, c)
-  n = _safe_norm(mobius_add(-x, y, c))
+  n = safe_norm(mobius_add(-x, y, c))
   return 2.0 * n * _artanh_ratio(c * n * n)
 
 
@@ -318,7 +318,7 @@ def distance0(x: ArrayLike, c: ArrayLike) -> jax.Array:
   """Distance to the origin, ``(2/sqrt(c)) artanh(sqrt(c) |x|)``."""
   check_curvature(c)
   x, c = _as_arrays(x, c)
-  n = _safe_norm(x)
+  n = safe_norm(x)
   return 2.0 * n * _artanh_ratio(c * n * n)
 
 
@@ -357,8 +357,8 @@ def gyration(u: ArrayLike, v: ArrayLike, w: ArrayLike, c: ArrayLike) -> jax.Arra
   """
   check_curvature(c)
   u, v, w, c = _as_arrays(u, v, w, c)
-  uw, vw, uv = _dot(u, w), _dot(v, w), _dot(u, v)
-  u2, v2 = _sq_norm(u), _sq_norm(v)
+  uw, vw, uv = dot(u, w), dot(v, w), dot(u, v)
+  u2, v2 = sq_norm(u), sq_norm(v)
   a = -c * c * uw * v2 + c * vw + 2.0 * c * c * uv * vw
   b = -c * c * vw * u2 - c * uw
   d = jnp.maximum(1.0 + 2.0 * c * uv + c * c * u2 * v2, jnp.finfo(u2.dtype).eps)
@@ -399,7 +399,7 @@ def riemannian_norm(x: ArrayLike, v: ArrayLike, c: ArrayLike) -> jax.Array:
   """The norm of the tangent vector ``v`` at ``x``: ``lambda_x |v|``."""
   check_curvature(c)
   x, v, c = _as_arrays(x, v, c)
-  return conformal_factor(x, c) * _safe_norm(v)
+  return conformal_factor(x, c) * safe_norm(v)
 
 
 def gyroplane_distance(z: ArrayLike, p: ArrayLike, a: ArrayLike, c: ArrayLike) -> jax.Array:
@@ -419,8 +419,8 @@ def gyroplane_distance(z: ArrayLike, p: ArrayLike, a: ArrayLike, c: ArrayLike) -
   diff = mobius_add(-p, z, c)
   sqrt_c = jnp.sqrt(c)
   floor = boundary_eps(diff.dtype)
-  a_norm = jnp.maximum(_safe_norm(a), jnp.finfo(diff.dtype).eps)  # tiny underflows below
-  arg = 2.0 * sqrt_c * _dot(diff, a) / (jnp.maximum(1.0 - c * _sq_norm(diff), floor) * a_norm)
+  a_norm = jnp.maximum(safe_norm(a), jnp.finfo(diff.dtype).eps)  # tiny underflows below
+  arg = 2.0 * sqrt_c * dot(diff, a) / (jnp.maximum(1.0 - c * sq_norm(diff), floor) * a_norm)
   return jnp.arcsinh(arg) / sqrt_c
 
 
@@ -446,8 +446,8 @@ def gyroplane_distances(z: ArrayLike, p: ArrayLike, a: ArrayLike, c: ArrayLike) 
   # Full-precision products (accelerators may otherwise round the inputs to bfloat16).
   zp, za = (jnp.matmul(z, m.T, precision=jax.lax.Precision.HIGHEST) for m in (p, a))
   shape = zp.shape
-  z2 = jnp.broadcast_to(_sq_norm(z)[..., None], shape)
-  p2, pa = jnp.broadcast_to(_sq_norm(p), shape), jnp.broadcast_to(_dot(p, a), shape)
+  z2 = jnp.broadcast_to(sq_norm(z)[..., None], shape)
+  p2, pa = jnp.broadcast_to(sq_norm(p), shape), jnp.broadcast_to(dot(p, a), shape)
   big_a = 1.0 - 2.0 * c * zp + c * z2
   big_b = 1.0 - c * p2
   den = jnp.maximum(1.0 - 2.0 * c * zp + c * c * p2 * z2, jnp.finfo(zp.dtype).eps)
@@ -461,6 +461,6 @@ def gyroplane_distances(z: ArrayLike, p: ArrayLike, a: ArrayLike, c: ArrayLike) 
   sq = jnp.where(beyond, max_sq, sq)
   sqrt_c = jnp.sqrt(c)
   floor = boundary_eps(zp.dtype)
-  a_norm = jnp.broadcast_to(jnp.maximum(_safe_norm(a), jnp.finfo(zp.dtype).eps), shape)
+  a_norm = jnp.broadcast_to(jnp.maximum(safe_norm(a), jnp.finfo(zp.dtype).eps), shape)
   arg = 2.0 * sqrt_c * dot_a / (jnp.maximum(1.0 - c * sq, floor) * a_norm)
   return jnp.arcsinh(arg) / sqrt_c

@@ -29,7 +29,7 @@ from jax.sharding import Mesh
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from tomioka_jax.core import parallel
+from tomioka_jax.core import _parallel as parallel
 
 Batch = Any
 Metrics = dict[str, jax.Array]

@@ -42,15 +42,16 @@ from jax.scipy import linalg as jsp_linalg
 from jax.scipy import special
 from jax.typing import ArrayLike
 
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
+from tomioka_jax import core
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
 
-NORMS = ("overlapped", "latent", "scaled_latent", "matrix", "frobenius")
-LOSSES = ("squared", "logistic")
+REGRESSION_NORMS = ("overlapped", "latent", "scaled_latent", "matrix", "frobenius")
+REGRESSION_LOSSES = ("squared", "logistic")
 
 
 class RegressionResult(NamedTuple):
-  """What :func:`fit` returns.
+  """What :func:`fit_regression` returns.
 
   Attributes:
     W: the weight tensor, shape ``X.shape[1:]``.
@@ -418,11 +419,11 @@ def _frobenius_solve(loss, p, shape, lam, tol, max_iter):
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "loss", "modes", "method"))
-def fit_solve(x: jax.Array, y: jax.Array, mask: jax.Array, lam: jax.Array, eta: jax.Array,
+def regression_solve(x: jax.Array, y: jax.Array, mask: jax.Array, lam: jax.Array, eta: jax.Array,
               tol: jax.Array, weights: jax.Array, max_iter: jax.Array, check_every: jax.Array,
               adapt_every: jax.Array, *, norm: str, loss: str, modes: tuple[int, ...],
               method: str = "auto") -> RegressionResult:
-  """The solve behind :func:`fit`, on checked arrays; ``max_iter``/``check_every`` are traced.
+  """The solve behind :func:`fit_regression`, on checked arrays; ``max_iter``/``check_every`` are traced.
 
   ``norm`` is ``"latent"`` (weights over all modes; scaled latent passes ``1/sqrt(n_k)``),
   ``"overlapped"`` (over ``modes``; one mode is the matrix baseline) or ``"frobenius"``.
@@ -443,15 +444,12 @@ def fit_solve(x: jax.Array, y: jax.Array, mask: jax.Array, lam: jax.Array, eta: 
 # --------------------------------------------------------------------------- public API
 
 
-def _is_concrete(*xs) -> bool:
-  return not any(isinstance(v, jax.core.Tracer) for v in xs)
-
 
 def _check_inputs(x, y, norm, loss, lam, tol, max_iter, eta, mode, sample_mask, check_every):
-  if norm not in NORMS:
-    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-  if loss not in LOSSES:
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+  if norm not in REGRESSION_NORMS:
+    raise ValueError(f"norm must be one of {REGRESSION_NORMS}, got {norm!r}")
+  if loss not in REGRESSION_LOSSES:
+    raise ValueError(f"loss must be one of {REGRESSION_LOSSES}, got {loss!r}")
   x = jnp.asarray(x)
   y = jnp.asarray(y)
   if x.ndim < 3:
@@ -470,15 +468,15 @@ def _check_inputs(x, y, norm, loss, lam, tol, max_iter, eta, mode, sample_mask, 
     if mask.shape != y.shape or mask.dtype != jnp.bool_:
       raise ValueError(f"sample_mask must be a boolean array of shape {y.shape}, got "
                        f"{mask.dtype} {mask.shape}")
-  if _is_concrete(lam) and not float(lam) > 0:
+  if core.is_concrete(lam) and not float(lam) > 0:
     raise ValueError(f"lam must be > 0, got {lam}")
-  if _is_concrete(tol) and not float(tol) > 0:
+  if core.is_concrete(tol) and not float(tol) > 0:
     raise ValueError(f"tol must be > 0, got {tol}")
-  if _is_concrete(max_iter) and (int(max_iter) != max_iter or max_iter < 1):
+  if core.is_concrete(max_iter) and (int(max_iter) != max_iter or max_iter < 1):
     raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-  if _is_concrete(check_every) and (int(check_every) != check_every or check_every < 1):
+  if core.is_concrete(check_every) and (int(check_every) != check_every or check_every < 1):
     raise ValueError(f"check_every must be a positive integer, got {check_every}")
-  if eta is not None and _is_concrete(eta) and not float(eta) > 0:
+  if eta is not None and core.is_concrete(eta) and not float(eta) > 0:
     raise ValueError(f"eta must be > 0 (or None for the default), got {eta}")
   if norm == "matrix":
     if mode is None or int(mode) != mode or not 0 <= mode < x.ndim - 1:
@@ -487,9 +485,9 @@ def _check_inputs(x, y, norm, loss, lam, tol, max_iter, eta, mode, sample_mask, 
   elif mode is not None:
     raise ValueError(f"mode is only used with norm='matrix', got mode={mode} with "
                      f"norm={norm!r}")
-  if _is_concrete(mask) and not bool(np.any(np.asarray(mask))):
+  if core.is_concrete(mask) and not bool(np.any(np.asarray(mask))):
     raise ValueError("sample_mask must keep at least one sample, got none")
-  if loss == "logistic" and _is_concrete(y, mask):
+  if loss == "logistic" and core.is_concrete(y, mask):
     labels = np.asarray(y)[np.asarray(mask)]
     if not np.all(np.abs(labels) == 1):
       raise ValueError(f"y must hold labels in {{-1, +1}} for loss='logistic', got values "
@@ -500,7 +498,7 @@ def _check_inputs(x, y, norm, loss, lam, tol, max_iter, eta, mode, sample_mask, 
   return x, y, mask
 
 
-def default_eta(x: jax.Array, y: jax.Array, mask: jax.Array, lam: ArrayLike,
+def regression_default_eta(x: jax.Array, y: jax.Array, mask: jax.Array, lam: ArrayLike,
                 loss: str) -> jax.Array:
   """The default ADMM step ``eta``: the scale of ``W`` over the scale of ``X^T alpha``.
 
@@ -521,7 +519,7 @@ def default_eta(x: jax.Array, y: jax.Array, mask: jax.Array, lam: ArrayLike,
   return 0.1 * scale / (jnp.asarray(lam, y.dtype) * jnp.where(rms_x > 0, rms_x, 1))
 
 
-def fit(X: ArrayLike, y: ArrayLike, *, norm: str, lam: ArrayLike, loss: str = "squared",
+def fit_regression(X: ArrayLike, y: ArrayLike, *, norm: str, lam: ArrayLike, loss: str = "squared",
         tol: ArrayLike = 1e-3, max_iter: int = 2000, eta: ArrayLike | None = None,
         mode: int | None = None, sample_mask: ArrayLike | None = None,
         method: str = "auto", check_every: int = 1,
@@ -547,7 +545,7 @@ def fit(X: ArrayLike, y: ArrayLike, *, norm: str, lam: ArrayLike, loss: str = "s
   Args:
     X: inputs, shape ``(n_samples, n_1, ..., n_K)``, ``K >= 2``.
     y: targets ``(n_samples,)``; labels in ``{-1, +1}`` for the logistic loss.
-    norm: the regularizer, one of :data:`NORMS`.
+    norm: the regularizer, one of :data:`REGRESSION_NORMS`.
     lam: the regularization constant, ``> 0``.
     loss: ``"squared"`` or ``"logistic"``.
     tol: relative duality gap at which to stop.
@@ -568,7 +566,7 @@ def fit(X: ArrayLike, y: ArrayLike, *, norm: str, lam: ArrayLike, loss: str = "s
     >>> key_x, key_w = jax.random.split(jax.random.key(0))
     >>> w = ops.tucker_to_tensor(*ops.random_tucker(key_w, (4, 4, 4), (1, 1, 1)))
     >>> x = jax.random.normal(key_x, (80, 4, 4, 4))
-    >>> res = fit(x, jnp.einsum("ijkl,jkl->i", x, w), norm="overlapped", lam=0.1)
+    >>> res = fit_regression(x, jnp.einsum("ijkl,jkl->i", x, w), norm="overlapped", lam=0.1)
     >>> bool(res.converged)
     True
 
@@ -578,7 +576,7 @@ def fit(X: ArrayLike, y: ArrayLike, *, norm: str, lam: ArrayLike, loss: str = "s
   """
   x, y, mask = _check_inputs(X, y, norm, loss, lam, tol, max_iter, eta, mode, sample_mask,
                              check_every)
-  if _is_concrete(adapt_every) and (int(adapt_every) != adapt_every or adapt_every < 0):
+  if core.is_concrete(adapt_every) and (int(adapt_every) != adapt_every or adapt_every < 0):
     raise ValueError(f"adapt_every must be a non-negative integer (0: fixed eta), got "
                      f"{adapt_every}")
   shape = x.shape[1:]
@@ -597,14 +595,14 @@ def fit(X: ArrayLike, y: ArrayLike, *, norm: str, lam: ArrayLike, loss: str = "s
         "overlapped"), tuple(range(len(shape)))
   else:
     weights, solve_norm, modes = jnp.ones((1,), dtype), "frobenius", ()
-  eta = default_eta(x, y, mask, lam, loss) if eta is None else eta
-  return fit_solve(x, y, mask, lam, eta, tol, weights, jnp.asarray(max_iter, jnp.int32),
+  eta = regression_default_eta(x, y, mask, lam, loss) if eta is None else eta
+  return regression_solve(x, y, mask, lam, eta, tol, weights, jnp.asarray(max_iter, jnp.int32),
                    jnp.asarray(check_every, jnp.int32), jnp.asarray(adapt_every, jnp.int32),
                    norm=solve_norm, loss=loss,
                    modes=modes, method=method)
 
 
-def predict(result: RegressionResult, X: ArrayLike) -> jax.Array:
+def predict_regression(result: RegressionResult, X: ArrayLike) -> jax.Array:
   """The decision values ``<X_i, W> + b``; for the logistic loss the labels are their signs.
 
   Args:

@@ -13,7 +13,7 @@ tensor's unfoldings:
 with ``S_k`` the Kronecker product of the ``U_j``, ``j != k`` (:func:`subspace_basis`). Small
 ``H`` is close to the non-convex estimator (rank-``H`` projections), ``H = n`` recovers the
 latent trace norm. We provide the Kronecker basis in the column order of
-:func:`tomioka_jax.tensor.ops.unfold`, the subspaces from the data, and the denoising solve
+:func:`tomioka_jax.tensor._ops.unfold`, the subspaces from the data, and the denoising solve
 (a primal-dual iteration on the scaled dual, as the authors' code) inside one ``jax.jit``;
 the Kronecker products are never formed, only mode products with the ``U_j``.
 """
@@ -29,9 +29,10 @@ import jax.numpy as jnp
 from jax import lax
 from jax.typing import ArrayLike
 
-from tomioka_jax.tensor import completion
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
+from tomioka_jax import core
+from tomioka_jax.tensor import _completion as completion
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
 
 
 class SubspaceResult(NamedTuple):
@@ -82,7 +83,7 @@ def subspace_basis(factors: Sequence[ArrayLike], mode: int) -> jax.Array:
     (20, 4)
   """
   factors = [jnp.asarray(u) for u in factors]
-  mode = ops._check_mode(mode, len(factors))  # pylint: disable=protected-access
+  mode = ops.check_mode(mode, len(factors))
   return functools.reduce(jnp.kron, [u for j, u in enumerate(factors) if j != mode])
 
 
@@ -231,9 +232,9 @@ def subspace_norm_denoising(y: ArrayLike, lam: ArrayLike,
     raise ValueError("give exactly one of subspace_dim (H) and factors, got "
                      f"subspace_dim={subspace_dim} and factors "
                      f"{'None' if factors is None else 'given'}")
-  if completion._is_concrete(lam) and not float(lam) > 0:  # pylint: disable=protected-access
+  if core.is_concrete(lam) and not float(lam) > 0:
     raise ValueError(f"lam must be > 0, got {lam}")
-  completion._check_hyper(lam, tol, max_iter, eta, check_every)  # pylint: disable=protected-access
+  completion.check_admm_hyper(lam, tol, max_iter, eta, check_every)
   if factors is None:
     factors = subspace_factors(y, subspace_dim)
   factors = tuple(jnp.asarray(u, y.dtype) for u in factors)

@@ -26,8 +26,9 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from tomioka_jax.tensor import ops
-from tomioka_jax.tensor import prox
+from tomioka_jax import core
+from tomioka_jax.tensor import _ops as ops
+from tomioka_jax.tensor import _prox as prox
 
 
 class CompletionResult(NamedTuple):
@@ -79,9 +80,6 @@ class TuckerResult(NamedTuple):
 # --------------------------------------------------------------------------- input checks
 
 
-def _is_concrete(*xs) -> bool:
-  return not any(isinstance(x, jax.core.Tracer) for x in xs)
-
 
 def observation_tensors(shape: Sequence[int], indices: ArrayLike,
                         values: ArrayLike) -> tuple[jax.Array, jax.Array]:
@@ -117,7 +115,7 @@ def observation_tensors(shape: Sequence[int], indices: ArrayLike,
                      f"indices, got {values.shape}")
   if indices.shape[0] < 1:
     raise ValueError("indices must hold at least one observed entry, got none")
-  if _is_concrete(indices):
+  if core.is_concrete(indices):
     idx = np.asarray(indices)
     bad = (idx < 0) | (idx >= np.asarray(shape)[None, :])
     if bad.any():
@@ -130,7 +128,7 @@ def observation_tensors(shape: Sequence[int], indices: ArrayLike,
       dup = np.unravel_index(uniq[counts > 1][0], shape)
       raise ValueError(f"indices must be distinct; {tuple(int(i) for i in dup)} is observed "
                        f"{int(counts.max())} times")
-  if _is_concrete(indices, values):
+  if core.is_concrete(indices, values):
     # Scatter on the host: an eager scatter compiles anew for every number of observations.
     where = tuple(np.asarray(indices).T)
     mask = np.zeros(shape, bool)
@@ -146,26 +144,26 @@ def observation_tensors(shape: Sequence[int], indices: ArrayLike,
 
 def _observed_values(mask: jax.Array, y: jax.Array, values: ArrayLike) -> jax.Array:
   """The observed values in ``y``'s dtype (gathered on the host when concrete)."""
-  if _is_concrete(mask, y):
+  if core.is_concrete(mask, y):
     return np.asarray(y)[np.asarray(mask)]
   return jnp.asarray(values, y.dtype)
 
 
-def _check_hyper(lam, tol, max_iter, eta, check_every=1, tol_name="tol") -> None:
+def check_admm_hyper(lam, tol, max_iter, eta, check_every=1, tol_name="tol") -> None:
   if int(check_every) != check_every or check_every < 1:
     raise ValueError(f"check_every must be a positive integer, got {check_every}")
-  if _is_concrete(lam) and not float(lam) >= 0:
+  if core.is_concrete(lam) and not float(lam) >= 0:
     raise ValueError(f"lam must be >= 0 (0 fits the observations exactly), got {lam}")
-  if _is_concrete(tol) and not float(tol) > 0:
+  if core.is_concrete(tol) and not float(tol) > 0:
     raise ValueError(f"{tol_name} must be > 0, got {tol}")
   if int(max_iter) != max_iter or max_iter < 1:
     raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-  if eta is not None and _is_concrete(eta) and not float(eta) > 0:
+  if eta is not None and core.is_concrete(eta) and not float(eta) > 0:
     raise ValueError(f"eta must be > 0 (or None for the paper's default), got {eta}")
 
 
-def _std(values: jax.Array) -> jax.Array:
-  if _is_concrete(values):
+def sample_std(values: jax.Array) -> jax.Array:
+  if core.is_concrete(values):
     # On the host: jnp.std would compile anew for every number of observations.
     v = np.asarray(values)
     s = float(np.std(v, ddof=1)) if v.shape[0] > 1 else 0.0
@@ -193,7 +191,7 @@ _ADAPT_EVERY = 5
 
 
 def _check_relaxation(relaxation) -> None:
-  if _is_concrete(relaxation) and not 0 < float(relaxation) < 2:
+  if core.is_concrete(relaxation) and not 0 < float(relaxation) < 2:
     raise ValueError(f"relaxation must be in (0, 2) (1: no over-relaxation), got {relaxation}")
 
 
@@ -376,7 +374,7 @@ def _constraint_admm(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
 
 
 # max_iter and check_every are traced, so changing them does not recompile.
-_constraint_jit = jax.jit(constraint_solve, static_argnames=("modes", "method",
+constraint_jit = jax.jit(constraint_solve, static_argnames=("modes", "method",
                                                             "float32_start"))
 
 
@@ -445,12 +443,12 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
     Tomioka, Hayashi, Kashima, arXiv:1010.0789, Section 4.1; authors' ``tensorconst_adm.m``.
   """
   mask, y = observation_tensors(shape, indices, values)
-  _check_hyper(lam, tol, max_iter, eta, check_every)
+  check_admm_hyper(lam, tol, max_iter, eta, check_every)
   _check_relaxation(relaxation)
   values = _observed_values(mask, y, values)
-  eta = 1 / (10 * _std(values)) if eta is None else eta
+  eta = 1 / (10 * sample_std(values)) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
-  return _constraint_jit(mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)),
+  return constraint_jit(mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)),
                          max_iter=max_iter, method=method, check_every=check_every,
                          adapt_until=_adapt_until(adaptive_eta), relax=relaxation,
                          float32_start=_check_float32_start(float32_start))
@@ -485,15 +483,15 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
     A :class:`CompletionResult` (``components`` has one entry).
   """
   mask, y = observation_tensors(shape, indices, values)
-  _check_hyper(lam, tol, max_iter, eta, check_every)
+  check_admm_hyper(lam, tol, max_iter, eta, check_every)
   if int(mode) != mode or not 0 <= mode < y.ndim:
     raise ValueError(f"mode must be an integer in [0, {y.ndim}), got {mode}")
   values = _observed_values(mask, y, values)
-  eta = 1 / (10 * _std(values)) if eta is None else eta
+  eta = 1 / (10 * sample_std(values)) if eta is None else eta
   # The problem only sees the mode-k unfolding: solve it as a matrix (a 2-way tensor), which
   # compiles once per unfolding shape rather than once per (shape, mode).
   mode = int(mode)
-  res = _constraint_jit(ops.unfold(mask, mode), ops.unfold(y, mode), lam, eta, tol,
+  res = constraint_jit(ops.unfold(mask, mode), ops.unfold(y, mode), lam, eta, tol,
                         jnp.ones((1,), y.dtype), modes=(0,), max_iter=max_iter, method=method,
                         check_every=check_every, adapt_until=_adapt_until(adaptive_eta),
                         relax=relaxation, float32_start=_check_float32_start(float32_start))
@@ -644,7 +642,7 @@ def _mixture_admm(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
           state)
 
 
-_mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact", "float32_start"))
+mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact", "float32_start"))
 
 
 def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
@@ -700,13 +698,13 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
     Tomioka, Hayashi, Kashima, arXiv:1010.0789, Section 4.2; authors' ``tensormix_adm.m``.
   """
   mask, y = observation_tensors(shape, indices, values)
-  _check_hyper(lam, tol, max_iter, eta, check_every)
+  check_admm_hyper(lam, tol, max_iter, eta, check_every)
   _check_relaxation(relaxation)
   values = _observed_values(mask, y, values)
-  eta = 10 * _std(values) if eta is None else eta
+  eta = 10 * sample_std(values) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
-  exact = bool(float(lam) == 0) if _is_concrete(lam) else None
-  return _mixture_jit(mask, y, lam, eta, tol, w, max_iter=max_iter, method=method,
+  exact = bool(float(lam) == 0) if core.is_concrete(lam) else None
+  return mixture_jit(mask, y, lam, eta, tol, w, max_iter=max_iter, method=method,
                       check_every=check_every, exact=exact,
                       adapt_until=_adapt_until(adaptive_eta), relax=relaxation,
                       float32_start=_check_float32_start(float32_start))
@@ -722,7 +720,7 @@ def _hooi_sweep(filled: jax.Array, factors: tuple[jax.Array, ...],
   for k, r in enumerate(ranks):
     others = [None if j == k else u for j, u in enumerate(factors)]
     g = ops.multi_mode_product(filled, others, transpose=True)
-    factors[k] = ops._leading_left_singular_vectors(ops.unfold(g, k), r)  # pylint: disable=protected-access
+    factors[k] = ops.leading_left_singular_vectors(ops.unfold(g, k), r)
   return ops.multi_mode_product(filled, factors, transpose=True), tuple(factors)
 
 
@@ -788,7 +786,7 @@ def tucker_em(shape: Sequence[int], indices: ArrayLike, values: ArrayLike,
   """
   mask, y = observation_tensors(shape, indices, values)
   ranks = _check_tucker_ranks(y.shape, ranks)
-  _check_hyper(0.0, tol, max_iter, None)
+  check_admm_hyper(0.0, tol, max_iter, None)
   return _tucker_em_jit(mask, y, tol, ranks=ranks, max_iter=max_iter)
 
 
@@ -796,7 +794,7 @@ def _check_tucker_ranks(shape: Sequence[int], ranks: Sequence[int]) -> tuple[int
   ranks = tuple(ranks)
   if any(int(r) != r for r in ranks):
     raise ValueError(f"ranks must be integers, got {ranks}")
-  ops._check_ranks(shape, ranks)  # pylint: disable=protected-access
+  ops.check_ranks(shape, ranks)
   return tuple(int(r) for r in ranks)
 
 
@@ -932,7 +930,7 @@ def tucker_nway(shape: Sequence[int], indices: ArrayLike, values: ArrayLike,
   """
   mask, y = observation_tensors(shape, indices, values)
   ranks = _check_tucker_ranks(y.shape, ranks)
-  _check_hyper(0.0, crit, max_iter, None, tol_name="crit")
+  check_admm_hyper(0.0, crit, max_iter, None, tol_name="crit")
   if isinstance(impute_every, bool) or int(impute_every) != impute_every or impute_every < 1:
     raise ValueError(f"impute_every must be a positive integer, got {impute_every!r}")
   if not isinstance(skip_settled, bool):

@@ -31,7 +31,7 @@ import scipy.linalg
 import scipy.stats
 from jax.typing import ArrayLike
 
-from tomioka_jax.tensor.prox import singular_value_thresholding
+from tomioka_jax.tensor._prox import singular_value_thresholding
 
 __all__ = [
     "Completability",
@@ -1341,7 +1341,7 @@ def nuclear_norm_complete(values: ArrayLike, mask: ArrayLike, *, lam: float | No
   r"""Nuclear-norm-regularised completion, the convex baseline the papers compare against.
 
   Solves :math:`\min_X \tfrac12\|P_E(X - A)\|_F^2 + \lambda\|X\|_*` by accelerated proximal
-  gradient (singular value thresholding from :mod:`tomioka_jax.tensor.prox`) with continuation
+  gradient (singular value thresholding from :mod:`tomioka_jax.tensor._prox`) with continuation
   in :math:`\lambda`, inside one ``lax.while_loop``. For noiseless data a small :math:`\lambda`
   approximates the
   interpolating nuclear-norm minimiser :math:`\min \|X\|_*` s.t. :math:`P_E X = P_E A`.

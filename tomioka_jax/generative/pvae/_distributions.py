@@ -24,8 +24,8 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 from scipy import special
 
-from tomioka_jax.core import rng
-from tomioka_jax.generative.pvae import manifold
+from tomioka_jax.core import _rng as rng
+from tomioka_jax.generative.pvae import _manifold as manifold
 
 _MAX_NEWTON_STEPS = 40  # safeguarded Newton: a cap, typically 4-8 steps are taken
 _TABLE_NODES = 257  # quantile-table nodes per distinct (sigma, c)
@@ -568,7 +568,7 @@ def _uniform_direction(key: jax.Array, shape: tuple[int, ...],
     ones = jnp.ones(shape[:-1], dtype)
     return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1), ones, ones
   e = rng.normal(key, shape, dtype)
-  sq = manifold._sq_norm(e)  # pylint: disable=protected-access
+  sq = manifold.sq_norm(e)
   positive = sq > jnp.finfo(dtype).tiny
   norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
   inv_norm = 1.0 / jnp.maximum(norm, jnp.finfo(dtype).tiny)
@@ -748,7 +748,7 @@ def _wrapped_draw(key, loc, scale, c, n):
   sq_eps = manifold.event_sum(jnp.square(eps))
   v_sq = manifold.event_sum(jnp.square(scale_b * eps))
   loc_v = manifold.event_sum(loc_b * scale_b * eps)
-  loc_sq = manifold._sq_norm(loc_b)  # pylint: disable=protected-access
+  loc_sq = manifold.sq_norm(loc_b)
   z = _exp_transported(loc_b, loc_sq, loc_v, v_sq, scale_b * eps, c)
   r = _safe_sqrt(v_sq)
   # log N(v; 0, diag(scale^2)) with v / scale = eps; sum(log scale) once per batch element.
@@ -762,7 +762,7 @@ def _wrapped_draw(key, loc, scale, c, n):
 def _wrapped_log_prob(loc, scale, c, value):
   # v = lambda_0 P_{mu->0}(log_mu z) = lambda_mu log_mu z, the tangent Gaussian's argument (eq. 5).
   v = manifold.conformal_factor(loc, c)[..., None] * manifold.logmap(loc, value, c)
-  r = manifold._safe_norm(v)  # pylint: disable=protected-access
+  r = manifold.safe_norm(v)
   log_gauss = -0.5 * manifold.event_sum(jnp.square(v / scale) + 2.0 * jnp.log(scale)
                                         + math.log(2 * math.pi))
   d = loc.shape[-1]
@@ -778,8 +778,8 @@ def _riemannian_draw(key, loc, scale, c, n):
   # alpha = e * inv_norm: the geometry needs only <mu, e>, and v = r alpha = (r inv_norm) e.
   e, inv_norm, alpha_sq = _uniform_direction(direction_key, shape, loc.dtype)
   loc_b = jnp.broadcast_to(loc, shape)
-  loc_sq = manifold._sq_norm(loc_b)  # pylint: disable=protected-access
-  loc_alpha = inv_norm * manifold._dot(loc_b, e)  # pylint: disable=protected-access
+  loc_sq = manifold.sq_norm(loc_b)
+  loc_alpha = inv_norm * manifold.dot(loc_b, e)
   z = _exp_transported(loc_b, loc_sq, loc_alpha * r, alpha_sq * jnp.square(r),
                        (r * inv_norm)[..., None] * e, jnp.asarray(c, loc.dtype))
   log_z = log_normalizer(scale, c, shape[-1]).astype(loc.dtype)

@@ -83,12 +83,12 @@ def path_scaling(network: Network, params: Params, input_shape: Sequence[int]) -
   return jax.grad(lambda sq: jnp.sum(network(sq, ones)))(squared)
 
 
-def path_norm(network: Network, params: Params, input_shape: Sequence[int],
+def network_path_norm(network: Network, params: Params, input_shape: Sequence[int],
               p: float = 2.0) -> jax.Array:
   """The l_p path norm ``(sum_paths prod_e |w_e|^p)^(1/p)`` for finite ``p >= 1``.
 
   Computed as the summed output of the network with weights ``|w|^p`` on an all-ones input.
-  (For ``p = inf`` on dense networks, use :func:`tomioka_jax.optim.capacity.path_norm`.)
+  (For ``p = inf`` on dense networks, use :func:`tomioka_jax.optim.path_norm`.)
   """
   if not p >= 1 or p == float("inf"):
     raise ValueError(f"p must be a finite number >= 1, got {p}")
@@ -166,7 +166,7 @@ def path_sgd(learning_rate: optax.ScalarOrSchedule, network: Network,
 __all__ = [
     "nnx_network",
     "path_scaling",
-    "path_norm",
+    "network_path_norm",
     "ScaleByPathNormState",
     "scale_by_path_norm",
     "path_sgd",

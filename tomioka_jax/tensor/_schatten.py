@@ -10,7 +10,7 @@ A tensor ``Y = X* + E`` is observed in full and ``X*`` is estimated by
 with ``||.||`` the overlapped Schatten-1 norm ``sum_k ||X_(k)||_*`` or the latent one
 ``inf_{sum_k W_k = X} sum_k ||W_k,(k)||_*``. The estimate is the proximal operator of the
 norm at ``Y``; we compute it with the fully observed instance of the Constraint and Mixture
-ADMMs of :mod:`tomioka_jax.tensor.completion` (the authors do the same), which stop on a
+ADMMs of :mod:`tomioka_jax.tensor._completion` (the authors do the same), which stop on a
 certified relative duality gap. The module also gives the paper's two complexity measures,
 to which each method's mean squared error ``||X_hat - X*||_F^2 / N`` is proportional.
 """
@@ -24,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from tomioka_jax.tensor import completion
-from tomioka_jax.tensor import prox
+from tomioka_jax import core
+from tomioka_jax.tensor import _completion as completion
+from tomioka_jax.tensor import _prox as prox
 
 # Denoising returns exactly what a completion solve returns (estimate, components, gap).
 DenoisingResult = completion.CompletionResult
@@ -37,9 +38,9 @@ def _prepare(y: ArrayLike, lam: ArrayLike, tol, max_iter, eta, check_every) -> j
     y = y.astype(jnp.zeros(()).dtype)
   if y.ndim < 2:
     raise ValueError(f"y must be a tensor with at least two modes, got shape {y.shape}")
-  if completion._is_concrete(lam) and not float(lam) > 0:  # pylint: disable=protected-access
+  if core.is_concrete(lam) and not float(lam) > 0:
     raise ValueError(f"lam must be > 0 for denoising, got {lam}")
-  completion._check_hyper(lam, tol, max_iter, eta, check_every)  # pylint: disable=protected-access
+  completion.check_admm_hyper(lam, tol, max_iter, eta, check_every)
   return y
 
 
@@ -79,10 +80,10 @@ def overlapped_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLik
     Tomioka, Suzuki, NIPS 2013, Section 2 and Theorem 1; authors' ``exp_denoising.m``.
   """
   y = _prepare(y, lam, tol, max_iter, eta, check_every)
-  eta = 1 / (10 * completion._std(y.ravel())) if eta is None else eta  # pylint: disable=protected-access
+  eta = 1 / (10 * completion.sample_std(y.ravel())) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   mask = jnp.ones(y.shape, bool)
-  return completion._constraint_jit(  # pylint: disable=protected-access
+  return completion.constraint_jit(
       mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)), max_iter=max_iter, method=method,
       check_every=check_every)
 
@@ -125,10 +126,10 @@ def latent_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLike = 
     Tomioka, Suzuki, NIPS 2013, Sections 2-3 and Theorem 2; authors' ``tensormix_adm.m``.
   """
   y = _prepare(y, lam, tol, max_iter, eta, check_every)
-  eta = 10 * completion._std(y.ravel()) if eta is None else eta  # pylint: disable=protected-access
+  eta = 10 * completion.sample_std(y.ravel()) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   mask = jnp.ones(y.shape, bool)
-  return completion._mixture_jit(  # pylint: disable=protected-access
+  return completion.mixture_jit(
       mask, y, lam, eta, tol, w, max_iter=max_iter, method=method, check_every=check_every,
       exact=False)
 

@@ -40,7 +40,7 @@ class Tucker(NamedTuple):
   factors: tuple[jax.Array, ...]
 
 
-def _check_mode(mode: int, ndim: int) -> int:
+def check_mode(mode: int, ndim: int) -> int:
   if not -ndim <= mode < ndim:
     raise ValueError(f"mode must be in [-{ndim}, {ndim}) for a {ndim}-way tensor, got {mode}")
   return mode % ndim
@@ -64,7 +64,7 @@ def unfold(x: ArrayLike, mode: int) -> jax.Array:
     (3, 8)
   """
   x = jnp.asarray(x)
-  mode = _check_mode(mode, x.ndim)
+  mode = check_mode(mode, x.ndim)
   return jnp.moveaxis(x, mode, 0).reshape(x.shape[mode], -1)
 
 
@@ -81,7 +81,7 @@ def fold(matrix: ArrayLike, mode: int, shape: Sequence[int]) -> jax.Array:
   """
   matrix = jnp.asarray(matrix)
   shape = tuple(int(n) for n in shape)
-  mode = _check_mode(mode, len(shape))
+  mode = check_mode(mode, len(shape))
   moved = (shape[mode],) + shape[:mode] + shape[mode + 1:]
   if matrix.size != math.prod(moved) or matrix.shape[0] != shape[mode]:
     raise ValueError(f"matrix of shape {matrix.shape} is not a mode-{mode} unfolding of a "
@@ -109,7 +109,7 @@ def mode_product(x: ArrayLike, matrix: ArrayLike, mode: int) -> jax.Array:
   """
   x = jnp.asarray(x)
   matrix = jnp.asarray(matrix)
-  mode = _check_mode(mode, x.ndim)
+  mode = check_mode(mode, x.ndim)
   if matrix.ndim != 2 or matrix.shape[1] != x.shape[mode]:
     raise ValueError(f"matrix must have shape (m, {x.shape[mode]}) for mode {mode} of a tensor "
                      f"of shape {x.shape}, got {matrix.shape}")
@@ -151,7 +151,7 @@ def tucker_to_tensor(core: ArrayLike, factors: Sequence[ArrayLike]) -> jax.Array
   return multi_mode_product(core, factors)
 
 
-def _leading_left_singular_vectors(matrix: jax.Array, rank: int) -> jax.Array:
+def leading_left_singular_vectors(matrix: jax.Array, rank: int) -> jax.Array:
   # Eigenvectors of the small Gram matrix M M^T: the unfoldings are short and wide.
   _, vecs = jnp.linalg.eigh(matrix @ matrix.T)
   return vecs[:, ::-1][:, :rank]
@@ -179,12 +179,12 @@ def hosvd(x: ArrayLike, ranks: Sequence[int] | None = None) -> Tucker:
   """
   x = jnp.asarray(x)
   ranks = tuple(x.shape) if ranks is None else tuple(int(r) for r in ranks)
-  _check_ranks(x.shape, ranks)
-  factors = tuple(_leading_left_singular_vectors(unfold(x, k), r) for k, r in enumerate(ranks))
+  check_ranks(x.shape, ranks)
+  factors = tuple(leading_left_singular_vectors(unfold(x, k), r) for k, r in enumerate(ranks))
   return Tucker(multi_mode_product(x, factors, transpose=True), factors)
 
 
-def _check_ranks(shape: Sequence[int], ranks: Sequence[int]) -> None:
+def check_ranks(shape: Sequence[int], ranks: Sequence[int]) -> None:
   if len(ranks) != len(shape):
     raise ValueError(f"ranks must have one entry per mode ({len(shape)}), got {tuple(ranks)}")
   for k, (n, r) in enumerate(zip(shape, ranks)):
@@ -215,7 +215,7 @@ def random_tucker(key: jax.Array, shape: Sequence[int], ranks: Sequence[int],
   """
   shape = tuple(int(n) for n in shape)
   ranks = tuple(int(r) for r in ranks)
-  _check_ranks(shape, ranks)
+  check_ranks(shape, ranks)
   dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
   key_core, *keys = jax.random.split(key, len(shape) + 1)
   core = jax.random.normal(key_core, ranks, dtype)

@@ -16,7 +16,7 @@ of the papers with their duals and proxes:
 
 The weights ``g_k`` (``weights``) default to one. Norms that are an infimum or a maximum
 over a convex set are computed by fixed-iteration solvers (block coordinate descent,
-bisection, the dual ADMM of :mod:`tomioka_jax.tensor.completion`), all jittable.
+bisection, the dual ADMM of :mod:`tomioka_jax.tensor._completion`), all jittable.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
-from tomioka_jax.tensor import ops
+from tomioka_jax.tensor import _ops as ops
 
 _METHODS = ("auto", "svd", "gram")
 
@@ -396,7 +396,7 @@ def latent_trace_norm(x: ArrayLike, weights: ArrayLike | None = None, *, tol: fl
   """The latent trace norm ``inf_{sum_k W_k = X} sum_k g_k ||W_k,(k)||_*``.
 
   Computed as the fully observed, exact-fit instance of the Mixture ADMM
-  (:func:`tomioka_jax.tensor.completion.mixture`), which stops once the relative gap between
+  (:func:`tomioka_jax.tensor._completion.mixture`), which stops once the relative gap between
   the split's value and the dual value ``max <X, A>`` over ``max_k ||A_(k)||_op / g_k <= 1``
   is below ``tol``; the returned value is the dual (lower) bound.
 
@@ -409,12 +409,12 @@ def latent_trace_norm(x: ArrayLike, weights: ArrayLike | None = None, *, tol: fl
   Returns:
     The norm, a scalar.
   """
-  from tomioka_jax.tensor import completion  # pylint: disable=g-import-not-at-top
+  from tomioka_jax.tensor import _completion as completion  # pylint: disable=g-import-not-at-top
   x = _float(x)
   w = mode_weights(x.shape, weights, x.dtype)
   mask = jnp.ones(x.shape, bool)
   eta = 10 * jnp.std(x)
-  state = completion._mixture_jit(  # pylint: disable=protected-access
+  state = completion.mixture_jit(
       mask, x, jnp.zeros((), x.dtype), eta, tol, w, max_iter=max_iter, check_every=1,
       exact=True)
   return state.dual
