@@ -1,7 +1,8 @@
 """Benchmarks: one module per paper, each reproducing its headline result beside a baseline.
 
-Run ``python -m benchmarks [NAME ...] [--quick]``. Every non-underscore module here that
-defines ``PAPER`` and ``run(quick)`` is a benchmark (see ``_harness.py``).
+Run ``python -m benchmarks [NAME ...] [--quick]``. Every non-underscore module here is a
+benchmark: it defines ``PAPER``, ``CONFIGS`` and the phases ``experiment``, (``timings``),
+``claims`` and ``report`` (see ``_harness.py``), or, until converted, ``run(quick)``.
 """
 
 import importlib
@@ -9,6 +10,7 @@ import pkgutil
 import pathlib
 
 _HERE = pathlib.Path(__file__).resolve().parent
+RESULTS_DIR = _HERE / "results"
 
 
 def registry() -> dict[str, str]:
@@ -30,6 +32,8 @@ def check(name: str) -> str:
 def load(name: str):
   """Imports benchmark ``name``; unknown names raise ``ValueError`` listing the known ones."""
   module = importlib.import_module(check(name))
-  if not (hasattr(module, "run") and hasattr(module, "PAPER")):
-    raise ValueError(f"benchmarks/{name}.py must define PAPER and run(quick)")
+  phases = all(hasattr(module, a) for a in ("CONFIGS", "experiment", "claims", "report"))
+  if not hasattr(module, "PAPER") or not (phases or hasattr(module, "run")):
+    raise ValueError(f"benchmarks/{name}.py must define PAPER, CONFIGS, experiment, claims and "
+                     "report (or, until converted, run(quick))")
   return module

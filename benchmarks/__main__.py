@@ -1,26 +1,28 @@
-"""``python -m benchmarks [NAME ...] [--quick]``: run benchmarks, write results, print a summary.
+"""``python -m benchmarks [NAME ...] [--quick] [--jobs N]``: run benchmarks, print a summary.
 
-With no names every registered benchmark runs. Each writes ``benchmarks/results/NAME.json``,
-``NAME.md`` and ``NAME.png``. A benchmark that raises is reported in the summary and makes the
-exit status non-zero, without stopping the others; a claim that does not hold is a result,
-marked NO in the table.
+With no names every registered benchmark runs, at the paper's scale (``--quick``: the main
+job's small scale; ``--smoke``: seconds, into a temporary directory). It goes in three phases:
 
-With ``--jobs N > 1`` (the default on a CPU host with two or more cores) N worker processes
-run the benchmarks, each taking the next one as it finishes, longest first (by the elapsed time
-of its last result); a worker that dies is replaced and its benchmark reported as failed. Most
-benchmarks spend their time compiling, which is single-threaded, so this uses the cores that
-one benchmark leaves idle. A timing that decides a claim runs inside
-``_harness.exclusive()``: while it runs, the runner pauses every other benchmark process
-(SIGSTOP, then SIGCONT), so that no other job distorts it.
+1. **experiments**: each benchmark's ``experiment(config)`` in its own worker process, ``--jobs``
+   of them at once, longest first (by the elapsed time of its last result);
+2. **timings**: each benchmark's ``timings(config)`` (every timing that decides a claim), one
+   at a time in a fresh process, on an otherwise idle machine;
+3. **report**: ``claims`` and ``report`` here, writing ``results/NAME.json``, ``.md``, ``.png``.
+
+A benchmark that raises (or whose worker dies) is reported in the summary and makes the exit
+status non-zero, without stopping the others; a claim that does not hold is a result, marked NO.
+Modules still on ``run(quick)`` run whole in phase 1, or in phase 2 if they time a claim
+inside ``_harness.exclusive()``. ``--readme`` rewrites README.md's paper table from the results.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import concurrent.futures
+import inspect
 import os
 import pathlib
-import signal
+import pickle
 import subprocess
 import sys
 import tempfile
@@ -35,196 +37,140 @@ def _configure_jax() -> None:
   import jax  # pylint: disable=g-import-not-at-top
   if os.environ.get("JAX_PLATFORMS", "") in ("", "cpu"):
     jax.config.update("jax_num_cpu_devices", int(os.environ.get("TOMIOKA_CPU_DEVICES", "8")))
-  # Bit-identical random numbers, much shorter XLA:CPU compile times (tomioka_jax.core._compat).
-  from tomioka_jax.core import _compat as compat  # pylint: disable=g-import-not-at-top
-  compat.fast_threefry_compilation()
-  compat.patient_cpu_collectives()  # 8 simulated devices on a loaded machine
+  # Stock JAX; an XLA flag lets 8 simulated devices wait for each other on a loaded machine.
+  from benchmarks import _jax_workarounds  # pylint: disable=g-import-not-at-top
+  _jax_workarounds.patient_cpu_collectives()
 
 
-def _default_jobs() -> int:
-  """2 on a CPU-only host with >= 2 cores (compilation is single-threaded), else 1."""
-  if os.environ.get("JAX_PLATFORMS", "cpu") not in ("", "cpu"):
-    return 1
-  try:
-    import jax  # pylint: disable=g-import-not-at-top
-    on_cpu = jax.default_backend() == "cpu"
-  except RuntimeError:
-    on_cpu = True
-  return min(2, os.cpu_count() or 1) if on_cpu else 1
-
-
-def _last_elapsed(results_dir: pathlib.Path, name: str, quick: bool) -> float:
-  """The elapsed time of the last result in the same mode (scheduling hint; 60 s if none)."""
-  try:
-    payload = json.loads((results_dir / f"{name}.json").read_text())
-    if bool(payload.get("quick")) == quick and payload.get("elapsed_s"):
-      return float(payload["elapsed_s"])
-  except (OSError, ValueError):
-    pass
-  return 60.0
-
-
-def _run_here(name: str, module, quick: bool, results_dir: pathlib.Path) -> dict:
-  """Runs one benchmark in this process; a summary that survives JSON (for --jobs)."""
-  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
-  print(f"== {name} ({'quick' if quick else 'full'}) ==", flush=True)
-  compile0, cpu0, t0 = _harness.compile_seconds(), time.process_time(), time.perf_counter()
-  try:
-    result = module.run(quick=quick)
-    elapsed = time.perf_counter() - t0
-    cost = {"cpu_s": time.process_time() - cpu0}
-    cost.update({f"{k}_s": v - compile0[k] for k, v in _harness.compile_seconds().items()})
-    paths = _harness.write_result(result, results_dir, quick=quick, elapsed_s=elapsed, cost=cost)
-  except Exception:  # pylint: disable=broad-except
-    traceback.print_exc()
-    return {"name": name, "paper": module.PAPER, "failed": True}
-  print(f"   wrote {', '.join(str(p) for p in paths.values())} in {elapsed:.1f} s "
-        f"({cost['cpu_s']:.0f} s CPU, XLA compilation {cost['compile_s']:.0f} s)", flush=True)
-  return {"name": name, "paper": result.paper, "failed": False, "elapsed_s": elapsed, "cost": cost,
-          "claims": [(c.claim, c.paper, c.ours, c.holds) for c in result.claims]}
-
-
-class _Exclusivity:
-  """Serves ``_harness.exclusive()`` requests: pauses every other child while one times."""
-
-  def __init__(self, control: pathlib.Path):
-    self.control = control
-    self.holder: int | None = None
-
-  def service(self, running: dict[int, subprocess.Popen]) -> None:
-    """Releases a finished holder, then grants the oldest pending request of a live child."""
-    if self.holder is not None:
-      if (self.control / f"{self.holder}.request").exists() and self.holder in running:
-        return
-      (self.control / f"{self.holder}.granted").unlink(missing_ok=True)
-      for pid in running:
-        if pid != self.holder:
-          _signal(pid, signal.SIGCONT)
-      self.holder = None
-
-    def age(request: pathlib.Path) -> float:
-      try:
-        return request.stat().st_mtime
-      except FileNotFoundError:  # withdrawn meanwhile
-        return float("inf")
-
-    for request in sorted(self.control.glob("*.request"), key=age):
-      pid = int(request.stem)
-      if pid in running:
-        for other in running:
-          if other != pid:
-            _signal(other, signal.SIGSTOP)
-        (self.control / f"{pid}.granted").touch()
-        self.holder = pid
-        return
-
-
-def _signal(pid: int, sig: int) -> None:
-  try:
-    os.kill(pid, sig)
-  except ProcessLookupError:  # it has just exited
-    pass
-
-
-class _Worker:
-  """A ``python -m benchmarks --serve`` process: runs the benchmark names written to its stdin."""
-
-  def __init__(self, cmd: list[str], env: dict, log_path: pathlib.Path):
-    self.log = open(log_path, "w+")  # pylint: disable=consider-using-with
-    self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=self.log,
-                                 stderr=subprocess.STDOUT, env=env, text=True)
-    self.name: str | None = None
-    self.offset = 0
-
-  def assign(self, name: str) -> None:
-    self.log.flush()
-    self.offset = self.log.seek(0, os.SEEK_END)
-    self.name = name
-    self.proc.stdin.write(name + "\n")
-    self.proc.stdin.flush()
-
-  def output(self) -> str:
-    """What the worker printed since its current benchmark was assigned."""
-    self.log.seek(self.offset)
-    return self.log.read()
-
-
-def _run_in_processes(names: list[str], quick: bool, results_dir: pathlib.Path,
-                      jobs: int) -> list[dict]:
-  """The benchmarks on ``jobs`` worker processes, longest first."""
-  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
-  pending = sorted(names, key=lambda n: -_last_elapsed(results_dir, n, quick))
-  env = dict(os.environ)
-  # Workers share an accelerator's memory instead of each preallocating most of it.
-  env.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.2f}")
-  summaries: dict[str, dict] = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    control = pathlib.Path(tmp) / "control"
-    control.mkdir()
-    env[_harness.CONTROL_ENV] = str(control)
-    exclusivity = _Exclusivity(control)
-    cmd = [sys.executable, "-m", "benchmarks", "--serve", "--results-dir", str(results_dir)]
-    cmd += ["--quick"] if quick else []
-    started = [0]
-
-    def new_worker() -> _Worker:
-      started[0] += 1
-      return _Worker(cmd, env, pathlib.Path(tmp) / f"worker{started[0]}.log")
-
-    workers = [new_worker() for _ in range(min(jobs, len(names)))]
-    while pending or any(w.name for w in workers):
-      for i, w in enumerate(workers):
-        if w.name is None:
-          continue
-        summary = control / f"{w.name}.summary.json"
-        if summary.exists():
-          sys.stdout.write(w.output())
-          sys.stdout.flush()
-          summaries[w.name] = json.loads(summary.read_text())
-          w.name = None
-        elif w.proc.poll() is not None:  # died: report, replace
-          sys.stdout.write(w.output())
-          print(f"== {w.name}: its worker process exited with status {w.proc.returncode} ==",
-                flush=True)
-          summaries[w.name] = {"name": w.name, "paper": "-", "failed": True}
-          w.log.close()
-          workers[i] = new_worker()
-      # No benchmark starts while another has the machine to itself.
-      for w in workers:
-        if w.name is None and pending and exclusivity.holder is None:
-          w.assign(pending.pop(0))
-      exclusivity.service({w.proc.pid: w.proc for w in workers if w.proc.poll() is None})
-      time.sleep(0.05)
-    for w in workers:
-      w.proc.stdin.close()
-    for w in workers:
-      w.proc.wait()
-      w.log.close()
-  return [summaries[n] for n in names]
-
-
-def _serve(quick: bool, results_dir: pathlib.Path) -> int:
-  """Worker mode: runs each benchmark name read from stdin; its summary goes to the runner's
-  control directory (written whole, then renamed, so the runner never reads half of it)."""
+def _worker(name: str, phase: str, mode: str, results_dir: pathlib.Path) -> dict:
+  """One phase of one benchmark, in a worker process: its output, time and cost."""
   import benchmarks  # pylint: disable=g-import-not-at-top
   from benchmarks import _harness  # pylint: disable=g-import-not-at-top
-  control = pathlib.Path(os.environ[_harness.CONTROL_ENV])
-  for line in sys.stdin:
-    name = line.strip()
-    if not name:
+  module = benchmarks.load(name)
+  print(f"== {name}: {phase} ({mode}) ==", flush=True)
+  compile0, cpu0, t0 = _harness.compile_seconds(), time.process_time(), time.perf_counter()
+  if phase == "experiment":
+    value = module.experiment(_harness.config(module, mode))
+  elif phase == "timings":
+    value = _harness.run_timings(module, mode)
+  else:  # "legacy": run(quick) does everything
+    value = _harness.run_legacy(module, mode)
+  cost = {"cpu_s": time.process_time() - cpu0}
+  cost.update({f"{k}_s": v - compile0[k] for k, v in _harness.compile_seconds().items()})
+  out = {"elapsed_s": time.perf_counter() - t0, "cost": cost, "env": _harness.environment()}
+  if phase == "legacy":
+    _harness.write_result(value, results_dir, mode, out["elapsed_s"], cost, out["env"])
+    value = _summary(value, out["elapsed_s"], cost)
+  print(f"   {name}: {phase} took {out['elapsed_s']:.1f} s", flush=True)
+  return {**out, "value": value}
+
+
+def _in_process(name: str, phase: str, mode: str, results_dir: pathlib.Path) -> dict | None:
+  """Runs :func:`_worker` in a fresh Python process; None if it raised or died."""
+  with tempfile.TemporaryDirectory() as tmp:
+    out = pathlib.Path(tmp) / "out.pickle"
+    cmd = [sys.executable, "-m", "benchmarks", name, "--mode", mode, "--phase", phase,
+           "--out", str(out), "--results-dir", str(results_dir)]
+    code = subprocess.run(cmd, check=False).returncode
+    if code != 0 or not out.exists():
+      print(f"== {name}: {phase} failed (worker exit status {code}) ==", flush=True)
+      return None
+    return pickle.loads(out.read_bytes())
+
+
+def _summary(result, elapsed_s: float, cost: dict) -> dict:
+  return {"name": result.name, "paper": result.paper, "elapsed_s": elapsed_s, "cost": cost,
+          "claims": [(c.claim, c.paper, c.ours_shown, c.outcome, c.holds, c.judged)
+                     for c in result.claims]}
+
+
+def _longest_first(names: list[str], mode: str, results_dir: pathlib.Path) -> list[str]:
+  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
+
+  def last_elapsed(name: str) -> float:  # of the last result in the same mode; 60 s if none
+    record = _harness.read_record(results_dir, name) or {}
+    same = _harness.record_mode(record) == mode and record.get("elapsed_s")
+    return float(record["elapsed_s"]) if same else 60.0
+
+  return sorted(names, key=lambda n: -last_elapsed(n))
+
+
+def run(names: list[str], mode: str, jobs: int, results_dir: pathlib.Path) -> list[dict | None]:
+  """The three phases for ``names``; each benchmark's summary, or None if it failed."""
+  import benchmarks  # pylint: disable=g-import-not-at-top
+  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
+  modules = {n: benchmarks.load(n) for n in names}
+  legacy = {n for n, m in modules.items() if _harness.is_legacy(m)}
+  timed_legacy = {n for n in legacy if "exclusive(" in inspect.getsource(modules[n])}
+  # 1. Experiments (and untimed legacy modules), `jobs` at a time.
+  os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.2f}")
+  first = [n for n in _longest_first(names, mode, results_dir) if n not in timed_legacy]
+  with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+    outs = pool.map(lambda n: _in_process(n, "legacy" if n in legacy else "experiment", mode,
+                                          results_dir), first)
+    phase1 = dict(zip(first, outs))
+  # 2. Timings (and timed legacy modules), one at a time.
+  phase2 = {}
+  for n in names:
+    if n in timed_legacy:
+      phase1[n] = _in_process(n, "legacy", mode, results_dir)
+    elif n not in legacy and phase1[n] and hasattr(modules[n], "timings"):
+      phase2[n] = _in_process(n, "timings", mode, results_dir)
+  # 3. Claims and reports.
+  summaries = []
+  for n in names:
+    exp, times = phase1[n], phase2.get(n, {"value": {}, "elapsed_s": 0.0, "cost": {}})
+    if n in legacy or exp is None or times is None:
+      summaries.append(exp and exp["value"] if n in legacy else None)
       continue
     try:
-      module = benchmarks.load(name)
+      result = _harness.finish(modules[n], mode, exp["value"], times["value"])
+      elapsed = exp["elapsed_s"] + times["elapsed_s"]
+      cost = {k: v + times["cost"].get(k, 0.0) for k, v in exp["cost"].items()}
+      paths = _harness.write_result(result, results_dir, mode, elapsed, cost, exp["env"])
+      print(f"== {n}: wrote {', '.join(str(p) for p in paths.values())} ==", flush=True)
+      summaries.append(_summary(result, elapsed, cost))
     except Exception:  # pylint: disable=broad-except
       traceback.print_exc()
-      summary = {"name": name, "paper": "-", "failed": True}
-    else:
-      summary = _run_here(name, module, quick, results_dir)
-    partial = control / f"{name}.summary.part"
-    partial.write_text(json.dumps(_harness.to_jsonable(summary)))
-    os.replace(partial, control / f"{name}.summary.json")
-    sys.stdout.flush()
-  return 0
+      summaries.append(None)
+  return summaries
+
+
+def _print_summary(names: list[str], summaries: list[dict | None], seconds: float,
+                   jobs: int) -> int:
+  import benchmarks  # pylint: disable=g-import-not-at-top
+  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
+  rows, failed, not_holding, not_judged, times = [], [], [], [], {}
+  for name, s in zip(names, summaries):
+    if s is None:
+      failed.append(name)
+      rows.append((name, benchmarks.load(name).PAPER, "benchmark raised an error", "-", "-", "-"))
+      continue
+    times[name] = s["elapsed_s"]
+    for claim, paper, ours, outcome, holds, judged in s["claims"]:
+      rows.append((name, s["paper"], claim, paper, ours, outcome))
+      if not judged:
+        not_judged.append(f"{name}: {claim}")
+      elif holds is False:
+        not_holding.append(f"{name}: {claim}")
+  print()
+  print(_harness.markdown_table(["benchmark", "paper", "claim", "paper's number", "ours",
+                                 "holds?"], rows))
+  cpu = sum(s["cost"]["cpu_s"] for s in summaries if s)
+  compile_s = sum(s["cost"]["compile_s"] for s in summaries if s)
+  print(f"\n{len(times)} benchmark(s) in {seconds:.0f} s ({jobs} at a time, timings alone): " +
+        ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) +
+        f"; CPU {cpu:.0f} s in the benchmarks, of which XLA compilation {compile_s:.0f} s")
+  if not_judged:
+    print(f"\n{len(not_judged)} claim(s) not judged in this mode (see each NAME.md for why and "
+          "for the last full run's number): " + "; ".join(not_judged))
+  if not_holding:
+    print(f"\n{len(not_holding)} claim(s) did not hold (see each NAME.md for why): " +
+          "; ".join(not_holding))
+  if failed:
+    print(f"\n{len(failed)} benchmark(s) raised an error: " + ", ".join(failed))
+  # The exit status reports errors; a claim that does not hold is a result, shown above.
+  return 1 if failed else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,68 +179,54 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("names", nargs="*", metavar="NAME",
                       help=f"benchmarks to run (default: all of {', '.join(benchmarks.registry())})")
   parser.add_argument("--quick", action="store_true",
-                      help="small repetitions that run in a minute or two each on a 2-core CPU")
+                      help="the main job's scale: a minute or two each on a 2-core CPU")
+  parser.add_argument("--smoke", action="store_true",
+                      help="tiny sizes, seconds each (what the tests run); writes to a temporary "
+                           "directory unless --results-dir is given")
+  parser.add_argument("--jobs", type=int, default=None,
+                      help="experiments run at once (default: 2 on a CPU host with >= 2 cores, "
+                           "else 1); timings always run one at a time")
   parser.add_argument("--results-dir", type=pathlib.Path, default=None,
                       help="where to write NAME.json/.md/.png (default: benchmarks/results)")
-  parser.add_argument("--jobs", type=int, default=None,
-                      help="benchmarks run at once, in that many worker processes (default: 2 "
-                           "on a CPU host with >= 2 cores, else 1); a timing that decides a "
-                           "claim pauses the others")
-  parser.add_argument("--serve", action="store_true",
-                      help=argparse.SUPPRESS)  # a worker of --jobs: names arrive on stdin
+  parser.add_argument("--readme", action="store_true",
+                      help="rewrite README.md's paper table from benchmarks/results and exit")
+  parser.add_argument("--mode", help=argparse.SUPPRESS)  # worker: smoke, quick or full
+  parser.add_argument("--phase", help=argparse.SUPPRESS)  # worker: experiment, timings, legacy
+  parser.add_argument("--out", type=pathlib.Path, help=argparse.SUPPRESS)  # worker's pickle
   args = parser.parse_args(argv)
+  if args.readme:
+    from benchmarks import _readme  # pylint: disable=g-import-not-at-top
+    changed = _readme.update()
+    print("README.md " + ("updated" if changed else "already matches the results"))
+    return 0
   if args.jobs is not None and args.jobs < 1:
     parser.error(f"--jobs must be >= 1, got {args.jobs}")
+  if args.quick and args.smoke:
+    parser.error("--quick and --smoke exclude each other")
   names = args.names or list(benchmarks.registry())
   try:
     for name in names:
       benchmarks.check(name)
   except ValueError as e:
     parser.error(str(e))
+  mode = args.mode or ("smoke" if args.smoke else "quick" if args.quick else "full")
+  results_dir = args.results_dir or (pathlib.Path(tempfile.mkdtemp(prefix="benchmarks-"))
+                                     if mode == "smoke" else benchmarks.RESULTS_DIR)
   _configure_jax()
-  from benchmarks import _harness  # pylint: disable=g-import-not-at-top
-  results_dir = args.results_dir or _harness.RESULTS_DIR
-  if args.serve:
-    return _serve(args.quick, results_dir)
+  if args.phase:  # a worker process of run()
+    args.out.write_bytes(pickle.dumps(_worker(names[0], args.phase, mode, results_dir)))
+    return 0
 
   start = time.perf_counter()
-  jobs = args.jobs if args.jobs is not None else _default_jobs()
-  if jobs > 1 and len(names) > 1:
-    summaries = _run_in_processes(names, args.quick, results_dir, jobs)
-  else:
-    summaries = [_run_here(name, benchmarks.load(name), args.quick, results_dir)
-                 for name in names]
-
-  rows, failed, not_holding = [], [], []
-  times: dict[str, float] = {}
-  cpu = compile_s = 0.0
-  for s in summaries:
-    if s["failed"]:
-      failed.append(s["name"])
-      rows.append((s["name"], s["paper"], "benchmark raised an error", "-", "-", False))
-      continue
-    times[s["name"]] = s["elapsed_s"]
-    cpu += s["cost"]["cpu_s"]
-    compile_s += s["cost"]["compile_s"]
-    for claim, paper, ours, holds in s["claims"]:
-      rows.append((s["name"], s["paper"], claim, paper, ours, holds))
-      if holds is False:
-        not_holding.append(f"{s['name']}: {claim}")
-
-  print()
-  print(_harness.markdown_table(["benchmark", "paper", "claim", "paper's number", "ours", "holds?"],
-                                rows))
-  print(f"\n{len(times)} benchmark(s) in {time.perf_counter() - start:.0f} s"
-        f"{f' ({jobs} at a time)' if jobs > 1 and len(names) > 1 else ''}: " +
-        ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) +
-        f"; CPU {cpu:.0f} s in the benchmarks, of which XLA compilation {compile_s:.0f} s")
-  if not_holding:
-    print(f"\n{len(not_holding)} claim(s) did not hold (see each NAME.md for why): " +
-          "; ".join(not_holding))
-  if failed:
-    print(f"\n{len(failed)} benchmark(s) raised an error: " + ", ".join(failed))
-  # The exit status reports errors; a claim that does not hold is a result, shown above.
-  return 1 if failed else 0
+  cpu_host = os.environ.get("JAX_PLATFORMS", "") in ("", "cpu")
+  jobs = min(args.jobs or (min(2, os.cpu_count() or 1) if cpu_host else 1), len(names))
+  summaries = run(names, mode, jobs, results_dir)
+  print(f"\nResults in {results_dir}")
+  if results_dir == benchmarks.RESULTS_DIR:
+    from benchmarks import _readme  # pylint: disable=g-import-not-at-top
+    if _readme.update():
+      print("README.md's paper table updated from the results")
+  return _print_summary(names, summaries, time.perf_counter() - start, jobs)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,55 @@
-"""The benchmark harness: timing, results, and the writers for ``benchmarks/results``.
+"""The benchmark harness: the interface every benchmark follows, timing, and the result writers.
 
-Every benchmark module ``benchmarks/NAME.py`` defines
+A benchmark is a module ``benchmarks/NAME.py`` that reads top to bottom as
+config -> experiment -> timings -> claims -> report::
 
-* ``PAPER``: the paper it reproduces (authors, year, arXiv id), one line;
-* ``run(quick: bool) -> Result``: runs the experiment side by side with its baseline.
+  NAME = "tensor_spectral"
+  PAPER = "Tomioka, Suzuki 2014, Spectral norm of random tensors (arXiv 1407.1870)"
+  CONFIGS = {"smoke": {...}, "quick": {...}, "full": {...}}  # sizes, repeats, seeds: plain data
 
-``python -m benchmarks`` calls ``run`` and then :func:`write_result`, which writes
-``results/NAME.json`` (machine-readable), ``results/NAME.md`` (the tables, with the paper's
-numbers beside ours) and ``results/NAME.png`` (the paper's figure, redrawn).
+  def experiment(config) -> dict:        # the computation; runs in a worker process
+  def timings(config) -> dict:           # optional: the timings that decide a claim
+  def claims(config, exp, times) -> list[Claim]
+  def report(config, exp, times) -> Report  # tables, notes, figure, README headline
+
+``config`` is ``CONFIGS[mode]`` with ``config["mode"]`` set to the mode:
+
+* ``smoke``: tiny, seconds; the test suite runs every benchmark at it and checks that each
+  claim gets a value (not that it holds);
+* ``quick``: the main job, ``python -m benchmarks --quick`` (a minute or two per benchmark on
+  a 2-core CPU);
+* ``full``: the paper's scale, ``python -m benchmarks NAME``.
+
+``python -m benchmarks`` runs the experiments of several benchmarks at once in worker processes
+(``--jobs``), then each benchmark's ``timings`` alone, one after another, on an otherwise idle
+machine, then ``claims`` and ``report`` in the main process. ``experiment`` and ``timings``
+return plain data (dicts of numbers, lists, NumPy arrays: they are pickled back); ``claims``
+and ``report`` only compute from them. Put every timing that a claim judges in ``timings``;
+a timing that is only reported may stay in ``experiment``.
+
+A :class:`Claim` has three outcomes: it holds (``holds=True``), it does not hold
+(``holds=False``, with its ``reason``), or this mode cannot judge it (``judged=False``, e.g. quick
+mode trains too briefly: ``reason`` says so, and the writer shows the last full run's number
+beside ours, from the full record that ``results/NAME.json`` keeps). ``holds=None`` is a number
+that is reported, not judged against a bound (a speed on another machine class).
+
+:class:`Report` carries the tables, the notes and the README headline. Write the prose as a
+module-level template (``NOTES = \"\"\"...{c_fit:.3f}...\"\"\"``) formatted with the numbers, not as
+an f-string inside a function.
+
+:func:`write_result` writes ``results/NAME.json`` (machine-readable; the README table is
+generated from it by ``python -m benchmarks --readme``), ``results/NAME.md`` (the tables, with
+the paper's numbers beside ours) and ``results/NAME.png`` (the paper's figure, redrawn).
+
+Modules not yet converted define ``run(quick: bool) -> Result`` instead; :func:`run_legacy`
+adapts them (no smoke mode unless ``run`` accepts ``smoke=True``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -26,41 +62,15 @@ from typing import Any
 import jax
 import numpy as np
 
-RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"
-# Set by ``python -m benchmarks --jobs N`` in each benchmark process: the directory through
-# which :func:`exclusive` asks the runner to pause the other benchmarks.
-CONTROL_ENV = "TOMIOKA_BENCHMARK_CONTROL"
-_EXCLUSIVE_DEPTH = [0]
+RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"  # = benchmarks.RESULTS_DIR
+MODES = ("smoke", "quick", "full")
 
 
 @contextlib.contextmanager
-def exclusive(poll_s: float = 0.02) -> Iterator[None]:
-  """Runs its body with the machine to this benchmark alone: for timings that decide a claim.
-
-  Under ``python -m benchmarks --jobs N`` several benchmarks share the machine; on entry this
-  asks the runner to pause the others (SIGSTOP) and waits until it has, and on exit lets them
-  go on (SIGCONT). Requests from several benchmarks are served one at a time. Outside the
-  runner, or nested, it does nothing. Keep the body to the timed work (compile before it).
-  """
-  control = os.environ.get(CONTROL_ENV)
-  if not control or _EXCLUSIVE_DEPTH[0]:
-    _EXCLUSIVE_DEPTH[0] += 1
-    try:
-      yield
-    finally:
-      _EXCLUSIVE_DEPTH[0] -= 1
-    return
-  request = pathlib.Path(control) / f"{os.getpid()}.request"
-  granted = pathlib.Path(control) / f"{os.getpid()}.granted"
-  request.touch()
-  _EXCLUSIVE_DEPTH[0] += 1
-  try:
-    while not granted.exists():
-      time.sleep(poll_s)
-    yield
-  finally:
-    _EXCLUSIVE_DEPTH[0] -= 1
-    request.unlink(missing_ok=True)
+def exclusive() -> Iterator[None]:
+  """Legacy marker for modules still on ``run(quick)``: does nothing itself. The runner runs a
+  legacy module that uses it alone, after the others; converted modules use ``timings``."""
+  yield
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,21 +168,65 @@ def compile_and_run(jitted: Any, *args: Any, compiler_options: dict[str, Any] | 
 
 @dataclasses.dataclass
 class Claim:
-  """One row of the summary table: what the paper claims, its number, ours, and whether it holds.
+  """One row of the summary table: what the paper claims, its number, ours, and the outcome.
 
-  ``holds`` is ``None`` when the claim is reported but not checked (e.g. a timing on a
-  different machine class).
+  Attributes:
+    claim: the statement, the same text in every mode (a full run's number is found by it).
+    paper: the paper's number or bound.
+    ours: our number.
+    holds: True (holds), False (does not hold: say why in ``reason``), or None (a number that is
+      reported, not judged).
+    reason: why it does not hold, or why this mode cannot judge it.
+    judged: False when this mode cannot judge the claim (quick mode too short); ``holds`` is
+      then ignored and the writer fills ``last_full`` from the last full run.
+    last_full: our number in the last full run (filled by :func:`write_result`).
   """
 
   claim: str
   paper: str
   ours: str
   holds: bool | None
+  reason: str = ""
+  judged: bool = True
+  last_full: str = ""
+
+  @property
+  def outcome(self) -> str:
+    """``yes``, ``NO``, ``-`` (reported) or ``not judged``, with the reason when there is one."""
+    if not self.judged:
+      word = "not judged"
+    else:
+      word = {True: "yes", False: "NO", None: "-"}[self.holds]
+    return f"{word}: {self.reason}" if self.reason and word != "yes" else word
+
+  @property
+  def ours_shown(self) -> str:
+    """Ours, and beside it the last full run's number for a claim this mode did not judge."""
+    if self.judged:
+      return self.ours
+    return f"{self.ours} (last full run: {self.last_full or 'none recorded'})"
+
+
+@dataclasses.dataclass
+class Report:
+  """What ``report(config, exp, times)`` returns: the prose and pictures of a result.
+
+  Attributes:
+    tables: markdown tables (with the paper's numbers beside ours), in order.
+    notes: free text for the markdown file, formatted from a module-level template.
+    figure: a matplotlib figure redrawing the paper's figure, or None.
+    headline: one paragraph for the README's paper table, formatted from a template.
+  """
+
+  tables: list[str] = dataclasses.field(default_factory=list)
+  notes: str = ""
+  figure: Any = None
+  headline: str = ""
 
 
 @dataclasses.dataclass
 class Result:
-  """What a benchmark run produced.
+  """What a benchmark run produced (built by :func:`run_benchmark`, or by a legacy ``run``).
 
   Attributes:
     name: the benchmark's name (its module name).
@@ -183,6 +237,7 @@ class Result:
       after :func:`to_jsonable`.
     figure: a matplotlib figure redrawing the paper's figure, or None.
     notes: free text for the markdown file (setup, caveats, what differs from the paper).
+    headline: the README paragraph ("" for legacy modules: the README keeps its text).
   """
 
   name: str
@@ -192,6 +247,55 @@ class Result:
   data: dict[str, Any] = dataclasses.field(default_factory=dict)
   figure: Any = None
   notes: str = ""
+  headline: str = ""
+
+
+def is_legacy(module: Any) -> bool:
+  """Whether ``module`` still has the old single ``run(quick)`` instead of the phases."""
+  return not hasattr(module, "CONFIGS")
+
+
+def config(module: Any, mode: str) -> dict[str, Any]:
+  """``module.CONFIGS[mode]`` with ``"mode"`` set; unknown modes raise ``ValueError``."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+  return {**module.CONFIGS[mode], "mode": mode}
+
+
+def run_timings(module: Any, mode: str) -> dict[str, Any]:
+  """The module's ``timings(config)``, or ``{}`` if it has none."""
+  timings = getattr(module, "timings", None)
+  return {} if timings is None else timings(config(module, mode))
+
+
+def finish(module: Any, mode: str, exp: dict[str, Any], times: dict[str, Any]) -> Result:
+  """Claims and report from the experiment's and the timings' outputs."""
+  cfg = config(module, mode)
+  rep = module.report(cfg, exp, times)
+  return Result(name=module.NAME, paper=module.PAPER, claims=module.claims(cfg, exp, times),
+                tables=rep.tables, figure=rep.figure, notes=rep.notes, headline=rep.headline,
+                data={"config": cfg, "experiment": exp, "timings": times})
+
+
+def run_legacy(module: Any, mode: str) -> Result:
+  """Adapter for a module still on ``run(quick)``: smoke mode only if ``run`` takes ``smoke``."""
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+  if mode == "smoke":
+    import inspect  # pylint: disable=g-import-not-at-top
+    if "smoke" not in inspect.signature(module.run).parameters:
+      raise NotImplementedError(f"benchmarks/{module.__name__.split('.')[-1]}.py has no smoke "
+                                "mode yet (convert it, or give run() a smoke=False argument)")
+    return module.run(quick=True, smoke=True)
+  return module.run(quick=mode == "quick")
+
+
+def run_benchmark(module: Any, mode: str) -> Result:
+  """Runs every phase of one benchmark in this process (the test suite's smoke runs)."""
+  if is_legacy(module):
+    return run_legacy(module, mode)
+  exp = module.experiment(config(module, mode))
+  return finish(module, mode, exp, run_timings(module, mode))
 
 
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -231,33 +335,69 @@ def to_jsonable(obj: Any) -> Any:
 
 def claims_table(claims: Sequence[Claim]) -> str:
   return markdown_table(["claim", "paper", "ours", "holds?"],
-                        [(c.claim, c.paper, c.ours, c.holds) for c in claims])
+                        [(c.claim, c.paper, c.ours_shown, c.outcome) for c in claims])
+
+
+def record_mode(payload: dict[str, Any]) -> str:
+  """The mode of a ``NAME.json`` record (records before modes had only ``quick``)."""
+  return payload.get("mode") or ("quick" if payload.get("quick") else "full")
+
+
+def full_record(payload: dict[str, Any] | None) -> dict[str, Any] | None:
+  """The last full run in a ``NAME.json`` record: itself if full, else the one it keeps."""
+  if not payload:
+    return None
+  return payload if record_mode(payload) == "full" else payload.get("full_record")
+
+
+def read_record(results_dir: pathlib.Path, name: str) -> dict[str, Any] | None:
+  try:
+    return json.loads((results_dir / f"{name}.json").read_text())
+  except (OSError, ValueError):
+    return None
 
 
 def write_result(result: Result, results_dir: pathlib.Path = RESULTS_DIR,
-                 quick: bool = False, elapsed_s: float | None = None,
-                 cost: dict[str, float] | None = None) -> dict[str, pathlib.Path]:
+                 mode: str = "full", elapsed_s: float | None = None,
+                 cost: dict[str, float] | None = None,
+                 env: dict[str, Any] | None = None) -> dict[str, pathlib.Path]:
   """Writes ``NAME.json``, ``NAME.md`` and (if there is a figure) ``NAME.png``.
 
-  ``elapsed_s`` is the benchmark's whole run time (compilation included), recorded for
-  keeping ``--quick`` within its budget; ``cost`` breaks it down (``cpu_s``: process CPU
-  seconds; ``trace_s``, ``lower_s``, ``compile_s``: JAX tracing, lowering, XLA compilation).
+  A run that is not full keeps the previous file's full record (claims, headline, time) as
+  ``full_record``, and fills each unjudged claim's ``last_full`` from it. ``elapsed_s`` is the
+  benchmark's whole run time; ``cost`` breaks it down (``cpu_s``: process CPU seconds;
+  ``trace_s``, ``lower_s``, ``compile_s``: JAX tracing, lowering, XLA compilation). ``env`` is
+  the environment the run saw (default: this process's).
   """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
   results_dir.mkdir(parents=True, exist_ok=True)
+  env = environment() if env is None else env
   paths = {"json": results_dir / f"{result.name}.json", "md": results_dir / f"{result.name}.md"}
+  full = None if mode == "full" else full_record(read_record(results_dir, result.name))
+  if full:
+    full = {k: full.get(k) for k in ("date", "elapsed_s", "claims", "headline", "environment")}
+    by_claim = {c["claim"]: c["ours"] for c in full.get("claims") or []}
+    for c in result.claims:
+      if not c.judged:
+        c.last_full = by_claim.get(c.claim, "")
   payload = {
       "name": result.name,
       "paper": result.paper,
-      "quick": quick,
+      "mode": mode,
+      "date": datetime.date.today().isoformat(),
       "elapsed_s": elapsed_s,
       "cost": cost,
       "claims": result.claims,
+      "headline": result.headline,
       "data": result.data,
-      "environment": environment(),
+      "environment": env,
   }
+  if full:
+    payload["full_record"] = full
   paths["json"].write_text(json.dumps(to_jsonable(payload), indent=1) + "\n")
   md = [f"# {result.name}", "", f"Paper: {result.paper}", "",
-        f"Mode: {'--quick' if quick else 'full'}; {environment_line()}" +
+        f"Mode: {mode}; {environment_line(env)}" +
         ("" if elapsed_s is None else f"; ran in {elapsed_s:.0f} s") +
         ("" if not cost else f" ({cost['cpu_s']:.0f} s CPU, of which XLA compilation "
                              f"{cost['compile_s']:.0f} s)"), "",
@@ -285,11 +425,11 @@ def environment() -> dict[str, Any]:
       "device_kind": jax.devices()[0].device_kind,
       "python": platform.python_version(),
       "machine": platform.machine(),
-      "cpus": __import__("os").cpu_count(),
+      "cpus": os.cpu_count(),
   }
 
 
-def environment_line() -> str:
-  e = environment()
+def environment_line(env: dict[str, Any] | None = None) -> str:
+  e = environment() if env is None else env
   return (f"jax {e['jax']} on {e['backend']} ({e['device_kind']}, {e['devices']} devices), "
           f"{e['cpus']} CPUs, Python {e['python']}")
