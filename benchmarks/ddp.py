@@ -14,7 +14,8 @@ multiplied by a random ``c`` log-uniform in [1/10, 10] and its outgoing weights 
 for the normalized MLPs (batch normalization, DDP-Normalization) only the incoming weights are
 multiplied, which normalization cancels. Reported: training cross-entropy, training error and
 test error per epoch. Each training run (both initializations, ``vmap``-ed) is one compiled
-function (``lax.scan`` over epochs and minibatches); DDP-SGD's scaling uses the minibatch.
+function (``core.make_scan_trainer``: ``lax.scan`` over epochs and minibatches); DDP-SGD's
+scaling uses the minibatch, passed by the trainer's extra-arguments hook.
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class BatchNormMLP(nnx.Module):
 
 
 def _functional(model: nnx.Module):
-  """``apply(params, stats, x, train) -> (logits, stats)`` and the initial (params, stats)."""
+  """``apply(params, stats, x, train) -> (logits, stats)``, the graphdef and the initial
+  (params, stats)."""
   graphdef, params, stats = nnx.split(model, nnx.Param, ...)
 
   def apply(params, stats, x, train):
@@ -86,7 +88,7 @@ def _functional(model: nnx.Module):
     _, _, stats = nnx.split(m, nnx.Param, ...)
     return out, stats
 
-  return apply, params, stats
+  return apply, graphdef, params, stats
 
 
 def _unbalanced(name: str, params, key):
@@ -109,46 +111,24 @@ def _unbalanced(name: str, params, key):
       params, optim.rescale(layers, optim.random_rescaling(key, layers, SPREAD)))
 
 
-def make_trainer(apply, make_optimizer, train, test, epochs: int, hp_axes=None):
+def make_trainer(graphdef, make_optimizer, train, test, epochs: int, hp_axes=None):
   """One compiled program ``run(params, stats, key, hp) -> metrics`` training from both
-  initializations (leading axis of params and stats); ``make_optimizer(hp)`` builds the optax
-  transformation from (possibly ``vmap``-ed, ``hp_axes``) hyperparameters."""
-  x_tr, y_tr = jnp.asarray(train["x"]), jnp.asarray(train["y"])
-  x_te, y_te = jnp.asarray(test["x"]), jnp.asarray(test["y"])
-  n = x_tr.shape[0]
-  steps = n // BATCH
-
-  def loss(params, stats, x, y):
-    logits, stats = apply(params, stats, x, True)
-    return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), stats
-
-  def evaluate(params, stats):
-    logits_tr, _ = apply(params, stats, x_tr, False)
-    logits_te, _ = apply(params, stats, x_te, False)
-    return {
-        "train_ce": optax.softmax_cross_entropy_with_integer_labels(logits_tr, y_tr).mean(),
-        "train_err": jnp.mean(jnp.argmax(logits_tr, -1) != y_tr),
-        "test_err": jnp.mean(jnp.argmax(logits_te, -1) != y_te),
-    }
+  initializations (leading axis of params and stats) with the core scan trainer;
+  ``make_optimizer(hp)`` builds the optax transformation from (possibly ``vmap``-ed,
+  ``hp_axes``) hyperparameters. DDP-SGD gets each minibatch's inputs through the trainer's
+  extra-arguments hook; the other optimizers ignore them."""
+  data = {"x": jnp.asarray(train["x"]), "y": jnp.asarray(train["y"])}
+  evaluate = core.classification_curves(graphdef, train, test)
 
   def run(params, stats, key, hp):
-    optimizer = optax.with_extra_args_support(make_optimizer(hp))
-
-    def epoch(carry, key):
-      def step(carry, idx):
-        params, stats, opt_state = carry
-        x, y = x_tr[idx], y_tr[idx]
-        grads, stats = jax.grad(loss, has_aux=True)(params, stats, x, y)
-        updates, opt_state = optimizer.update(grads, opt_state, params, inputs=x)
-        return (optax.apply_updates(params, updates), stats, opt_state), None
-
-      order = jax.random.permutation(key, n)[:steps * BATCH].reshape(steps, BATCH)
-      carry, _ = jax.lax.scan(step, carry, order)
-      return carry, evaluate(carry[0], carry[1])
-
-    carry = (params, stats, optimizer.init(params))
-    _, metrics = jax.lax.scan(epoch, carry, jax.random.split(key, epochs))
-    return metrics
+    optimizer = make_optimizer(hp)
+    trainer = core.make_scan_trainer(graphdef, core.cross_entropy_loss, optimizer,
+                                     batch_size=BATCH, epochs=epochs, evaluate=evaluate,
+                                     extra_args=lambda batch: {"inputs": batch["x"]})
+    state = core.TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=stats,
+                            opt_state=optimizer.init(params), rng=key)
+    _, metrics = trainer(state, data, key)
+    return {k: metrics[k] for k in ("train_ce", "train_err", "test_err")}
 
   run = jax.vmap(run, in_axes=(0, 0, None, None))
   if hp_axes is not None:
@@ -205,7 +185,7 @@ def experiment(train, test, hidden: int, epochs: int, names=None) -> dict:
     groups.insert(0, "plain")
   for group in groups:
     model = _model(group, in_features, hidden)
-    apply, params, stats = _functional(model)
+    apply, graphdef, params, stats = _functional(model)
 
     @jax.jit  # one compilation instead of many small eager ones
     def prepare(params, stats, key, x_probe, group=group, apply=apply):
@@ -227,7 +207,7 @@ def experiment(train, test, hidden: int, epochs: int, names=None) -> dict:
             "alpha": jnp.array([ALPHAS.get(n, 0.0) for n in members], jnp.float32),
             "lr": jnp.array([LEARNING_RATES[n] for n in members], jnp.float32)}
       hp_axes = 0
-    run = make_trainer(apply, _make_optimizer(group, network, (in_features,)), train, test,
+    run = make_trainer(graphdef, _make_optimizer(group, network, (in_features,)), train, test,
                        epochs, hp_axes)
     t0 = time.perf_counter()
     metrics = _harness.block(run(both, both_stats, jax.random.key(1), hp))

@@ -80,7 +80,7 @@ def experiment_init(train, test, hidden: int, epochs: int, spread: float,
   out = {"curves": {}, "seconds": {}, "same_function_max_abs_diff": same_function}
   for name, lr in learning_rates.items():
     opt = _optimizer(name, network, train["x"].shape[1:], lr)
-    run = core.make_epoch_trainer(network, opt, train, test, batch_size=64, epochs=epochs)
+    run = core.make_classifier_trainer(model, opt, train, test, batch_size=64, epochs=epochs)
     for init_name, params in (("balanced", balanced), ("unbalanced", unbalanced)):
       t0 = time.perf_counter()
       _, metrics = _harness.block(run(params, jax.random.key(1)))
@@ -95,7 +95,8 @@ def experiment_size(train, test, sizes, epochs: int) -> dict:
   for h in sizes:
     model = core.MLP(in_features, (h,), 10, rngs=nnx.Rngs(0))
     network, params = optim.nnx_network(model)
-    run = core.make_epoch_trainer(network, optax.sgd(0.3), train, test, batch_size=64, epochs=epochs)
+    run = core.make_classifier_trainer(model, optax.sgd(0.3), train, test, batch_size=64,
+                                       epochs=epochs)
     params, metrics = run(params, jax.random.key(1))
     layers = optim.mlp_layers(params)
     logits = network(params, jnp.asarray(train["x"]))

@@ -1,4 +1,4 @@
-"""Tests of the compiled whole-run trainer against a step-by-step reference."""
+"""Tests of the classifier recipe on the scan trainer against a step-by-step reference."""
 
 import jax
 import jax.numpy as jnp
@@ -17,13 +17,15 @@ def _data():
   return {"x": x, "y": (x[:, 0] > 0).astype(np.int32)}
 
 
-def test_epoch_trainer_equals_a_python_loop():
+def test_classifier_trainer_equals_a_python_loop():
   train, test = _data(), _data()
-  network, params = optim.nnx_network(core.MLP(5, (8,), 2, rngs=nnx.Rngs(0)))
+  model = core.MLP(5, (8,), 2, rngs=nnx.Rngs(0))
+  network, params = optim.nnx_network(model)
   opt = optax.sgd(0.1)
-  run = core.make_epoch_trainer(network, opt, train, test, batch_size=16, epochs=2)
+  run = core.make_classifier_trainer(model, opt, train, test, batch_size=16, epochs=2)
   key = jax.random.key(3)
   final, metrics = run(params, key)
+  assert sorted(metrics) == ["test_err", "train_ce", "train_err"]
   assert metrics["train_ce"].shape == (2,)
 
   def loss(p, x, y):
@@ -42,9 +44,13 @@ def test_epoch_trainer_equals_a_python_loop():
                              np.mean(np.argmax(logits, -1) != train["y"]), atol=1e-7)
 
 
-def test_epoch_trainer_bad_arguments():
-  network, _ = optim.nnx_network(core.MLP(5, (8,), 2, rngs=nnx.Rngs(0)))
-  with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0"):
-    core.make_epoch_trainer(network, optax.sgd(0.1), _data(), _data(), batch_size=0, epochs=1)
+def test_classifier_trainer_bad_arguments():
+  model = core.MLP(5, (8,), 2, rngs=nnx.Rngs(0))
+  _, params = optim.nnx_network(model)
+  with pytest.raises(ValueError, match="batch_size must be a positive integer, got batch_size=0"):
+    core.make_classifier_trainer(model, optax.sgd(0.1), _data(), _data(), batch_size=0,
+                                 epochs=1)
+  run = core.make_classifier_trainer(model, optax.sgd(0.1), _data(), _data(), batch_size=64,
+                                     epochs=1)
   with pytest.raises(ValueError, match="batch_size=64 exceeds the 40 training examples"):
-    core.make_epoch_trainer(network, optax.sgd(0.1), _data(), _data(), batch_size=64, epochs=1)
+    run(params, jax.random.key(0))

@@ -187,3 +187,104 @@ def test_mlp_rejects_wrong_feature_count():
 def test_create_train_state_rejects_non_module():
   with pytest.raises(TypeError, match="model must be a flax.nnx.Module"):
     core.create_train_state({"w": 1.0}, optax.sgd(0.1), jax.random.key(0))
+
+
+def noisy_loss(model, batch, rng):
+  """The squared loss plus a term in the step's key, so that its randomness is exercised."""
+  loss, _ = squared_loss(model, batch, rng)
+  noise = jax.random.normal(rng, ())
+  return loss + 0.1 * noise * jnp.sum(model.b[...]), {"noise": noise}
+
+
+def test_extra_args_hook_reaches_the_optimizer():
+  """Whatever extra_args(batch) returns is passed to optimizer.update, in every step maker."""
+  seen = []
+
+  def update(updates, state, params=None, *, scale=None, **unused):
+    seen.append(scale)
+    return jax.tree.map(lambda g: -scale * g, updates), state
+
+  opt = optax.GradientTransformationExtraArgs(lambda p: optax.EmptyState(), update)
+  batch = make_problem()
+  graphdef, state = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  hook = lambda batch: {"scale": 0.1 * jnp.mean(batch["y"] ** 0)}  # computed from the batch
+  step = core.make_train_step(graphdef, squared_loss, opt, extra_args=hook)
+  reference = core.make_train_step(graphdef, squared_loss, optax.sgd(0.1))
+  new_state, _ = step(state, batch)
+  expected, _ = reference(state._replace(opt_state=optax.sgd(0.1).init(state.params)), batch)
+  for a, b in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected.params)):
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+  assert len(seen) == 1  # traced once
+  # A plain GradientTransformation (no **extra_args) is wrapped, and ignores the arguments.
+  plain = core.make_train_step(graphdef, squared_loss, optax.sgd(0.1),
+                               extra_args=lambda b: {"inputs": b["x"]})
+  got, _ = plain(state._replace(opt_state=optax.sgd(0.1).init(state.params)), batch)
+  for a, b in zip(jax.tree.leaves(got.params), jax.tree.leaves(expected.params)):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_scan_trainer_equals_the_jitted_step_in_a_python_loop():
+  """make_scan_trainer runs make_train_step's step: same shuffles, keys, states, metrics."""
+  data = make_problem(n=40)
+  opt = optax.adam(0.05)
+  graphdef, state = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  evaluate = lambda s: {"w_norm": jnp.sum(s.params["w"][...] ** 2)}
+  train = core.make_scan_trainer(graphdef, noisy_loss, opt, batch_size=16, epochs=3,
+                                 evaluate=evaluate)
+  key = jax.random.key(5)
+  final, metrics = train(state, data, key)
+  assert {k: v.shape for k, v in metrics.items()} == {"loss": (3,), "noise": (3,),
+                                                      "w_norm": (3,)}
+  step = core.make_train_step(graphdef, noisy_loss, opt)
+  s, losses, norms = state, [], []
+  for k in jax.random.split(key, 3):
+    order = np.asarray(jax.random.permutation(k, 40))[:32].reshape(2, 16)
+    epoch = []
+    for idx in order:
+      s, m = step(s, {"x": data["x"][idx], "y": data["y"][idx]})
+      epoch.append(float(m["loss"]))
+    losses.append(np.mean(epoch))
+    norms.append(float(evaluate(s)["w_norm"]))
+  assert int(final.step) == int(s.step) == 6
+  for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(s)):
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      a, b = jax.random.key_data(a), jax.random.key_data(b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-5)
+  np.testing.assert_allclose(metrics["w_norm"], norms, rtol=1e-5)
+
+
+def test_scan_trainer_vmaps_over_seeds():
+  """A batch of states from different seeds trains in one call, each as it would alone."""
+  data = make_problem(n=32)
+  opt = optax.sgd(0.05)
+  graphdef, _ = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  train = core.make_scan_trainer(graphdef, squared_loss, opt, batch_size=8, epochs=2)
+
+  def init(seed):
+    _, state = core.create_train_state(Linear(5, 3, seed=seed), opt, jax.random.key(seed))
+    return state
+
+  states = [init(s) for s in (1, 2, 3)]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+  keys = jax.random.split(jax.random.key(9), 3)
+  finals, metrics = jax.vmap(train, (0, None, 0))(stacked, data, keys)
+  assert metrics["loss"].shape == (3, 2)
+  for i, state in enumerate(states):
+    alone, alone_metrics = train(state, data, keys[i])
+    np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)
+    np.testing.assert_allclose(finals.params["w"][...][i], alone.params["w"][...], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_scan_trainer_bad_arguments():
+  opt = optax.sgd(0.1)
+  graphdef, state = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  with pytest.raises(ValueError, match="epochs must be a positive integer, got epochs=0"):
+    core.make_scan_trainer(graphdef, squared_loss, opt, batch_size=4, epochs=0)
+  train = core.make_scan_trainer(graphdef, squared_loss, opt, batch_size=64, epochs=1)
+  with pytest.raises(ValueError, match="batch_size=64 exceeds the 32 training examples"):
+    train(state, make_problem(n=32), jax.random.key(0))
+  bad = {"x": np.zeros((32, 5)), "y": np.zeros((31, 3))}
+  with pytest.raises(ValueError, match="one leading example axis"):
+    train(state, bad, jax.random.key(0))

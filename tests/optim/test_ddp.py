@@ -209,34 +209,42 @@ def test_inputs_extra_arg_and_reference_inputs_agree_and_jit():
 
 
 def test_core_trainers_feed_the_batch_inputs_to_ddp_sgd():
-  """core.make_train_step and core.make_epoch_trainer pass inputs=batch x to an extra-args
-  optimizer: DDP-SGD without reference inputs runs there and takes the step computed by hand
-  with the batch; a plain optimizer in the same trainer is unaffected."""
+  """DDP-SGD gets the minibatch inputs through the core trainers' extra-args hook: without
+  reference inputs it runs in core.make_train_step, make_shard_map_train_step and the scan
+  trainer, and takes the step computed by hand with the (global) batch."""
   model = tiny_mlp()
   network, params = ddp.ddp_network(model)
   x = jnp.asarray(random_inputs(8, 3, seed=4), jnp.float32)
   y = jnp.arange(8) % 2
   opt = ddp.ddp_sgd(0.1, 0.5)
+  inputs = lambda batch: {"inputs": batch["x"]}
 
   def loss_fn(model, batch, rng):
     del rng
     logits = model(batch["x"])
     return optax.softmax_cross_entropy_with_integer_labels(logits, batch["y"]).mean(), {}
 
-  graphdef, state = core.create_train_state(model, opt, jax.random.key(0))
-  step = core.make_train_step(graphdef, loss_fn, opt)
-  new_state, _ = step(state, {"x": x, "y": y})
   grads = jax.grad(lambda p: optax.softmax_cross_entropy_with_integer_labels(
       network(p, x), y).mean())(params)
   updates, _ = opt.update(grads, opt.init(params), params, inputs=x)
   expected = optax.apply_updates(params, updates)
-  for u, v in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
-    np.testing.assert_allclose(u, v, rtol=2e-5, atol=1e-7)
-  plain = optax.GradientTransformation(lambda p: optax.EmptyState(), lambda u, s, p=None: (u, s))
-  assert core.optimizer_extra_args(plain, {"x": x}) == {}  # a plain transformation: nothing
-  assert core.optimizer_extra_args(optax.sgd(0.1), [x, y]) == {}  # no batch["x"]: nothing
-  run = core.make_epoch_trainer(network, opt, {"x": x, "y": y}, {"x": x, "y": y},
-                                batch_size=4, epochs=2)
+  graphdef, state = core.create_train_state(model, opt, jax.random.key(0))
+  mesh = core.data_mesh()
+  steps = {"jit": core.make_train_step(graphdef, loss_fn, opt, extra_args=inputs),
+           "shard_map": core.make_shard_map_train_step(graphdef, loss_fn, opt, mesh,
+                                                       extra_args=inputs)}
+  for name, step in steps.items():
+    start = core.replicate(state, mesh) if name == "shard_map" else state
+    batch = {"x": x, "y": y}
+    batch = core.shard_batch(batch, mesh) if name == "shard_map" else batch
+    new_state, _ = step(start, batch)
+    for u, v in zip(jax.tree.leaves(new_state.params), jax.tree.leaves(expected)):
+      np.testing.assert_allclose(u, v, rtol=2e-5, atol=1e-7, err_msg=name)
+  # Without the hook DDP-SGD gets no inputs and says so.
+  with pytest.raises(ValueError, match="inputs"):
+    core.make_train_step(graphdef, loss_fn, opt)(state, {"x": x, "y": y})
+  run = core.make_classifier_trainer(model, opt, {"x": x, "y": y}, {"x": x, "y": y},
+                                     batch_size=4, epochs=2, extra_args=inputs)
   _, metrics = run(params, jax.random.key(1))
   assert np.all(np.isfinite(metrics["train_ce"]))
 

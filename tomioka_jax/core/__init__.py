@@ -4,12 +4,15 @@ from tomioka_jax.core._checks import is_concrete
 from tomioka_jax.core._classifier import MLP
 from tomioka_jax.core._classifier import ClassifierConfig
 from tomioka_jax.core._classifier import classification_sums
-from tomioka_jax.core._classifier import make_epoch_trainer
+from tomioka_jax.core._classifier import classification_curves
+from tomioka_jax.core._classifier import make_classifier_trainer
 from tomioka_jax.core._classifier import cross_entropy_loss
 from tomioka_jax.core._classifier import train_classifier
 from tomioka_jax.core._compat import fast_threefry_compilation
+from tomioka_jax.core._gaussians import DiagonalNormal
 from tomioka_jax.core._gaussians import diag_gaussian_log_prob
 from tomioka_jax.core._gaussians import kl_to_standard_normal
+from tomioka_jax.core._gaussians import log_mean_exp
 from tomioka_jax.core._gaussians import product_of_gaussians
 from tomioka_jax.core._gaussians import reparameterized_sample
 from tomioka_jax.core._loop import Checkpointer
@@ -28,9 +31,9 @@ from tomioka_jax.core._train import TrainState
 from tomioka_jax.core._train import apply_model
 from tomioka_jax.core._train import create_train_state
 from tomioka_jax.core._train import make_eval_step
+from tomioka_jax.core._train import make_scan_trainer
 from tomioka_jax.core._train import make_shard_map_train_step
 from tomioka_jax.core._train import make_train_step
-from tomioka_jax.core._train import optimizer_extra_args
 from tomioka_jax.core._train import pmean_gradients
 
 __all__ = [
@@ -38,12 +41,15 @@ __all__ = [
     "MLP",
     "ClassifierConfig",
     "classification_sums",
-    "make_epoch_trainer",
+    "classification_curves",
+    "make_classifier_trainer",
     "cross_entropy_loss",
     "train_classifier",
     "fast_threefry_compilation",
+    "DiagonalNormal",
     "diag_gaussian_log_prob",
     "kl_to_standard_normal",
+    "log_mean_exp",
     "product_of_gaussians",
     "reparameterized_sample",
     "Checkpointer",
@@ -62,8 +68,8 @@ __all__ = [
     "apply_model",
     "create_train_state",
     "make_eval_step",
+    "make_scan_trainer",
     "make_shard_map_train_step",
     "make_train_step",
-    "optimizer_extra_args",
     "pmean_gradients",
 ]

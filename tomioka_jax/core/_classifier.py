@@ -1,4 +1,8 @@
-"""A small classifier recipe on top of the core: an NNX MLP, its loss, and ``train_classifier``.
+"""Classifier recipes on top of the core: an NNX MLP, its loss and evaluation, and two trainers.
+
+``train_classifier`` runs :func:`tomioka_jax.core.fit` (resumable, sharded, logged);
+``make_classifier_trainer`` runs :func:`tomioka_jax.core.make_scan_trainer` (a whole run as one
+compiled function, for sweeps).
 
 This is the piece the quickstart notebook and the ``mlp_digits`` benchmark import, and the
 baseline network several papers' experiments start from (QSGD's training parity, Path-SGD).
@@ -144,67 +148,69 @@ def train_classifier(config: ClassifierConfig, train_data: dict[str, np.ndarray]
                   eval_batches=eval_batches, eval_every=config.eval_every, progress=progress)
 
 
-def make_epoch_trainer(network: Callable[[Any, jax.Array], jax.Array],
-                       optimizer: optax.GradientTransformation, train_data: dict[str, Any],
-                       test_data: dict[str, Any], *, batch_size: int, epochs: int
-                       ) -> Callable[[Any, jax.Array], tuple[Any, dict[str, jax.Array]]]:
-  """A whole classifier training run as one compiled function (``lax.scan`` over epochs).
+def classification_curves(graphdef: nnx.GraphDef, train_data: dict[str, Any],
+                          test_data: dict[str, Any]
+                          ) -> Callable[[train.TrainState], dict[str, jax.Array]]:
+  """``evaluate(state)`` for :func:`tomioka_jax.core.make_scan_trainer`: whole-set errors.
 
-  For experiments that compare optimizers or initializations on data that fits on the device:
-  ``run(params, key) -> (params, metrics)`` trains ``network(params, x) -> logits`` with
-  ``optimizer`` for ``epochs`` epochs of shuffled minibatches (the last partial batch of each
-  epoch dropped), and returns per-epoch ``train_ce``, ``train_err`` and ``test_err`` computed
-  on the whole sets. ``run`` is jitted and can be ``vmap``-ed over keys or parameters.
-
-  Args:
-    network: ``network(params, x) -> logits`` (e.g. from ``tomioka_jax.optim.nnx_network``).
-    optimizer: any optax transformation (its ``update`` receives ``params``, and the
-      minibatch's inputs as ``inputs`` when it takes extra arguments).
-    train_data, test_data: ``{"x": (n, ...), "y": (n,)}``.
-    batch_size, epochs: positive integers.
+  Returns ``train_ce`` (mean cross-entropy on ``train_data``), ``train_err`` and ``test_err``
+  (misclassified fractions) of the model held by ``state``, in evaluation mode
+  (``nnx.Module.eval``: batch normalization uses its running averages). Both sets,
+  ``{"x": (n, ...), "y": (n,)}``, are evaluated whole, so they must fit on the device.
   """
-  for name, value in (("batch_size", batch_size), ("epochs", epochs)):
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{name} must be a positive integer, got {value!r}")
   x_tr, y_tr = jnp.asarray(train_data["x"]), jnp.asarray(train_data["y"])
   x_te, y_te = jnp.asarray(test_data["x"]), jnp.asarray(test_data["y"])
-  n = x_tr.shape[0]
-  if batch_size > n:
-    raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
-  steps = n // batch_size
 
-  def loss(params, x, y):
-    return optax.softmax_cross_entropy_with_integer_labels(network(params, x), y).mean()
-
-  def evaluate(params):
-    logits_tr, logits_te = network(params, x_tr), network(params, x_te)
+  def evaluate(state: train.TrainState) -> dict[str, jax.Array]:
+    model = nnx.merge(graphdef, state.params, jax.tree.map(lambda v: v, state.model_state))
+    model.eval()
+    logits_tr, logits_te = model(x_tr), model(x_te)
     return {
         "train_ce": optax.softmax_cross_entropy_with_integer_labels(logits_tr, y_tr).mean(),
         "train_err": jnp.mean(jnp.argmax(logits_tr, -1) != y_tr),
         "test_err": jnp.mean(jnp.argmax(logits_te, -1) != y_te),
     }
 
+  return evaluate
+
+
+def make_classifier_trainer(model: nnx.Module, optimizer: optax.GradientTransformation,
+                            train_data: dict[str, Any], test_data: dict[str, Any], *,
+                            batch_size: int, epochs: int,
+                            extra_args: train.ExtraArgsFn | None = None
+                            ) -> Callable[[Any, jax.Array], tuple[Any, dict[str, jax.Array]]]:
+  """A classifier's whole training run on the device, for comparing optimizers or starts.
+
+  A recipe on :func:`tomioka_jax.core.make_scan_trainer`: ``run(params, key) -> (params,
+  metrics)`` trains ``model`` (its structure; ``params`` are its ``nnx.Param`` state, e.g. a
+  rescaled copy) with :func:`cross_entropy_loss` and ``optimizer`` for ``epochs`` epochs of
+  shuffled minibatches (the last partial batch of each epoch dropped), and returns the
+  per-epoch :func:`classification_curves` (``train_ce``, ``train_err``, ``test_err``). ``run``
+  is jitted and can be ``vmap``-ed over keys or parameters.
+
+  Args:
+    model: an NNX classifier, ``model(x) -> logits``.
+    optimizer: any optax transformation.
+    train_data, test_data: ``{"x": (n, ...), "y": (n,)}``.
+    batch_size, epochs: positive integers.
+    extra_args: the optimizer hook of :func:`tomioka_jax.core.make_train_step`, called on each
+      minibatch (DDP-SGD: ``lambda batch: {"inputs": batch["x"]}``).
+  """
+  graphdef, _, model_state = nnx.split(model, nnx.Param, ...)
+  trainer = train.make_scan_trainer(
+      graphdef, cross_entropy_loss, optimizer, batch_size=batch_size, epochs=epochs,
+      evaluate=classification_curves(graphdef, train_data, test_data), extra_args=extra_args)
+  data = {"x": jnp.asarray(train_data["x"]), "y": jnp.asarray(train_data["y"])}
+
   @jax.jit
   def run(params, key):
-    def epoch(carry, key):
-      def step(carry, idx):
-        params, state = carry
-        x, y = x_tr[idx], y_tr[idx]
-        grads = jax.grad(loss)(params, x, y)
-        updates, state = optimizer.update(grads, state, params,
-                                          **train.optimizer_extra_args(optimizer, {"x": x}))
-        return (optax.apply_updates(params, updates), state), None
-
-      order = jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)
-      carry, _ = jax.lax.scan(step, carry, order)
-      return carry, evaluate(carry[0])
-
-    (params, _), metrics = jax.lax.scan(epoch, (params, optimizer.init(params)),
-                                        jax.random.split(key, epochs))
-    return params, metrics
+    state = train.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                             model_state=model_state, opt_state=optimizer.init(params), rng=key)
+    state, metrics = trainer(state, data, key)
+    return state.params, {k: metrics[k] for k in ("train_ce", "train_err", "test_err")}
 
   return run
 
 
-__all__ = ["MLP", "make_epoch_trainer", "cross_entropy_loss", "classification_sums", "ClassifierConfig",
-           "train_classifier"]
+__all__ = ["MLP", "make_classifier_trainer", "classification_curves", "cross_entropy_loss",
+           "classification_sums", "ClassifierConfig", "train_classifier"]

@@ -1,9 +1,16 @@
-"""Diagonal Gaussians: products (evidence accumulation), KL divergences, log densities.
+"""Diagonal Gaussians and the importance-weighted bound of Gaussian latent-variable models.
 
-Shared by the grouped-evidence posterior of the multi-level VAE (Bouchacourt, Tomioka, Nowozin
-2017), whose group content posterior is a product of per-observation Gaussians, and by
-Gaussian-attention scoring (Zhang, Winn, Tomioka 2016), where conjunctions of conditions are
-products of Gaussians.
+One diagonal Gaussian for the whole library: the functions below, on means and
+log-variances (products for evidence accumulation, KL to the standard normal, the log density,
+reparameterised samples), and :class:`DiagonalNormal`, the same density as a distrax
+distribution (``loc``, ``scale``) for code that works with distribution objects. And one IWAE
+estimator, :func:`log_mean_exp` of the log importance weights (Burda et al. 2016).
+
+Shared by the multi-level VAE (Bouchacourt, Tomioka, Nowozin 2017), whose group content
+posterior is a product of per-observation Gaussians, the N-VAE of the Poincaré VAE paper
+(Mathieu et al. 2019), whose prior and posterior are diagonal Gaussians, and Gaussian-attention
+scoring (Zhang, Winn, Tomioka 2016), where conjunctions of conditions are products of
+Gaussians.
 
 The product of Gaussian densities ``prod_i N(z; m_i, v_i)`` is proportional to
 ``N(z; m, v)`` with precision ``1/v = sum_i 1/v_i`` and precision-weighted mean
@@ -16,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import distrax
 import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
@@ -71,8 +79,15 @@ def kl_to_standard_normal(mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
 
 
 def diag_gaussian_log_prob(x: ArrayLike, mean: ArrayLike, log_var: ArrayLike) -> jax.Array:
-  """``log N(x; mean, diag(exp(log_var)))`` summed over the last axis."""
-  x, mean, log_var = jnp.asarray(x), jnp.asarray(mean), jnp.asarray(log_var)
+  """``log N(x; mean, diag(exp(log_var)))`` summed over the last axis.
+
+  .. math::  -\\tfrac12 \\sum_d \\big(\\log v_d + (x_d - \\mu_d)^2 / v_d + \\log 2\\pi\\big)
+
+  The arguments broadcast against each other explicitly (``(K, d)`` samples against a ``(d,)``
+  mean), so it also runs under strict rank promotion.
+  """
+  x, mean, log_var = jnp.broadcast_arrays(jnp.asarray(x), jnp.asarray(mean),
+                                          jnp.asarray(log_var))
   return -0.5 * jnp.sum(log_var + jnp.square(x - mean) * jnp.exp(-log_var) + math.log(2 * math.pi),
                         axis=-1)
 
@@ -84,7 +99,59 @@ def reparameterized_sample(key: jax.Array, mean: ArrayLike, log_var: ArrayLike) 
   return mean + jnp.exp(0.5 * jnp.asarray(log_var)) * eps
 
 
+class DiagonalNormal(distrax.Distribution):
+  """``N(loc, diag(scale^2))`` over the last axis, as a distrax distribution.
+
+  Its density is :func:`diag_gaussian_log_prob`. Unlike ``distrax.MultivariateNormalDiag`` it
+  broadcasts values against ``loc`` explicitly, so that ``log_prob`` of ``(K, d)`` samples of
+  a ``(d,)`` location works under strict rank promotion (``jax_numpy_rank_promotion="raise"``,
+  which the tests use). Samples are reparameterised: ``loc + scale * eps``.
+  """
+
+  def __init__(self, loc: ArrayLike, scale: ArrayLike):
+    self._loc = jnp.asarray(loc)
+    self._scale = jnp.broadcast_to(jnp.asarray(scale, self._loc.dtype), self._loc.shape)
+
+  @property
+  def event_shape(self) -> tuple[int, ...]:
+    return self._loc.shape[-1:]
+
+  @property
+  def batch_shape(self) -> tuple[int, ...]:
+    return self._loc.shape[:-1]
+
+  def _sample_n(self, key: jax.Array, n: int) -> jax.Array:
+    shape = (n,) + self._loc.shape
+    eps = jax.random.normal(key, shape, self._loc.dtype)
+    return jnp.broadcast_to(self._loc, shape) + jnp.broadcast_to(self._scale, shape) * eps
+
+  def log_prob(self, value: ArrayLike) -> jax.Array:
+    return diag_gaussian_log_prob(jnp.asarray(value, self._loc.dtype), self._loc,
+                                  2.0 * jnp.log(self._scale))
+
+
+def log_mean_exp(log_weights: ArrayLike, axis: int = 0) -> jax.Array:
+  """The importance-weighted (IWAE) estimate of ``log p(x)`` from K log importance weights.
+
+  .. math::  \\mathcal L_K = \\log \\frac1K \\sum_{k=1}^K w_k, \\qquad
+     \\log w_k = \\log p(x, z_k) - \\log q(z_k | x), \\quad z_k \\sim q(z | x)
+
+  computed as ``logsumexp - log K`` (finite for weights of any magnitude). With ``K = 1`` it
+  is the one-sample ELBO; by Jensen's inequality it is at least the mean of its K one-sample
+  ELBOs, and ``E[L_K]`` increases to ``log p(x)`` with K (Burda, Grosse, Salakhutdinov 2016).
+  Used by the ML-VAE's ``group_iwae`` and the P-VAE's ``iwae_bound``.
+
+  Args:
+    log_weights: log importance weights, the K samples along ``axis``.
+    axis: the sample axis (removed).
+  """
+  log_weights = jnp.asarray(log_weights)
+  return jax.nn.logsumexp(log_weights, axis=axis) - math.log(log_weights.shape[axis])
+
+
 __all__ = [
+    "DiagonalNormal",
+    "log_mean_exp",
     "product_of_gaussians",
     "kl_to_standard_normal",
     "diag_gaussian_log_prob",

@@ -1,4 +1,4 @@
-"""Train state and pure train/eval steps for Flax NNX models used functionally.
+"""Train state, pure train/eval steps and the on-device scan trainer for Flax NNX models.
 
 A model is split once, outside ``jit``, into a static ``GraphDef`` and two pytrees: its
 parameters (``nnx.Param``) and the rest of its state (batch statistics, RNG counters, ...).
@@ -13,16 +13,25 @@ Two ways to run a step over several devices are provided, both from the same los
 * :func:`make_shard_map_train_step`: per-device gradients inside ``jax.shard_map`` reduced by
   an explicit collective that takes an ``axis_name`` (``lax.pmean`` by default, a quantized
   all-reduce for QSGD), for methods whose communication is the point.
+
+The same pure step also runs a whole training run on the device: :func:`make_scan_trainer`
+scans it over shuffled minibatches of an in-memory data set, epoch after epoch, as one compiled
+function that ``vmap``-s over seeds and hyperparameters.
+
+Optimizers that need more than the gradient (DDP-SGD reads the minibatch's inputs) get it
+through one hook shared by every trainer: ``extra_args(batch) -> dict`` of keyword arguments
+for ``optimizer.update`` (see :func:`make_train_step`).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 from jax.sharding import Mesh
@@ -134,24 +143,35 @@ def _loss_and_grads(graphdef: nnx.GraphDef, loss_fn: LossFn, state: TrainState, 
   return loss, metrics, model_state, grads
 
 
-def optimizer_extra_args(optimizer: optax.GradientTransformation, batch: Any) -> dict[str, Any]:
-  """Keyword arguments a trainer passes to ``optimizer.update`` besides the parameters.
+# extra_args(batch) -> keyword arguments for optimizer.update besides (grads, state, params).
+ExtraArgsFn = Callable[[Batch], dict[str, Any]]
 
-  A transformation that accepts extra arguments (``optax.GradientTransformationExtraArgs``,
-  which every ``optax.chain`` is) receives the batch's inputs as ``inputs=batch["x"]``; data-
-  dependent preconditioners such as DDP-SGD read their statistics from it, and every other
-  transformation ignores it. Plain transformations get nothing.
-  """
-  if isinstance(optimizer, optax.GradientTransformationExtraArgs) and isinstance(batch, Mapping) \
-      and "x" in batch:
-    return {"inputs": batch["x"]}
-  return {}
+
+def _with_extra_args(optimizer: optax.GradientTransformation,
+                     extra_args: ExtraArgsFn | None) -> optax.GradientTransformation:
+  """The optimizer, made to accept (and ignore unknown) keyword arguments when a hook is given."""
+  return optimizer if extra_args is None else optax.with_extra_args_support(optimizer)
+
+
+def _make_step(graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
+               extra_args: ExtraArgsFn | None) -> Callable[[TrainState, Batch],
+                                                          tuple[TrainState, Metrics]]:
+  """The pure (un-jitted) step every trainer runs: jitted, sharded or scanned."""
+  optimizer = _with_extra_args(optimizer, extra_args)
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+    rng, step_rng = jax.random.split(state.rng)
+    loss, metrics, model_state, grads = _loss_and_grads(graphdef, loss_fn, state, batch,
+                                                         step_rng)
+    extra = {} if extra_args is None else extra_args(batch)
+    return (_apply(state, optimizer, grads, model_state, rng, extra), {"loss": loss, **metrics})
+
+  return step
 
 
 def _apply(state: TrainState, optimizer: optax.GradientTransformation, grads, model_state,
-           rng: jax.Array, extra_args: dict[str, Any] | None = None) -> TrainState:
-  updates, opt_state = optimizer.update(grads, state.opt_state, state.params,
-                                        **(extra_args or {}))
+           rng: jax.Array, extra: dict[str, Any]) -> TrainState:
+  updates, opt_state = optimizer.update(grads, state.opt_state, state.params, **extra)
   params = optax.apply_updates(state.params, updates)
   return TrainState(step=state.step + 1, params=params, model_state=model_state,
                     opt_state=opt_state, rng=rng)
@@ -159,15 +179,22 @@ def _apply(state: TrainState, optimizer: optax.GradientTransformation, grads, mo
 
 def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
                     optimizer: optax.GradientTransformation, *, mesh: Mesh | None = None,
-                    donate: bool = False) -> Callable[[TrainState, Batch],
-                                                      tuple[TrainState, Metrics]]:
+                    donate: bool = False, extra_args: ExtraArgsFn | None = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """Builds the pure, jit-compiled training step ``(state, batch) -> (state, metrics)``.
 
   ``metrics`` holds ``loss`` and whatever ``loss_fn`` returns, averaged over the global batch
   exactly as on one device: with a ``mesh`` the batch is sharded along its first axis and XLA
-  reduces the gradient across devices, so the same code runs on 1 or N devices. An optimizer
-  that takes extra arguments receives the global batch's inputs (see
-  :func:`optimizer_extra_args`).
+  reduces the gradient across devices, so the same code runs on 1 or N devices.
+
+  **The extra-arguments hook.** ``optimizer.update(grads, opt_state, params, **extra)`` gets
+  ``extra = extra_args(batch)``, computed from the (global) batch inside the step. It is how an
+  optimizer that needs data besides the gradient receives it, for example DDP-SGD
+  (:func:`tomioka_jax.optim.ddp_sgd`), which reads the minibatch's inputs:
+  ``extra_args=lambda batch: {"inputs": batch["x"]}``. With a hook, the optimizer is wrapped
+  with ``optax.with_extra_args_support``, so the transformations of a chain that do not know
+  an argument ignore it. The same hook is taken by :func:`make_shard_map_train_step` and
+  :func:`make_scan_trainer`.
 
   Args:
     graphdef: from :func:`create_train_state`.
@@ -176,6 +203,8 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
     mesh: a 1-D data mesh (:func:`tomioka_jax.core.data_mesh`); ``None`` runs uncommitted
       on the default device.
     donate: donate the input state's buffers to the output (saves memory in long runs).
+    extra_args: ``extra_args(batch) -> dict`` of keyword arguments for ``optimizer.update``
+      (``None``: none).
 
   Returns:
     The jitted step.
@@ -186,14 +215,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
     >>> state, metrics = step(state, shard_batch(batch, mesh))
   """
   num_shards = 1 if mesh is None else parallel.mesh_size(mesh)
-
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-    rng, step_rng = jax.random.split(state.rng)
-    loss, metrics, model_state, grads = _loss_and_grads(graphdef, loss_fn, state, batch,
-                                                         step_rng)
-    return (_apply(state, optimizer, grads, model_state, rng,
-                   optimizer_extra_args(optimizer, batch)), {"loss": loss, **metrics})
-
+  step = _make_step(graphdef, loss_fn, optimizer, extra_args)
   donate_argnums = (0,) if donate else ()
   if mesh is None:
     return _checked(jax.jit(step, donate_argnums=donate_argnums), num_shards)
@@ -215,6 +237,7 @@ def pmean_gradients(key: jax.Array, grads: Any, axis_name: str) -> Any:
 def make_shard_map_train_step(
     graphdef: nnx.GraphDef, loss_fn: LossFn, optimizer: optax.GradientTransformation,
     mesh: Mesh, *, reduce_gradients: GradReduceFn = pmean_gradients,
+    extra_args: ExtraArgsFn | None = None,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
   """A data-parallel step whose gradient all-reduce is an explicit collective.
 
@@ -225,12 +248,13 @@ def make_shard_map_train_step(
   replicated. ``key`` is the step's key, identical on every device; a reduction that needs
   independent per-device randomness folds in ``lax.axis_index(axis_name)``.
 
-  The loss and metrics reported are means over devices (exact for equal shard sizes). The
-  optimizer gets no ``inputs`` here: a data-dependent preconditioner fed each device's own
-  shard would update the replicas differently.
+  The loss and metrics reported are means over devices (exact for equal shard sizes).
+  ``extra_args(batch)`` is computed from the *global* batch, outside the per-device code, and
+  handed to every device replicated, so that a data-dependent optimizer (DDP-SGD) updates
+  every replica alike, exactly as in :func:`make_train_step`.
 
   Args:
-    graphdef, loss_fn, optimizer: as in :func:`make_train_step`.
+    graphdef, loss_fn, optimizer, extra_args: as in :func:`make_train_step`.
     mesh: a 1-D data mesh.
     reduce_gradients: the collective that replaces the all-reduce.
 
@@ -239,8 +263,9 @@ def make_shard_map_train_step(
   """
   (axis_name,) = mesh.axis_names
   num_shards = parallel.mesh_size(mesh)
+  optimizer = _with_extra_args(optimizer, extra_args)
 
-  def per_device(state: TrainState, batch: Batch):
+  def per_device(state: TrainState, batch: Batch, extra: dict[str, Any]):
     rng, step_rng = jax.random.split(state.rng)
     loss_rng, reduce_rng = jax.random.split(step_rng)
     # Per-device randomness of the loss (dropout) differs between devices.
@@ -251,13 +276,83 @@ def make_shard_map_train_step(
     # Non-parameter state (batch statistics) is averaged so that replicas stay identical.
     model_state = jax.lax.pmean(model_state, axis_name)
     metrics = jax.lax.pmean({"loss": loss, **metrics}, axis_name)
-    return _apply(state, optimizer, grads, model_state, rng), metrics
+    return _apply(state, optimizer, grads, model_state, rng, extra), metrics
 
-  step = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(axis_name)),
-                       out_specs=(P(), P()), check_vma=False)
+  sharded = jax.shard_map(per_device, mesh=mesh, in_specs=(P(), P(axis_name), P()),
+                          out_specs=(P(), P()), check_vma=False)
+
+  def step(state: TrainState, batch: Batch):
+    return sharded(state, batch, {} if extra_args is None else extra_args(batch))
+
   replicated = parallel.replicated_sharding(mesh)
   return _checked(jax.jit(step, in_shardings=(replicated, parallel.batch_sharding(mesh)),
                           out_shardings=(replicated, replicated)), num_shards)
+
+
+def make_scan_trainer(graphdef: nnx.GraphDef, loss_fn: LossFn,
+                      optimizer: optax.GradientTransformation, *, batch_size: int, epochs: int,
+                      evaluate: Callable[[TrainState], Metrics] | None = None,
+                      extra_args: ExtraArgsFn | None = None
+                      ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, Metrics]]:
+  """A whole training run as one compiled function: the train step under ``lax.scan``.
+
+  For experiments whose data fit on the device and whose point is many runs (seeds, step
+  sizes, curvatures): ``train(state, data, key) -> (state, metrics)`` runs ``epochs`` epochs of
+  :func:`make_train_step`'s step (the same pure function) over shuffled minibatches of
+  ``data``, a pytree of arrays with one leading example axis. Each epoch draws a permutation
+  with its own key from ``jax.random.split(key, epochs)`` and drops the last partial batch;
+  the step's own randomness comes from ``state.rng`` as in :func:`make_train_step`.
+  ``train`` is jitted and, being a pure function of arrays, ``jax.vmap``-s over states
+  (seeds, initializations), data sets and keys; build the optimizer inside a ``vmap``-ed
+  function to ``vmap`` over its hyperparameters (purejaxrl's ``make_train(config) ->
+  train(rng)``).
+
+  Args:
+    graphdef, loss_fn, optimizer, extra_args: as in :func:`make_train_step` (``extra_args``
+      sees each minibatch).
+    batch_size, epochs: positive integers (``batch_size`` at most the number of examples).
+    evaluate: optional ``evaluate(state) -> metrics`` run after every epoch (for example the
+      error on whole training and test sets held in its closure).
+
+  Returns:
+    ``train(state, data, key)``, returning the final state and, per epoch (leading axis of
+    length ``epochs``), the step metrics (``loss`` and ``loss_fn``'s) averaged over the epoch's
+    steps, updated with ``evaluate``'s metrics (which win on a shared name).
+
+  Example:
+    >>> graphdef, state = create_train_state(model, optax.sgd(0.1), jax.random.key(0))
+    >>> train = make_scan_trainer(graphdef, loss_fn, optax.sgd(0.1), batch_size=64, epochs=10)
+    >>> state, metrics = train(state, {"x": x, "y": y}, jax.random.key(1))
+    >>> metrics["loss"].shape  # (10,)
+  """
+  for name, value in (("batch_size", batch_size), ("epochs", epochs)):
+    if not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+  step = _make_step(graphdef, loss_fn, optimizer, extra_args)
+
+  @jax.jit
+  def train(state: TrainState, data: Batch, key: jax.Array) -> tuple[TrainState, Metrics]:
+    n = {jnp.shape(x)[0] for x in jax.tree.leaves(data)}
+    if len(n) != 1:
+      raise ValueError(f"data must be a pytree of arrays sharing one leading example axis, got "
+                       f"shapes {jax.tree.map(jnp.shape, data)}")
+    (n,) = n
+    if batch_size > n:
+      raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
+    steps = n // batch_size
+
+    def epoch(state, key):
+      def minibatch(state, idx):
+        return step(state, jax.tree.map(lambda x: x[idx], data))
+
+      order = jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)
+      state, metrics = jax.lax.scan(minibatch, state, order)
+      metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
+      return state, metrics if evaluate is None else {**metrics, **evaluate(state)}
+
+    return jax.lax.scan(epoch, state, jax.random.split(key, epochs))
+
+  return train
 
 
 def make_eval_step(graphdef: nnx.GraphDef, eval_fn: EvalFn, *,
@@ -292,6 +387,7 @@ __all__ = [
     "create_train_state",
     "make_train_step",
     "make_shard_map_train_step",
+    "make_scan_trainer",
     "make_eval_step",
     "pmean_gradients",
     "apply_model",

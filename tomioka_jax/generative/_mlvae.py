@@ -31,7 +31,7 @@ import numpy as np
 from flax import nnx
 from jax.typing import ArrayLike
 
-from tomioka_jax.core import _gaussians as gaussians
+from tomioka_jax import core
 
 
 class Posteriors(NamedTuple):
@@ -111,7 +111,7 @@ def accumulate_group_evidence(content_mean: ArrayLike, content_log_var: ArrayLik
   Returns:
     ``(mean, log_var)`` of shape (G, content_dim).
   """
-  return gaussians.product_of_gaussians(content_mean, content_log_var, axis=1, mask=mask)
+  return core.product_of_gaussians(content_mean, content_log_var, axis=1, mask=mask)
 
 
 def encode_groups(model: MLVAE, x: jax.Array, mask: jax.Array | None = None) -> Posteriors:
@@ -142,14 +142,14 @@ def group_elbo(model: MLVAE, key: jax.Array, x: jax.Array,
     raise ValueError(f"mask must have shape {(g, k)}, got {mask.shape}")
   post = encode_groups(model, x, mask)
   k_style, k_content = jax.random.split(key)
-  style = gaussians.reparameterized_sample(k_style, post.style_mean, post.style_log_var)
-  content = gaussians.reparameterized_sample(k_content, post.content_mean, post.content_log_var)
+  style = core.reparameterized_sample(k_style, post.style_mean, post.style_log_var)
+  content = core.reparameterized_sample(k_content, post.content_mean, post.content_log_var)
   content = jnp.broadcast_to(content[:, None, :], (g, k, content.shape[-1]))
   logits = model.decode(style, content)
   recon = jnp.sum(mask * _bernoulli_log_likelihood(logits, x, len(model.in_shape)), axis=1)
-  style_kl = jnp.sum(mask * gaussians.kl_to_standard_normal(post.style_mean,
+  style_kl = jnp.sum(mask * core.kl_to_standard_normal(post.style_mean,
                                                             post.style_log_var), axis=1)
-  content_kl = gaussians.kl_to_standard_normal(post.content_mean, post.content_log_var)
+  content_kl = core.kl_to_standard_normal(post.content_mean, post.content_log_var)
   return ELBOTerms(recon - style_kl - content_kl, recon, style_kl, content_kl)
 
 
@@ -160,8 +160,9 @@ def group_iwae(model: MLVAE, key: jax.Array, x: jax.Array, mask: jax.Array | Non
   .. math::  \\log \\frac1N \\sum_{n=1}^N
      \\frac{p(C^n) \\prod_i p(S_i^n) p(x_i | C^n, S_i^n)}{q(C^n | X_G) \\prod_i q(S_i^n | x_i)}
 
-  with ``(C^n, S^n)`` drawn from the ML-VAE's posterior. It is at least the ELBO in
-  expectation and tends to ``log p(X_G)`` as ``num_samples`` grows (Burda et al. 2016).
+  with ``(C^n, S^n)`` drawn from the ML-VAE's posterior, estimated by the library's IWAE
+  estimator :func:`tomioka_jax.core.log_mean_exp`. It is at least the ELBO in expectation and
+  tends to ``log p(X_G)`` as ``num_samples`` grows (Burda et al. 2016).
   """
   if num_samples < 1:
     raise ValueError(f"num_samples must be >= 1, got {num_samples}")
@@ -171,23 +172,23 @@ def group_iwae(model: MLVAE, key: jax.Array, x: jax.Array, mask: jax.Array | Non
 
   def log_weight(key):
     k_style, k_content = jax.random.split(key)
-    style = gaussians.reparameterized_sample(k_style, post.style_mean, post.style_log_var)
-    content = gaussians.reparameterized_sample(k_content, post.content_mean,
+    style = core.reparameterized_sample(k_style, post.style_mean, post.style_log_var)
+    content = core.reparameterized_sample(k_content, post.content_mean,
                                                post.content_log_var)
     logits = model.decode(style, jnp.broadcast_to(content[:, None, :],
                                                   (g, k, content.shape[-1])))
     log_lik = _bernoulli_log_likelihood(logits, x, len(model.in_shape))
     zeros_s, zeros_c = jnp.zeros_like(style), jnp.zeros_like(content)
-    log_p_style = gaussians.diag_gaussian_log_prob(style, zeros_s, zeros_s)
-    log_q_style = gaussians.diag_gaussian_log_prob(style, post.style_mean, post.style_log_var)
+    log_p_style = core.diag_gaussian_log_prob(style, zeros_s, zeros_s)
+    log_q_style = core.diag_gaussian_log_prob(style, post.style_mean, post.style_log_var)
     per_member = jnp.sum(mask * (log_lik + log_p_style - log_q_style), axis=1)
-    log_p_content = gaussians.diag_gaussian_log_prob(content, zeros_c, zeros_c)
-    log_q_content = gaussians.diag_gaussian_log_prob(content, post.content_mean,
+    log_p_content = core.diag_gaussian_log_prob(content, zeros_c, zeros_c)
+    log_q_content = core.diag_gaussian_log_prob(content, post.content_mean,
                                                      post.content_log_var)
     return per_member + log_p_content - log_q_content
 
   log_w = jax.lax.map(log_weight, jax.random.split(key, num_samples))  # (N, G)
-  return jax.nn.logsumexp(log_w, axis=0) - jnp.log(num_samples)
+  return core.log_mean_exp(log_w, axis=0)
 
 
 def mlvae_loss(model: MLVAE, batch: dict[str, jax.Array], rng: jax.Array):

@@ -271,10 +271,10 @@ def scale_by_ddp(alpha: float, *, reference_inputs: jax.typing.ArrayLike | None 
   """Divides each gradient entry by ``kappa_e = (1/2) d^2 gamma_net^2 / d w_e^2``.
 
   The data-dependent part needs inputs: pass the mini-batch as an extra argument,
-  ``update(grads, state, params, inputs=x)``; otherwise the fixed ``reference_inputs`` (e.g.
-  a few hundred training inputs) are used, which lets trainers that call
-  ``update(grads, state, params)`` (``core.make_train_step``, ``core.make_epoch_trainer``)
-  run DDP-SGD unchanged.
+  ``update(grads, state, params, inputs=x)``. The core trainers do so through their
+  extra-arguments hook, ``extra_args=lambda batch: {"inputs": batch["x"]}``
+  (``core.make_train_step``, ``core.make_shard_map_train_step``, ``core.make_scan_trainer``).
+  Otherwise the fixed ``reference_inputs`` (e.g. a few hundred training inputs) are used.
 
   Args:
     alpha: the interpolation parameter in [0, 1]; 1 is Path-SGD.

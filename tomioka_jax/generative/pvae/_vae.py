@@ -44,6 +44,7 @@ import optax
 from flax import nnx
 from jax.typing import ArrayLike
 
+from tomioka_jax import core
 from tomioka_jax.generative.pvae import _manifold as manifold
 from tomioka_jax.generative.pvae._distributions import RiemannianNormal
 from tomioka_jax.generative.pvae._distributions import WrappedNormal
@@ -169,39 +170,6 @@ def posterior_limits(distribution: str, latent_dim: int, c: ArrayLike, dtype=jnp
   return radius, 2.0 * radius / (b + jnp.sqrt(b * b + 4.0 * a * radius))
 
 
-class DiagonalNormal(distrax.Distribution):
-  """``N(loc, diag(scale^2))`` over the last axis, the N-VAE's prior and posterior.
-
-  Like ``distrax.MultivariateNormalDiag`` but broadcasting values against ``loc`` explicitly, so
-  it works under strict rank promotion (``log_prob`` of ``(K, d)`` samples of a ``(d,)`` loc).
-  """
-
-  def __init__(self, loc: ArrayLike, scale: ArrayLike):
-    self._loc = jnp.asarray(loc)
-    self._scale = jnp.broadcast_to(jnp.asarray(scale, self._loc.dtype), self._loc.shape)
-
-  @property
-  def event_shape(self) -> tuple[int, ...]:
-    return self._loc.shape[-1:]
-
-  @property
-  def batch_shape(self) -> tuple[int, ...]:
-    return self._loc.shape[:-1]
-
-  def _sample_n(self, key: jax.Array, n: int) -> jax.Array:
-    shape = (n,) + self._loc.shape
-    eps = jax.random.normal(key, shape, self._loc.dtype)
-    return jnp.broadcast_to(self._loc, shape) + jnp.broadcast_to(self._scale, shape) * eps
-
-  def log_prob(self, value: ArrayLike) -> jax.Array:
-    value = jnp.asarray(value, self._loc.dtype)
-    shape = jnp.broadcast_shapes(value.shape, self._loc.shape)
-    u = (jnp.broadcast_to(value, shape) - jnp.broadcast_to(self._loc, shape)) / jnp.broadcast_to(
-        self._scale, shape)
-    log_scale = jnp.broadcast_to(jnp.log(self._scale), shape)
-    return -manifold.event_sum(0.5 * (jnp.square(u) + _LOG_2PI) + log_scale)
-
-
 def _mlp(sizes: list[int], rngs: nnx.Rngs) -> nnx.List:
   return nnx.List([nnx.Linear(a, b, rngs=rngs) for a, b in zip(sizes[:-1], sizes[1:])])
 
@@ -249,7 +217,7 @@ class VAE(nnx.Module):
   def _distribution(self, loc: jax.Array, scale: jax.Array) -> distrax.Distribution:
     kind = self.config.distribution
     if kind == "normal":
-      return DiagonalNormal(loc, scale)
+      return core.DiagonalNormal(loc, scale)
     if kind == "wrapped":
       return WrappedNormal(loc, jnp.broadcast_to(scale, loc.shape), self.c[...])
     return RiemannianNormal(loc, scale, self.c[...])
@@ -383,12 +351,6 @@ def log_importance_weights(model: VAE, key: jax.Array, x: ArrayLike,
   return model.log_likelihood(x, z) + model.prior().log_prob(z) - log_q
 
 
-def log_mean_exp(a: ArrayLike, axis: int = -1) -> jax.Array:
-  """``log(mean(exp(a)))`` along ``axis``, shifted by the maximum (finite for any magnitude)."""
-  a = jnp.asarray(a)
-  return jax.nn.logsumexp(a, axis=axis) - math.log(a.shape[axis])
-
-
 def iwae_bound(model: VAE, key: jax.Array, x: ArrayLike, num_samples: int) -> jax.Array:
   """The importance-weighted bound on ``log p(x)`` for one observation (Burda et al. 2016).
 
@@ -397,7 +359,8 @@ def iwae_bound(model: VAE, key: jax.Array, x: ArrayLike, num_samples: int) -> ja
 
   ``E[L_1] = ELBO <= E[L_K] <= E[L_{K+1}] <= log p(x)``, and ``L_K -> log p(x)`` as ``K`` grows;
   the paper reports it with K = 5000 as the test marginal log-likelihood. With ``K = 1`` and the
-  same key it equals :func:`elbo`'s estimate.
+  same key it equals :func:`elbo`'s estimate. The estimator is the library's one,
+  :func:`tomioka_jax.core.log_mean_exp`, of :func:`log_importance_weights`.
 
   Args:
     model: a :class:`VAE`.
@@ -408,7 +371,7 @@ def iwae_bound(model: VAE, key: jax.Array, x: ArrayLike, num_samples: int) -> ja
   Returns:
     A scalar.
   """
-  return log_mean_exp(log_importance_weights(model, key, x, num_samples))
+  return core.log_mean_exp(log_importance_weights(model, key, x, num_samples))
 
 
 def vae_loss(model: VAE, batch: dict[str, jax.Array], rng: jax.Array):
@@ -431,10 +394,12 @@ def make_train(config: VAEConfig, *, batch_size: int, epochs: int, learning_rate
                                                  tuple[nnx.State, jax.Array]]]:
   """A whole training run as one compiled function ``train(key, c, x_train) -> (state, elbos)``.
 
-  Shuffled minibatches each epoch (the last partial batch dropped, as the reference code),
-  one-sample ELBO, AMSGrad (the reference's optimiser) unless ``optimizer`` is given. ``train``
-  initialises the model from ``key`` with curvature ``c`` (the N-VAE ignores it), trains on ``x_train`` (n, data_dim) and is jitted; ``jax.vmap`` it
-  over keys (seeds), curvatures and data sets to train many models in one compiled call.
+  The library's scan trainer (:func:`tomioka_jax.core.make_scan_trainer`) on :func:`vae_loss`:
+  shuffled minibatches each epoch (the last partial batch dropped, as the reference code),
+  one-sample ELBO, AMSGrad (the reference's optimiser) unless ``optimizer`` is given.
+  ``train`` initialises the model from ``key`` with curvature ``c`` (the N-VAE ignores it),
+  trains on ``x_train`` (n, data_dim) and is jitted; ``jax.vmap`` it over keys (seeds),
+  curvatures and data sets to train many models in one compiled call.
   ``nnx.merge(graphdef, state)`` rebuilds a trained model.
 
   Args:
@@ -453,48 +418,24 @@ def make_train(config: VAEConfig, *, batch_size: int, epochs: int, learning_rate
     ...                              batch_size=64, epochs=10)
     >>> states, elbos = jax.vmap(train, (0, 0, None))(jax.random.split(key, 4), cs, x)
   """
-  for name, value in (("batch_size", batch_size), ("epochs", epochs)):
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
   opt = optax.amsgrad(learning_rate) if optimizer is None else optimizer
   graphdef = abstract_graphdef(config)
-
-  def loss(params, rest, batch, key):
-    model = nnx.merge(graphdef, params, rest)
-    return vae_loss(model, {"x": batch}, key)[0]
+  trainer = core.make_scan_trainer(graphdef, vae_loss, opt, batch_size=batch_size,
+                                   epochs=epochs)
 
   @jax.jit
   def train(key: jax.Array, c: ArrayLike, x_train: ArrayLike) -> tuple[nnx.State, jax.Array]:
     x_train = jnp.asarray(x_train, jnp.float32)
     if x_train.ndim != 2 or x_train.shape[1] != config.data_dim:
       raise ValueError(f"x_train must have shape (n, {config.data_dim}), got {x_train.shape}")
-    n = x_train.shape[0]
-    if batch_size > n:
-      raise ValueError(f"batch_size={batch_size} exceeds the {n} training examples")
-    steps = n // batch_size
-    init_key, run_key = jax.random.split(key)
+    init_key, step_key, shuffle_key = jax.random.split(key, 3)
     model = make_vae(config, rngs=nnx.Rngs(init_key), c=c)
     if output_bias is not None:
       model.output.bias[...] = jnp.broadcast_to(jnp.asarray(output_bias, jnp.float32),
                                                 (config.data_dim,))
-    _, params, rest = nnx.split(model, nnx.Param, ...)
-
-    def epoch(carry, key):
-      def step(carry, inputs):
-        params, opt_state = carry
-        idx, key = inputs
-        value, grads = jax.value_and_grad(loss)(params, rest, x_train[idx], key)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), -value
-
-      perm_key, step_key = jax.random.split(key)
-      order = jax.random.permutation(perm_key, n)[:steps * batch_size].reshape(steps, batch_size)
-      carry, elbos = jax.lax.scan(step, carry, (order, jax.random.split(step_key, steps)))
-      return carry, jnp.mean(elbos)
-
-    (params, _), history = jax.lax.scan(epoch, (params, opt.init(params)),
-                                        jax.random.split(run_key, epochs))
-    return nnx.merge_state(params, rest), history
+    _, state = core.create_train_state(model, opt, step_key)
+    state, metrics = trainer(state, {"x": x_train}, shuffle_key)
+    return nnx.merge_state(state.params, state.model_state), metrics["elbo"]
 
   return graphdef, train
 
@@ -530,7 +471,6 @@ __all__ = [
     "DISTRIBUTIONS",
     "LIKELIHOODS",
     "Curvature",
-    "DiagonalNormal",
     "ELBOTerms",
     "VAE",
     "VAEConfig",
@@ -539,7 +479,6 @@ __all__ = [
     "evaluate_iwae",
     "iwae_bound",
     "log_importance_weights",
-    "log_mean_exp",
     "make_train",
     "posterior_limits",
     "representable_radius",
