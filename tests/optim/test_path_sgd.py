@@ -174,3 +174,72 @@ def test_unsupported_layer_and_bad_arguments():
     opt.update(params, opt.init(params))
   with pytest.raises(ValueError, match="p must be a finite number >= 1"):
     optim.network_path_norm(network, params, (3,), p=0.5)
+
+
+class _Activated(nnx.Module):
+  """A 3-4-2 network with a chosen activation (or max pooling) in the hidden layer."""
+
+  def __init__(self, activation, rngs):
+    self.hidden = nnx.Linear(4, 4, rngs=rngs)
+    self.out = nnx.Linear(4, 2, rngs=rngs)
+    self.activation = activation
+
+  def __call__(self, x):
+    return self.out(self.activation(self.hidden(x.reshape(x.shape[0], -1))))
+
+
+def _max_pool_pairs(h):
+  pooled = jnp.max(h.reshape(h.shape[0], 2, 2), axis=-1)
+  return jnp.concatenate([pooled, pooled], axis=-1)
+
+
+def _avg_pool_pairs(h):
+  pooled = jnp.mean(h.reshape(h.shape[0], 2, 2), axis=-1)
+  return jnp.concatenate([pooled, pooled], axis=-1)
+
+
+@pytest.mark.parametrize("activation", [jnp.tanh, jax.nn.sigmoid, _max_pool_pairs])
+def test_non_path_sum_networks_are_rejected_at_init(activation):
+  network, params = optim.nnx_network(_Activated(activation, nnx.Rngs(0)))
+  opt = optim.path_sgd(0.1, network, (4,))
+  with pytest.raises(ValueError, match="network is not a path-sum network"):
+    opt.init(params)
+
+
+@pytest.mark.parametrize("activation", [jax.nn.relu, _avg_pool_pairs, lambda h: h])
+def test_path_sum_networks_pass_the_probe(activation):
+  network, params = optim.nnx_network(_Activated(activation, nnx.Rngs(0)))
+  optim.check_path_sum_network(network, params, (4,))
+  optim.path_sgd(0.1, network, (4,)).init(params)
+
+
+def test_input_shape_with_the_batch_axis_is_rejected():
+  class Tokenwise(nnx.Module):  # a dense layer on the last axis: no flattening
+    def __init__(self, rngs):
+      self.dense = nnx.Linear(3, 2, rngs=rngs)
+
+    def __call__(self, x):
+      return self.dense(x)
+
+  network, _ = optim.nnx_network(Tokenwise(nnx.Rngs(0)))
+  with pytest.raises(ValueError, match=r"input_shape=\(128, 3\) holds 384 values per example"):
+    optim.path_sgd(0.1, network, (128, 3))
+  optim.path_sgd(0.1, network, (3,))
+  conv = nnx.Conv(1, 2, (3, 3), rngs=nnx.Rngs(0))
+  network, _ = optim.nnx_network(conv)
+  with pytest.raises(ValueError, match=r"input_shape=\(16, 8, 8, 1\) has 4 axes"):
+    optim.scale_by_path_norm(network, (16, 8, 8, 1))
+  optim.scale_by_path_norm(network, (8, 8, 1))
+
+
+def test_inject_hyperparams_under_jit():
+  network, params = optim.nnx_network(tiny_mlp())
+  opt = optax.inject_hyperparams(optim.path_sgd, static_args=("network", "input_shape"))(
+      learning_rate=0.1, network=network, input_shape=(3,))
+  state = opt.init(params)
+  grads = jax.tree.map(jnp.ones_like, params)
+  updates, state = jax.jit(opt.update)(grads, state, params)
+  eager, _ = optim.path_sgd(0.1, network, (3,)).update(
+      grads, optim.path_sgd(0.1, network, (3,)).init(params), params)
+  for u, e in zip(jax.tree.leaves(updates), jax.tree.leaves(eager)):
+    np.testing.assert_allclose(u, e, rtol=1e-6)

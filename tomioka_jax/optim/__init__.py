@@ -35,6 +35,7 @@ from tomioka_jax.optim._ddp import ddp_scaling
 from tomioka_jax.optim._ddp import ddp_sgd
 from tomioka_jax.optim._ddp import scale_by_ddp
 from tomioka_jax.optim._path_sgd import ScaleByPathNormState
+from tomioka_jax.optim._path_sgd import check_path_sum_network
 from tomioka_jax.optim._path_sgd import network_path_norm
 from tomioka_jax.optim._path_sgd import nnx_network
 from tomioka_jax.optim._path_sgd import path_scaling
@@ -68,6 +69,7 @@ __all__ = [
     "scale_by_ddp",
     # Path-SGD
     "ScaleByPathNormState",
+    "check_path_sum_network",
     "network_path_norm",
     "nnx_network",
     "path_scaling",

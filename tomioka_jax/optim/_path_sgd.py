@@ -19,7 +19,10 @@ layers with ReLU activations, flattening, and average pooling -- every map that 
 ReLU, so that the squared-weight forward pass sums path products. Biases are extra path
 sources: a bias ``b_v`` is an edge from a constant unit with value 1 to ``v``. Max pooling,
 normalization layers and other activations are not path-sum networks; :func:`nnx_network`
-rejects modules with parameters other than dense and convolution kernels and biases.
+rejects modules with parameters other than dense and convolution kernels and biases, and
+:func:`scale_by_path_norm`'s ``init`` rejects networks that are not path sums (tanh, sigmoid,
+max pooling, ...) by a probe: with non-negative weights and inputs a path-sum network is
+affine in its input, ``f(a + b) + f(0) = f(a) + f(b)``.
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+
+from tomioka_jax import core
 
 Params = Any
 # network(params, x) -> outputs, for a batch x of shape (batch, *input_shape).
@@ -61,7 +66,70 @@ def nnx_network(model: nnx.Module) -> tuple[Network, nnx.State]:
   def network(params, x):
     return nnx.merge(graphdef, params, jax.tree.map(lambda v: v, rest))(x)
 
+  first = next((m for _, m in nnx.iter_modules(model) if isinstance(m, _SUPPORTED_LAYERS)), None)
+  if isinstance(first, nnx.Linear):
+    network.example_check = _dense_example_check(first.in_features)
+  elif isinstance(first, nnx.Conv):
+    network.example_check = _conv_example_check(len(first.kernel_size), first.in_features)
   return network, params
+
+
+def _batch_axis_error(input_shape, why):
+  return ValueError(
+      f"input_shape={tuple(input_shape)} {why}: it looks like it includes the batch axis. "
+      f"Pass the shape of one example (x.shape[1:] for a batch x); with the batch axis, "
+      f"kappa would count every path once per example and the step would shrink by 1/batch.")
+
+
+def _dense_example_check(in_features):
+  def check(input_shape):
+    size = 1
+    for d in input_shape:
+      size *= d
+    if len(input_shape) > 1 and size != in_features and input_shape[-1] == in_features:
+      raise _batch_axis_error(input_shape, f"holds {size} values per example but the first "
+                              f"dense layer takes {in_features} inputs")
+  return check
+
+
+def _conv_example_check(spatial_dims, in_features):
+  def check(input_shape):
+    if len(input_shape) > spatial_dims + 1 and input_shape[-1] == in_features:
+      raise _batch_axis_error(input_shape, f"has {len(input_shape)} axes but the first "
+                              f"convolution takes {spatial_dims} spatial axes and channels")
+  return check
+
+
+def check_path_sum_network(network: Network, params: Params, input_shape: Sequence[int],
+                           *, probes: int = 16, rtol: float = 1e-4) -> None:
+  """Raises ``ValueError`` unless ``network`` sums paths: ReLU, linear maps and average pooling.
+
+  With the squared (so non-negative) weights of ``params`` and non-negative inputs, every
+  pre-activation of a path-sum network is non-negative, so each ReLU acts as the identity and
+  the network is affine in its input: ``f(a + b) + f(0) = f(a) + f(b)``. tanh, sigmoid, max
+  pooling and normalisation break this for random ``a, b``; ``probes`` pairs on disjoint
+  random supports are tried (a probe, not a proof: a max that no probe switches passes).
+  Needs concrete ``params``.
+  """
+  squared = jax.tree.map(jnp.square, params)
+  dtype = jax.tree.leaves(params)[0].dtype
+  # Probe pairs on disjoint random supports, so that a max or a saturation that one input
+  # direction leaves untouched is met by another.
+  k_u, k_s = jax.random.split(jax.random.key(0))
+  u = jax.random.uniform(k_u, (2, probes, *input_shape), dtype)
+  side = jax.random.bernoulli(k_s, 0.5, (probes, *input_shape))
+  a, b = jnp.where(side, u[0], 0), jnp.where(side, 0, u[1])
+  f = lambda x: network(squared, x)  # noqa: E731
+  lhs = f(a + b) + f(jnp.zeros_like(a))
+  rhs = f(a) + f(b)
+  scale = jnp.max(jnp.abs(lhs)) + jnp.max(jnp.abs(rhs))
+  gap = float(jnp.max(jnp.abs(lhs - rhs)))
+  if not gap <= rtol * float(scale):
+    raise ValueError(
+        f"network is not a path-sum network: with non-negative weights and inputs it is not "
+        f"affine in its input (|f(a+b) + f(0) - f(a) - f(b)| = {gap:.3g}, scale "
+        f"{float(scale):.3g}). Path-SGD's kappa needs ReLU activations, linear layers and "
+        f"average pooling only; tanh, sigmoid, max pooling and normalisation are not supported.")
 
 
 def path_scaling(network: Network, params: Params, input_shape: Sequence[int]) -> Params:
@@ -115,14 +183,24 @@ def scale_by_path_norm(network: Network, input_shape: Sequence[int], *,
     eps: a floor on ``kappa`` (a dead path has ``kappa = 0``).
 
   Returns:
-    An optax transformation; its ``update`` needs ``params``.
+    An optax transformation; its ``update`` needs ``params``. Its ``init`` checks, when
+    ``params`` are concrete (not under ``jit``), that the network is a path-sum network
+    (:func:`check_path_sum_network`).
+
+  Raises:
+    ValueError: ``eps <= 0``, or ``input_shape`` includes the batch axis (checked for networks
+      from :func:`nnx_network` whose first layer is dense or a convolution).
   """
-  if not eps > 0:
+  if core.is_concrete(eps) and not eps > 0:
     raise ValueError(f"eps must be > 0, got {eps}")
   input_shape = tuple(int(d) for d in input_shape)
+  example_check = getattr(network, "example_check", None)
+  if example_check is not None:
+    example_check(input_shape)
 
   def init_fn(params):
-    del params
+    if core.is_concrete(*jax.tree.leaves(params)):
+      check_path_sum_network(network, params, input_shape)
     return ScaleByPathNormState()
 
   def update_fn(updates, state, params=None):
@@ -147,12 +225,22 @@ def path_sgd(learning_rate: optax.ScalarOrSchedule, network: Network,
     nesterov: Nesterov momentum.
     eps: a floor on ``kappa``.
 
+  With ``optax.inject_hyperparams`` (to schedule or change ``learning_rate`` inside a jitted
+  step) name ``network`` and ``input_shape`` static: they are not hyperparameters, and
+  inject_hyperparams would call ``network`` as a schedule,
+  ``optax.inject_hyperparams(path_sgd, static_args=("network", "input_shape"))``.
+
   Example:
+    >>> from flax import nnx
+    >>> from tomioka_jax import core
     >>> model = core.MLP(64, (100, 100), 10, rngs=nnx.Rngs(0))
     >>> network, params = nnx_network(model)
     >>> opt = path_sgd(0.01, network, (8, 8, 1))
   """
-  if not callable(learning_rate) and not learning_rate > 0:
+  # optax.inject_hyperparams passes learning_rate as a traced array under jit: check it only
+  # when it is a concrete number.
+  if (not callable(learning_rate) and core.is_concrete(learning_rate)
+      and not learning_rate > 0):
     raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
   if momentum is not None and not 0 <= momentum < 1:
     raise ValueError(f"momentum must be in [0, 1) or None, got {momentum}")
@@ -166,6 +254,7 @@ def path_sgd(learning_rate: optax.ScalarOrSchedule, network: Network,
 __all__ = [
     "nnx_network",
     "path_scaling",
+    "check_path_sum_network",
     "network_path_norm",
     "ScaleByPathNormState",
     "scale_by_path_norm",
