@@ -147,7 +147,7 @@ def _calibration_rank_r(n: int, r: int, sigma: float, entries: int, draws: int,
       errs.append([float(o[0].value) - a[k, l] for o, (k, l) in zip(outs, targets)])
       solves += [o[0] for o in outs]
     for o in solves:
-      starts[o.start] = starts.get(o.start, 0) + 1
+      starts[o.strategy] = starts.get(o.strategy, 0) + 1
     empirical = np.sqrt(np.mean(np.square(errs), axis=0))
     sizes = [int(circuits[t][c].entries.sum()) for t, c in enumerate(chosen)]
   return {"rank": r, "predicted": predicted, "empirical": empirical, "circuit_sizes": sizes,
@@ -168,7 +168,7 @@ def _rank_r_exactness(n: int, r: int, entries: int, seed: int = 4) -> dict:
     for t, (k, l) in enumerate(targets):
       out = mc.complete_entry(aj, mask, r, (k, l), jax.random.key(t), start=(fit.u, fit.v))
       errs.append(abs(float(out.value) - a[k, l]) / scale)
-      kinds.append(out.start)
+      kinds.append(out.strategy)
   errs = np.asarray(errs)
   return {"rank": r, "n": n, "entries": len(errs), "max_rel_err": float(errs.max()),
           "success": float(np.mean(errs <= 1e-8)), "global_fit_residual": float(fit.residual)}

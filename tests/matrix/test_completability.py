@@ -6,6 +6,8 @@ the small examples of the papers; completions of noiseless low-rank matrices mus
 the error estimates must match Monte Carlo.
 """
 
+import itertools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,6 +16,7 @@ import scipy.sparse
 import scipy.sparse.csgraph
 
 from tomioka_jax import matrix as mc
+from tomioka_jax.matrix import _completability
 
 KEY = jax.random.key(0)
 
@@ -157,7 +160,7 @@ def test_rank_one_error_estimate_matches_monte_carlo():
     mask = rng.random((m, n)) < 0.3
     pred = mc.rank_one_complete(jnp.asarray(a), mask, noise_std=sigma)
     noisy = a[None] + sigma * rng.normal(size=(400, m, n))
-    draws = jax.vmap(lambda x: mc.completability._rank_one_complete(
+    draws = jax.vmap(lambda x: _completability._rank_one_complete(
         x, jnp.asarray(mask), jnp.asarray(sigma)).estimate)(jnp.asarray(noisy))
     c = np.asarray(pred.completable)
     empirical = np.asarray(jnp.std(draws, axis=0))[c]
@@ -256,7 +259,7 @@ def test_complete_entry_propagated_start_is_exact_near_counting_bound():
     targets = np.argwhere(comp & ~mask)
     for k, l in targets[rng.permutation(len(targets))[:2]]:
       out = mc.complete_entry(jnp.asarray(a), mask, r, (k, l), jax.random.key(int(k)))
-      assert out.propagated and out.start == "propagated"
+      assert out.strategy == "propagated"
       assert abs(float(out.value) - a[k, l]) <= 1e-8 * max(1.0, abs(a[k, l])), (k, l)
 
 
@@ -269,7 +272,7 @@ def test_low_rank_fit_start_completes_rank_three_exactly():
     a = _low_rank(rng, n, n, r)
     mask = rng.random((n, n)) < 1.6 * r * (2 * n - r) / n**2
     fit = mc.low_rank_fit(jnp.asarray(a), mask, r)
-    core = np.asarray(mc.completability._prune_low_degree(jnp.asarray(mask), r))
+    core = np.asarray(_completability._prune_low_degree(jnp.asarray(mask), r))
     # The fit interpolates every observed entry it fits (rows/columns with >= r entries).
     np.testing.assert_allclose(np.asarray(fit.u @ fit.v.T)[core], a[core], atol=1e-9)
     assert float(fit.residual) < 1e-10
@@ -277,7 +280,7 @@ def test_low_rank_fit_start_completes_rank_three_exactly():
     targets = np.argwhere(comp & ~mask)
     for k, l in targets[rng.permutation(len(targets))[:2]]:
       out = mc.complete_entry(jnp.asarray(a), mask, r, (k, l), KEY, start=(fit.u, fit.v))
-      assert out.start == "given"
+      assert out.strategy == "given"
       assert abs(float(out.value) - a[k, l]) <= 1e-8 * max(1.0, abs(a[k, l])), (k, l)
     with pytest.raises(ValueError, match="start must be factors of shapes"):
       mc.complete_entry(jnp.asarray(a), mask, r, tuple(targets[0]), KEY,
@@ -352,18 +355,20 @@ def test_complete_entry_retries_a_start_whose_misfit_rejects_the_noise_model():
     k, l = np.argwhere(comp & ~mask)[0]
     zeros = (np.zeros((8, 2)), np.zeros((8, 2)))
     out = mc.complete_entry(jnp.asarray(a), mask, 2, (k, l), KEY, noise_std=1e-6, start=zeros)
-    assert out.start == "propagated" and out.consistent
+    assert out.strategy == "propagated" and out.consistent
+    assert [(t.strategy, t.accepted) for t in out.attempts] == [("given", False),
+                                                                 ("propagated", True)]
     assert abs(float(out.value) - a[k, l]) <= 1e-8 * max(1.0, abs(a[k, l]))
     # Without a fallback the zero start is returned, flagged.
     stuck = mc.complete_entry(jnp.asarray(a), mask, 2, (k, l), KEY, noise_std=1e-6, start=zeros,
-                              propagate=False, n_restarts=0)
+                              strategies=(mc.GivenStart(),))
     assert not stuck.consistent
     # Noise 100x the nominal level: every start misfits; sd from the misfit, ~100x nominal.
     noisy = jnp.asarray(a + 1e-3 * rng.normal(size=a.shape))
     nominal = mc.complete_entry(noisy, mask, 2, (k, l), KEY, noise_std=1e-3)
     assert nominal.consistent
-    flagged = mc.complete_entry(noisy, mask, 2, (k, l), KEY, noise_std=1e-5, n_restarts=0,
-                                global_fallback=False, max_propagations=1)
+    flagged = mc.complete_entry(noisy, mask, 2, (k, l), KEY, noise_std=1e-5,
+                                strategies=(mc.PropagatedStart(max_propagations=1),))
     assert not flagged.consistent
     np.testing.assert_allclose(float(flagged.value), float(nominal.value), rtol=1e-6)
     ratio = float(flagged.std) / float(nominal.std)
@@ -372,5 +377,149 @@ def test_complete_entry_retries_a_start_whose_misfit_rejects_the_noise_model():
       mc.complete_entry(noisy, mask, 2, (k, l), KEY, misfit_level=1.5)
     with pytest.raises(ValueError, match="noise_std"):
       mc.complete_entry(noisy, mask, 2, (k, l), KEY, noise_std=-1.0)
-    with pytest.raises(ValueError, match="n_restarts"):
-      mc.complete_entry(noisy, mask, 2, (k, l), KEY, n_restarts=-1)
+    with pytest.raises(ValueError, match="n_restarts must be an int >= 1"):
+      mc.RandomRestarts(n_restarts=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# The completion strategies, one at a time
+# ----------------------------------------------------------------------------------------------
+
+STRATEGIES = [mc.GivenStart(), mc.PropagatedStart(), mc.GlobalFitStart(), mc.RandomRestarts()]
+
+
+def _rank_two_instance():
+  """8 x 8, rank 2, 55% observed (the instance of the tests above), with its true factors, a
+  start near them and two missing determined entries."""
+  rng = np.random.default_rng(10)
+  u, vt = rng.normal(size=(8, 2)), rng.normal(size=(2, 8))
+  mask = rng.random((8, 8)) < 0.55
+  targets = np.argwhere(np.asarray(mc.completable_entries(mask, 2, KEY)) & ~mask)[:2]
+  start = (u + 1e-3 * rng.normal(size=u.shape), vt.T + 1e-3 * rng.normal(size=vt.T.shape))
+  return u @ vt, mask, [tuple(int(i) for i in t) for t in targets], start
+
+
+def _projective_plane_mask():
+  """Point-line incidence of the projective plane over GF(3): 13 x 13, four entries in each
+  row and column, and no fully observed 2 x 2 block (two lines meet in one point), yet its 52
+  entries exceed the rank-2 counting bound 2 (13 + 13 - 2) = 48 and determine every entry."""
+  vecs = [v for v in itertools.product(range(3), repeat=3) if any(v)]
+  points = [v for v in vecs if v[next(i for i in range(3) if v[i])] == 1]
+  return np.array([[np.dot(p, q) % 3 == 0 for q in points] for p in points])
+
+
+def _start_for(strategy, start):
+  return start if isinstance(strategy, mc.GivenStart) else None
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: s.name)
+def test_each_strategy_alone_completes_a_noiseless_entry_exactly(strategy):
+  with jax.enable_x64(True):
+    a, mask, targets, start = _rank_two_instance()
+    for k, l in targets:
+      out = mc.complete_entry(jnp.asarray(a), mask, 2, (k, l), KEY, noise_std=1e-8,
+                              strategies=(strategy,), start=_start_for(strategy, start))
+      assert out.strategy == strategy.name and out.consistent
+      assert [(t.strategy, t.accepted) for t in out.attempts] == [(strategy.name, True)]
+      assert abs(float(out.value) - a[k, l]) <= 1e-8 * max(1.0, abs(a[k, l])), (k, l)
+      assert float(out.residual) < 1e-8
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES, ids=lambda s: s.name)
+def test_each_strategy_alone_has_a_calibrated_error_estimate(strategy):
+  """Root-mean-square error over 30 noise draws against the first-order sd the solve reports."""
+  sigma = 1e-4
+  with jax.enable_x64(True):
+    a, mask, targets, start = _rank_two_instance()
+    k, l = targets[0]
+    kwargs = dict(noise_std=sigma, strategies=(strategy,), start=_start_for(strategy, start))
+    pred = mc.complete_entry(jnp.asarray(a), mask, 2, (k, l), KEY, **kwargs)
+    rng = np.random.default_rng(11)
+    errors = []
+    for _ in range(30):
+      out = mc.complete_entry(jnp.asarray(a + sigma * rng.normal(size=a.shape)), mask, 2, (k, l),
+                              KEY, **kwargs)
+      assert out.strategy == strategy.name and out.consistent
+      errors.append(float(out.value) - a[k, l])
+    ratio = np.sqrt(np.mean(np.square(errors))) / float(pred.std)
+    assert 0.6 < ratio < 1.5, ratio
+
+
+def test_strategies_decline_or_fail_where_they_must():
+  """On the projective-plane mask there is no seed block: the propagation declines (NaN,
+  ``consistent=False``, the reason recorded), the default order falls through to the global fit
+  (exact), and random restarts land on a wrong root that the misfit test rejects."""
+  mask = _projective_plane_mask()
+  with jax.enable_x64(True):
+    test = mc.jacobian_completability(mask, 2, KEY)
+    assert int(test.jacobian_rank) == test.max_rank == 48 and bool(test.completable.all())
+    a = _low_rank(np.random.default_rng(5), 13, 13, 2)
+    aj = jnp.asarray(a)
+    only = mc.complete_entry(aj, mask, 2, (0, 0), KEY, strategies=(mc.PropagatedStart(),))
+    assert only.strategy == "none" and not only.consistent
+    assert np.isnan(float(only.value)) and np.isinf(float(only.std))
+    assert [t.strategy for t in only.attempts] == ["propagated"]
+    assert "no fully observed 2x2 seed block" in only.attempts[0].reason
+    out = mc.complete_entry(aj, mask, 2, (0, 0), KEY, noise_std=1e-8)
+    assert [(t.strategy, t.accepted) for t in out.attempts] == [
+        ("given", False), ("propagated", False), ("global", True)]
+    assert out.attempts[0].reason == "no start was given"
+    assert out.strategy == "global" and out.consistent
+    assert abs(float(out.value) - a[0, 0]) <= 1e-8 * max(1.0, abs(a[0, 0]))
+    stalled = mc.complete_entry(aj, mask, 2, (0, 0), KEY, noise_std=1e-6,
+                                strategies=(mc.RandomRestarts(),))
+    assert stalled.strategy == "random" and not stalled.consistent
+    assert stalled.attempts[0].misfit_excess > 1.0 and not stalled.attempts[0].accepted
+    # A given start stands for the global fit, which then declines.
+    fit = mc.low_rank_fit(aj, mask, 2)
+    given = mc.complete_entry(aj, mask, 2, (0, 0), KEY, noise_std=1e-8, start=(fit.u, fit.v),
+                              strategies=(mc.GlobalFitStart(), mc.GivenStart()))
+    assert [t.strategy for t in given.attempts] == ["global", "given"]
+    assert "a start was given" in given.attempts[0].reason and given.strategy == "given"
+
+
+def test_unobserved_values_are_ignored_even_when_not_finite():
+  with jax.enable_x64(True):
+    a, mask, targets, _ = _rank_two_instance()
+    zero_filled = jnp.asarray(np.where(mask, a, 0.0))
+    bad = np.where(mask, a, np.nan)
+    bad[~mask & (np.arange(8)[:, None] < 2)] = np.inf
+    for strategies in [mc.DEFAULT_COMPLETION_STRATEGIES, (mc.GlobalFitStart(),)]:
+      ref = mc.complete_entry(zero_filled, mask, 2, targets[0], KEY, strategies=strategies)
+      out = mc.complete_entry(jnp.asarray(bad), mask, 2, targets[0], KEY, strategies=strategies)
+      assert out.consistent and out.strategy == ref.strategy
+      assert float(out.value) == float(ref.value) and float(out.residual) == float(ref.residual)
+    np.testing.assert_array_equal(mc.low_rank_fit(bad, mask, 2).u,
+                                  mc.low_rank_fit(zero_filled, mask, 2).u)
+    np.testing.assert_array_equal(mc.nuclear_norm_complete(bad, mask).estimate,
+                                  mc.nuclear_norm_complete(zero_filled, mask).estimate)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_non_finite_observed_values_raise(bad):
+  a, mask, targets, _ = _rank_two_instance()
+  i, j = np.argwhere(mask)[3]
+  a[i, j] = bad
+  match = rf"values must be finite at the observed positions \(mask\).*at \({i}, {j}\)"
+  with pytest.raises(ValueError, match=match):
+    mc.complete_entry(a, mask, 2, targets[0], KEY)
+  with pytest.raises(ValueError, match=match):
+    mc.low_rank_fit(a, mask, 2)
+  with pytest.raises(ValueError, match=match):
+    mc.nuclear_norm_complete(a, mask)
+
+
+def test_bad_strategies_and_options():
+  a, mask, targets, start = _rank_two_instance()
+  with pytest.raises(ValueError, match="strategies must be a non-empty sequence"):
+    mc.complete_entry(a, mask, 2, targets[0], KEY, strategies=())
+  with pytest.raises(ValueError, match="strategies must be a non-empty sequence"):
+    mc.complete_entry(a, mask, 2, targets[0], KEY, strategies=("random",))
+  with pytest.raises(ValueError, match="options.iterations must be an int >= 1"):
+    mc.complete_entry(a, mask, 2, targets[0], KEY, options=mc.LocalSolveOptions(iterations=0))
+  with pytest.raises(ValueError, match="start must be finite"):
+    mc.complete_entry(a, mask, 2, targets[0], KEY, start=(np.full((8, 2), np.nan), start[1]))
+  with pytest.raises(ValueError, match="max_seeds must be an int >= 1"):
+    mc.PropagatedStart(max_seeds=0)
+  with pytest.raises(ValueError, match="max_propagations must be an int >= 1"):
+    mc.PropagatedStart(max_propagations=1.5)

@@ -1,13 +1,25 @@
 """Algebraic-combinatorial low-rank matrix completion (Király, Theran, Tomioka).
 
 * ``_completability`` -- which entries a mask determines (generic-point
-  Jacobian test, rank-one bipartite connectivity), circuits, single-entry completion with error
+  Jacobian test, rank-one bipartite connectivity), circuits, single-entry completion (an ordered
+  list of named start strategies, DEFAULT_COMPLETION_STRATEGIES) with error
   estimates, and nuclear-norm completion for comparison (arXiv 1211.4116, 1206.6470).
 """
 
 from tomioka_jax.matrix._completability import (
     Circuit,
     Completability,
+    CompletionStrategy,
+    DEFAULT_COMPLETION_STRATEGIES,
+    Declined,
+    EntryProblem,
+    GivenStart,
+    GlobalFitStart,
+    LocalSolution,
+    LocalSolveOptions,
+    PropagatedStart,
+    RandomRestarts,
+    StrategyAttempt,
     EntryCompletion,
     NuclearNormCompletion,
     PathCompletion,
@@ -30,6 +42,17 @@ from tomioka_jax.matrix._completability import (
 __all__ = [
     "Circuit",
     "Completability",
+    "CompletionStrategy",
+    "DEFAULT_COMPLETION_STRATEGIES",
+    "Declined",
+    "EntryProblem",
+    "GivenStart",
+    "GlobalFitStart",
+    "LocalSolution",
+    "LocalSolveOptions",
+    "PropagatedStart",
+    "RandomRestarts",
+    "StrategyAttempt",
     "EntryCompletion",
     "NuclearNormCompletion",
     "PathCompletion",

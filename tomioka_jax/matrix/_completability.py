@@ -20,9 +20,11 @@ on the same entries for comparison (:func:`nuclear_norm_complete`).
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
-from typing import NamedTuple
+from collections.abc import Iterator, Sequence
+from typing import ClassVar, NamedTuple, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -31,7 +33,7 @@ import scipy.linalg
 import scipy.stats
 from jax.typing import ArrayLike
 
-from tomioka_jax.tensor._prox import singular_value_thresholding
+from tomioka_jax import core, tensor
 
 __all__ = [
     "Completability",
@@ -48,6 +50,17 @@ __all__ = [
     "Circuit",
     "find_circuit",
     "EntryCompletion",
+    "StrategyAttempt",
+    "LocalSolveOptions",
+    "LocalSolution",
+    "Declined",
+    "EntryProblem",
+    "CompletionStrategy",
+    "GivenStart",
+    "PropagatedStart",
+    "GlobalFitStart",
+    "RandomRestarts",
+    "DEFAULT_COMPLETION_STRATEGIES",
     "complete_entry",
     "LowRankFit",
     "low_rank_fit",
@@ -96,6 +109,12 @@ def _check_values(values: ArrayLike, shape: tuple[int, ...]) -> jax.Array:
   if not jnp.issubdtype(values.dtype, jnp.floating):
     raise ValueError(f"values must be a floating-point array, got dtype {values.dtype}.")
   return values
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+  if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+    raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}.")
+  return int(value)
 
 
 def _check_entry(entry: tuple[int, int], shape: tuple[int, int]) -> tuple[int, int]:
@@ -910,11 +929,31 @@ def _fit_low_rank(values, weights, rank, key, n_restarts, iterations, u_init=Non
   return jax.vmap(solve_one)(jax.random.split(key, n_restarts), jnp.arange(n_restarts) == 0)
 
 
+class StrategyAttempt(NamedTuple):
+  """One step of :func:`complete_entry`: a strategy's start that was solved, or its refusal.
+
+  Attributes:
+    strategy: the strategy's ``name``.
+    accepted: whether this solve passed the misfit test (the last attempt of an accepted
+      completion; at most one attempt is accepted).
+    reason: why the strategy offered no start (``misfit_excess`` is then NaN), or the misfit
+      test's verdict on its solve.
+    misfit_excess: squared misfit over its largest value consistent with the noise model
+      (accepted iff <= 1).
+  """
+
+  strategy: str
+  accepted: bool
+  reason: str
+  misfit_excess: float
+
+
 class EntryCompletion(NamedTuple):
   """Completion of one entry from its circuit.
 
   Attributes:
-    value: the completed entry (NaN if the entry is not completable).
+    value: the completed entry (NaN if the entry is not completable or no strategy offered a
+      start).
     std: predicted standard deviation of ``value`` under i.i.d. additive noise ``noise_std`` on
       the observed entries used (first-order, at the returned local solution).
     circuit: (m, n) bool, the circuit found (see :class:`Circuit`); with ``use_block`` the fit
@@ -923,14 +962,14 @@ class EntryCompletion(NamedTuple):
       data; about ``noise_std`` times sqrt(1 - dof / equations) at the right root otherwise).
     spread: max - min of the completed value over the restarts that reached the best misfit
       (up to 1e-6 relative); nonzero flags several roots of the circuit polynomial. Zero when
-      the solve started from the propagation (one restart: the root is fixed by construction).
-    propagated: True iff the returned solve started from the exact propagated factors (the
-      entry lies in a body grown from an r x r seed).
-    start: where the returned solve started: "given" (the ``start`` argument), "propagated",
-      "global" (a fit of all observed entries, :func:`low_rank_fit`), "random" (restarts), or
-      "observed"/"none" for an observed or undetermined entry.
-    consistent: whether the misfit passed the chi-square test of the noise model (see
+      the solve started from constructed factors (one restart).
+    strategy: the ``name`` of the strategy whose solve is returned ("given", "propagated",
+      "global", "random" for the default ones), or "observed" / "none" for an observed or
+      undetermined entry (and "none" when every strategy declined).
+    consistent: whether the returned solve passed the chi-square test of the noise model (see
       :func:`complete_entry`); if False, ``std`` uses the noise level the misfit implies.
+    attempts: every start tried, in order, with why it was rejected (:class:`StrategyAttempt`);
+      empty for an observed or undetermined entry.
   """
 
   value: jax.Array
@@ -938,9 +977,235 @@ class EntryCompletion(NamedTuple):
   circuit: np.ndarray
   residual: jax.Array
   spread: jax.Array
-  propagated: bool
-  start: str = "random"
-  consistent: bool = True
+  strategy: str
+  consistent: bool
+  attempts: tuple[StrategyAttempt, ...] = ()
+
+
+class LocalSolveOptions(NamedTuple):
+  """How every local solve of :func:`complete_entry` is set up (shared by all strategies).
+
+  Attributes:
+    use_block: fit every observed entry in the block of the circuit's rows x columns, grown
+      until it has r more equations than local degrees of freedom, not only the circuit.
+    iterations: Levenberg-Marquardt iterations of each solve.
+    max_grow: how many times a block may grow (two rows and two columns at a time).
+  """
+
+  use_block: bool = True
+  iterations: int = 150
+  max_grow: int = 10
+
+
+class LocalSolution(NamedTuple):
+  """A local solve on rows x columns: the entry, its first-order gain ``||c||`` (sd = sigma
+  ``||c||``), the RMS ``residual`` over the ``equations`` fitted, the ``spread`` over equally
+  good restarts, the local degrees of freedom ``dof`` (rank of J^T J) and the noise level the
+  misfit implies, ``noise_estimate`` = sqrt(SSR / (equations - dof))."""
+
+  value: float
+  gain: float
+  residual: float
+  spread: float
+  equations: int
+  dof: int
+  noise_estimate: float
+
+
+class Declined(NamedTuple):
+  """What a completion strategy yields when it has no start to offer, and why."""
+
+  reason: str
+
+
+class EntryProblem(NamedTuple):
+  """What a completion strategy sees: one missing, determined entry and the data.
+
+  Attributes:
+    values: (m, n) observed entries, zero elsewhere, in the solver's dtype.
+    mask: (m, n) bool observed positions.
+    rank: the rank r.
+    entry: (k, l).
+    circuit: its :class:`Circuit`.
+    rows, cols: the circuit's rows and columns, with row k and column l.
+    fitted: (m, n) bool, the observed entries a local solve may fit: the whole mask with
+      ``options.use_block``, else the circuit.
+    start: the ``start`` factors given to :func:`complete_entry` (float64), or None.
+    key: PRNG key of the local solves (restarts).
+    seed_key: PRNG key of the propagation's seed blocks.
+    options: the :class:`LocalSolveOptions`.
+  """
+
+  values: jax.Array
+  mask: np.ndarray
+  rank: int
+  entry: tuple[int, int]
+  circuit: Circuit
+  rows: np.ndarray
+  cols: np.ndarray
+  fitted: np.ndarray
+  start: tuple[np.ndarray, np.ndarray] | None
+  key: jax.Array
+  seed_key: jax.Array
+  options: LocalSolveOptions
+
+  def block(self, used: np.ndarray, rows: np.ndarray, cols: np.ndarray):
+    """Rows and columns grown (with ``use_block``) until ``used`` has r spare equations."""
+    if not self.options.use_block:
+      return rows, cols
+    return _grow_to_spare(used, rows, cols, self.rank, self.options.max_grow)
+
+  def solve(self, used: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+            init: tuple[np.ndarray, np.ndarray] | None = None,
+            n_restarts: int = 1) -> LocalSolution:
+    """Fits the entries of ``used`` in rows x cols from ``init`` (factors of those rows and
+    columns) or, if None, from a truncated SVD and ``n_restarts - 1`` random starts."""
+    return _solve_local(self.values, used, rows, cols, self.rank, self.entry, self.key,
+                        n_restarts, self.options.iterations, init)
+
+
+class CompletionStrategy(Protocol):
+  """A way to start the local solve of :func:`complete_entry`.
+
+  ``solutions(problem)`` yields, lazily, one :class:`LocalSolution` per start it constructs
+  (:meth:`EntryProblem.solve`), or a single :class:`Declined` saying why it has none;
+  :func:`complete_entry` stops asking once a solution passes the misfit test.
+  """
+
+  name: str
+
+  def solutions(self, problem: EntryProblem) -> Iterator[LocalSolution | Declined]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class GivenStart:
+  """Strategy "given": start from the ``start`` factors of the whole matrix passed to
+  :func:`complete_entry` (e.g. one :func:`low_rank_fit` shared by many entries)."""
+
+  name: ClassVar[str] = "given"
+
+  def solutions(self, problem: EntryProblem) -> Iterator[LocalSolution | Declined]:
+    if problem.start is None:
+      yield Declined("no start was given")
+      return
+    rows, cols = problem.block(problem.fitted, problem.rows, problem.cols)
+    su, sv = problem.start
+    yield problem.solve(problem.fitted, rows, cols, _balanced(su[rows], sv[cols]))
+
+
+@dataclasses.dataclass(frozen=True)
+class PropagatedStart:
+  r"""Strategy "propagated": start from the exact r-neighbour propagation.
+
+  From a fully observed r x r block (gauge :math:`U_{R_0} = I`), rows and columns with at
+  least r observed entries among those already placed are added one generation at a time,
+  each factor the least-squares solution of a full-rank linear system. This is unique, hence
+  picks the true root on noiseless data (exact up to rounding), and close to it under small
+  noise. Seed blocks are drawn (up to ``max_seeds``) until one grows a body that reaches row k
+  and column l; up to ``max_propagations`` such bodies give one start each. If the circuit's
+  block leaves the body, its rows and columns outside are replaced by all those the
+  propagation used to reach row k and column l, and only entries inside the body are fitted.
+  Declines when no seed reaches the entry (typical for r >= 3 near the counting bound, where
+  percolation from an r x r seed dies out).
+  """
+
+  max_seeds: int = 64
+  max_propagations: int = 3
+  name: ClassVar[str] = "propagated"
+
+  def __post_init__(self):
+    _check_count("max_seeds", self.max_seeds, 1)
+    _check_count("max_propagations", self.max_propagations, 1)
+
+  def solutions(self, problem: EntryProblem) -> Iterator[LocalSolution | Declined]:
+    p = problem
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(p.seed_key)).ravel())
+    host_values = np.asarray(p.values, np.float64)
+    props = _propagate(host_values, p.mask, p.rank, p.entry, rng, self.max_seeds)
+    found = 0
+    for prop in itertools.islice(props, self.max_propagations):
+      rows, cols = p.rows, p.cols
+      in_rows, in_cols = prop.row_gen >= 0, prop.col_gen >= 0
+      if not (in_rows[rows].all() and in_cols[cols].all()):
+        anc_rows, anc_cols = _ancestors(p.mask, prop, p.entry)
+        rows = np.union1d(rows[in_rows[rows]], anc_rows)
+        cols = np.union1d(cols[in_cols[cols]], anc_cols)
+      used = p.mask & in_rows[:, None] & in_cols[None, :]
+      rows, cols = p.block(used, rows, cols)
+      found += 1
+      yield p.solve(used, rows, cols, _balanced(prop.u[rows], prop.v[cols]))
+    if not found:
+      yield Declined(f"no fully observed {p.rank}x{p.rank} seed block (up to {self.max_seeds} "
+                     f"tried) grows a body reaching row {p.entry[0]} and column {p.entry[1]}")
+
+
+@dataclasses.dataclass(frozen=True)
+class GlobalFitStart:
+  """Strategy "global": start from a fit of all observed entries, :func:`low_rank_fit`
+  (Levenberg-Marquardt from the rank-r truncation of a short nuclear-norm solve), restricted
+  to the block. Declines when a ``start`` was given: that start stands for the global fit."""
+
+  nn_iterations: int = 150
+  iterations: int = 300
+  name: ClassVar[str] = "global"
+
+  def __post_init__(self):
+    _check_count("nn_iterations", self.nn_iterations, 1)
+    _check_count("iterations", self.iterations, 1)
+
+  def solutions(self, problem: EntryProblem) -> Iterator[LocalSolution | Declined]:
+    p = problem
+    if p.start is not None:
+      yield Declined("a start was given; it stands for the global fit")
+      return
+    fit = low_rank_fit(p.values, p.mask, p.rank, nn_iterations=self.nn_iterations,
+                       iterations=self.iterations)
+    rows, cols = p.block(p.fitted, p.rows, p.cols)
+    yield p.solve(p.fitted, rows, cols, _balanced(np.asarray(fit.u, np.float64)[rows],
+                                                  np.asarray(fit.v, np.float64)[cols]))
+
+
+@dataclasses.dataclass(frozen=True)
+class RandomRestarts:
+  """Strategy "random": the best of ``n_restarts`` starts on the block (one from the truncated
+  SVD of the zero-filled block, the others random). While the best restarts disagree on the
+  entry (``spread``: a circuit polynomial with several roots), the block grows by the two rows
+  and two columns with the most observed entries in its span, whose extra equations the
+  spurious roots generically violate."""
+
+  n_restarts: int = 32
+  name: ClassVar[str] = "random"
+
+  def __post_init__(self):
+    _check_count("n_restarts", self.n_restarts, 1)
+
+  def solutions(self, problem: EntryProblem) -> Iterator[LocalSolution | Declined]:
+    p = problem
+    rows, cols = p.block(p.fitted, p.rows, p.cols)
+    for _ in range(p.options.max_grow + 1):
+      sol = p.solve(p.fitted, rows, cols, None, self.n_restarts)
+      if not p.options.use_block or sol.spread <= 1e-6 * (abs(sol.value) + sol.residual + 1e-30):
+        break
+      rows, cols = _grow_block(p.fitted, rows, cols)
+    yield sol
+
+
+# The order in which :func:`complete_entry` tries its starts: cheapest and most reliable first.
+DEFAULT_COMPLETION_STRATEGIES: tuple[CompletionStrategy, ...] = (
+    GivenStart(), PropagatedStart(), GlobalFitStart(), RandomRestarts())
+
+
+def _observed_values(values: jax.Array, mask: np.ndarray) -> jax.Array:
+  """``values`` with its unobserved entries set to zero (they are ignored, NaN included); its
+  observed entries must be finite (checked when concrete)."""
+  if core.is_concrete(values):
+    bad = mask & ~np.isfinite(np.asarray(values))
+    if bad.any():
+      i, j = np.argwhere(bad)[0]
+      raise ValueError(f"values must be finite at the observed positions (mask), got "
+                       f"{int(bad.sum())} NaN/inf observed entries, the first at ({i}, {j}): "
+                       f"{np.asarray(values)[i, j]}.")
+  return jnp.where(jnp.asarray(mask), values, jnp.zeros((), values.dtype))
 
 
 def _pad(size: int) -> int:
@@ -952,50 +1217,44 @@ def _pad(size: int) -> int:
 
 
 def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[int, int],
-                   key: jax.Array, *, noise_std: float = 1.0, use_block: bool = True,
-                   propagate: bool = True, n_restarts: int = 32, iterations: int = 150,
-                   max_grow: int = 10, max_seeds: int = 64,
-                   circuit: Circuit | None = None,
+                   key: jax.Array, *, noise_std: float = 1.0,
+                   strategies: Sequence[CompletionStrategy] = DEFAULT_COMPLETION_STRATEGIES,
+                   options: LocalSolveOptions = LocalSolveOptions(),
                    start: tuple[ArrayLike, ArrayLike] | None = None,
-                   global_fallback: bool = True,
-                   misfit_level: float = 1e-6,
-                   max_propagations: int = 3) -> EntryCompletion:
+                   circuit: Circuit | None = None,
+                   misfit_level: float = 1e-6) -> EntryCompletion:
   r"""Completes one entry of a rank-r matrix from a circuit, with its error estimate.
 
   The circuit :math:`C` through :math:`(k, l)` (:func:`find_circuit`) names a few rows
   :math:`I` and columns :math:`J`; the local equations :math:`u_i^\top v_j = a_{ij}` for the
-  observed :math:`(i,j)` (those of :math:`C`, or with ``use_block`` every observed entry of
-  :math:`I \times J`, grown until there are r more equations than local degrees of freedom)
-  are solved by Levenberg-Marquardt, and :math:`\hat a_{kl} = \hat u_k^\top \hat v_l`.
+  observed :math:`(i,j)` (those of :math:`C`, or with ``options.use_block`` every observed
+  entry of :math:`I \times J`, grown until there are r more equations than local degrees of
+  freedom) are solved by Levenberg-Marquardt, and :math:`\hat a_{kl} = \hat u_k^\top \hat v_l`.
 
   The local system is polynomial and near the counting bound it is barely overdetermined:
   from random starts Levenberg-Marquardt mostly stalls at non-zero misfit (at 100 x 100,
   rank 2, 1.6 times the counting bound, none of 32 starts reached the solution for most
-  entries), and the circuit polynomial can have several roots. So, with ``propagate``, the
-  start is constructed: from a fully observed r x r block (gauge :math:`U_{R_0} = I`), rows and
-  columns with at least r observed entries among those already placed are added one
-  generation at a time, each factor the least-squares solution of a full-rank linear system.
-  This is unique, hence picks the true root on noiseless data (exact up to rounding), and
-  close to it under small noise; the least-squares fit on the circuit's block then polishes
-  the start (if the block leaves the propagated body, its rows and columns outside are
-  replaced by all those the propagation used to reach row k and column l). Seeds are tried
-  (up to ``max_seeds``) until one reaches both row k and column l. If none does (typical for
-  r >= 3 near the counting bound: r-neighbour percolation from an r x r seed dies out, since
-  a row needs r of its ~p n entries in the few placed columns), the start is a fit of all
-  observed
-  entries (:func:`low_rank_fit`: Levenberg-Marquardt from the rank-r truncation of a short
-  nuclear-norm solve), restricted to the block. A ``start`` (factors of the whole matrix, e.g.
-  one :func:`low_rank_fit` shared by many entries) is tried first.
+  entries), and the circuit polynomial can have several roots. So the start matters, and
+  ``strategies`` lists the ways to make one, tried in order. The default,
+  :data:`DEFAULT_COMPLETION_STRATEGIES`, is
+
+  1. :class:`GivenStart` -- the ``start`` factors, if given;
+  2. :class:`PropagatedStart` -- the exact r-neighbour propagation from fully observed r x r
+     seeds (exact on noiseless data; up to 3 seeds);
+  3. :class:`GlobalFitStart` -- a fit of all observed entries, :func:`low_rank_fit` (only
+     without a given ``start``; what r >= 3 near the counting bound needs);
+  4. :class:`RandomRestarts` -- 32 starts on the block, growing it while they disagree.
+
+  A strategy may decline (no start given, no seed reaches the entry) or offer several starts.
 
   Picking the root: a start can stall or lead to a spurious root of the local equations (under
   noise, a propagation along many generations can land far from the truth). At the true root
   the squared misfit is, to first order, :math:`\sigma^2\chi^2_{N-p}` (N equations, p local
   degrees of freedom), so a solve is accepted only if its squared misfit is below the upper
-  ``misfit_level`` quantile of that law; otherwise the next start is tried: the given
-  ``start``, then propagations from up to ``max_propagations`` seeds, then the global fit
-  (without a given ``start``), then ``n_restarts`` random starts on the circuit's block
-  (growing it while the best restarts disagree, ``spread``). If none passes, the solve with the
-  smallest misfit is returned with ``consistent=False``.
+  ``misfit_level`` quantile of that law (plus rounding); otherwise the next start is tried. If
+  none passes, the solve with the smallest misfit is returned with ``consistent=False``; if
+  every strategy declines, the value is NaN. ``attempts`` in the result records each start
+  and why it was rejected.
 
   Error estimate (first order, JMLR 2015): at the returned local solution, since
   :math:`g_{kl} = J^\top c` for the local Jacobian :math:`J`, :math:`d a_{kl} = c^\top
@@ -1007,131 +1266,116 @@ def complete_entry(values: ArrayLike, mask: ArrayLike, rank: int, entry: tuple[i
   noise level: a solve that the data contradict reports a larger error.
 
   Args:
-    values: (m, n) float, observed entries (others ignored). Its dtype is the solver's dtype.
+    values: (m, n) float, observed entries; the others are ignored (NaN included), the
+      observed ones must be finite. Its dtype is the solver's dtype.
     mask: (m, n) bool observed positions.
     rank: the rank r.
     entry: (k, l).
     key: PRNG key (circuit search, seeds and restarts).
     noise_std: :math:`\sigma` >= 0, standard deviation of additive observation noise (scales
       ``std`` and sets the misfit test).
-    use_block: fit every observed entry in the block's rows x columns, not only the circuit.
-    propagate: start from the propagated factors when a seed reaches the entry.
-    n_restarts: random starts of the last fallback (0: none, unless nothing else applies).
-    iterations: Levenberg-Marquardt iterations.
-    max_grow: how many times the block may grow (two rows and two columns at a time).
-    max_seeds: how many r x r seed blocks the propagation may try.
+    strategies: the :class:`CompletionStrategy` objects to try, in order (e.g.
+      ``(PropagatedStart(max_seeds=8),)`` to use only the propagation).
+    options: :class:`LocalSolveOptions` of every local solve (block, iterations, growth).
+    start: optional ((m, r), (n, r)) factors of the whole matrix, for :class:`GivenStart`.
     circuit: a :class:`Circuit` from :func:`find_circuit` for this mask, rank and entry, to
       reuse it (e.g. across noise draws); found here when None.
-    start: optional ((m, r), (n, r)) factors of the whole matrix to start the local solve from.
-    global_fallback: without a given ``start``, try :func:`low_rank_fit` after the
-      propagations.
     misfit_level: false-rejection probability of the misfit test at the true root.
-    max_propagations: how many propagated starts (different seeds) to try.
 
   Returns:
     An :class:`EntryCompletion`.
+
+  Raises:
+    ValueError: on a bad argument, including NaN or inf in ``values`` at an observed position.
+
+  Example:
+    >>> import jax, numpy as np
+    >>> a = np.outer([1., 2., 3.], [1., -1., 2.])
+    >>> mask = ~np.eye(3, dtype=bool)
+    >>> out = complete_entry(a, mask, 1, (0, 0), jax.random.key(0))
+    >>> round(float(out.value), 6), out.strategy
+    (1.0, 'propagated')
 
   References:
     Király, Theran, Tomioka (2015).
   """
   mask = _check_mask(mask)
-  values = _check_values(values, mask.shape)
+  values = _observed_values(_check_values(values, mask.shape), mask)
   rank = _check_rank(rank, mask.shape)
   k, l = _check_entry(entry, mask.shape)
   if not np.isfinite(noise_std) or noise_std < 0:
     raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}.")
-  if isinstance(n_restarts, bool) or not isinstance(n_restarts, (int, np.integer)) or (
-      n_restarts < 0):
-    raise ValueError(f"n_restarts must be an int >= 0, got {n_restarts!r}.")
   if not 0.0 < misfit_level < 1.0:
     raise ValueError(f"misfit_level must lie in (0, 1), got {misfit_level}.")
+  strategies = tuple(strategies)
+  if not strategies or not all(callable(getattr(s, "solutions", None)) and isinstance(
+      getattr(s, "name", None), str) for s in strategies):
+    raise ValueError("strategies must be a non-empty sequence of completion strategies (a "
+                     f"`name` and a `solutions(problem)` method each), got {strategies!r}.")
+  options = LocalSolveOptions(*options)
+  _check_count("options.iterations", options.iterations, 1)
+  _check_count("options.max_grow", options.max_grow, 0)
   if start is not None:
-    su, sv = (np.asarray(x, np.float64) for x in start)
-    if su.shape != (mask.shape[0], rank) or sv.shape != (mask.shape[1], rank):
+    start = tuple(np.asarray(x, np.float64) for x in start)
+    if start[0].shape != (mask.shape[0], rank) or start[1].shape != (mask.shape[1], rank):
       raise ValueError(f"start must be factors of shapes ({mask.shape[0]}, {rank}) and "
-                       f"({mask.shape[1]}, {rank}), got {su.shape} and {sv.shape}.")
+                       f"({mask.shape[1]}, {rank}), got {start[0].shape} and {start[1].shape}.")
+    if not all(np.isfinite(x).all() for x in start):
+      raise ValueError("start must be finite factors, got NaN or inf.")
   kc, kf, ks = jax.random.split(key, 3)
   if circuit is None:
     circuit = find_circuit(mask, rank, (k, l), kc)
   dtype = values.dtype
   nan = jnp.asarray(jnp.nan, dtype)
   if not circuit.completable:
-    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan, False,
-                           "none", False)
+    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan, "none",
+                           False)
   if mask[k, l]:
     return EntryCompletion(values[k, l], jnp.asarray(noise_std, dtype), circuit.entries,
-                           jnp.zeros((), dtype), jnp.zeros((), dtype), False, "observed")
-  rows0 = np.unique(np.concatenate([np.nonzero(circuit.entries)[0], [k]]))
-  cols0 = np.unique(np.concatenate([np.nonzero(circuit.entries)[1], [l]]))
-  host_values = np.asarray(values, np.float64)
-  base_used = mask if use_block else circuit.entries
-
-  def grown(used, rows, cols):
-    return _grow_to_spare(used, rows, cols, rank, max_grow) if use_block else (rows, cols)
-
-  def attempts():
-    """Starts of the local solve, cheapest and most reliable first (generated lazily)."""
-    tried = 0
-    if start is not None:
-      tried += 1
-      rows, cols = grown(base_used, rows0, cols0)
-      yield "given", base_used, rows, cols, _balanced(su[rows], sv[cols])
-    if propagate:
-      rng = np.random.default_rng(np.asarray(jax.random.key_data(ks)).ravel())
-      props = _propagate(host_values, mask, rank, (k, l), rng, max_seeds)
-      for prop in itertools.islice(props, max_propagations):
-        # Every factor of the body has an exact start. If the circuit's block leaves the body,
-        # replace the rows and columns outside by those the propagation used to reach row k
-        # and column l (so the block still determines the entry).
-        rows, cols = rows0, cols0
-        in_rows, in_cols = prop.row_gen >= 0, prop.col_gen >= 0
-        if not (in_rows[rows].all() and in_cols[cols].all()):
-          anc_rows, anc_cols = _ancestors(mask, prop, (k, l))
-          rows = np.union1d(rows[in_rows[rows]], anc_rows)
-          cols = np.union1d(cols[in_cols[cols]], anc_cols)
-        used = mask & in_rows[:, None] & in_cols[None, :]
-        rows, cols = grown(used, rows, cols)
-        tried += 1
-        yield "propagated", used, rows, cols, _balanced(prop.u[rows], prop.v[cols])
-    if start is None and global_fallback:
-      fit = low_rank_fit(values, mask, rank)
-      rows, cols = grown(base_used, rows0, cols0)
-      tried += 1
-      yield ("global", base_used, rows, cols,
-             _balanced(np.asarray(fit.u, np.float64)[rows], np.asarray(fit.v, np.float64)[cols]))
-    if n_restarts > 0 or not tried:
-      yield "random", base_used, *grown(base_used, rows0, cols0), None
-
-  best = None
-  for kind, used, rows, cols, init in attempts():
-    if init is not None:
-      sol = _solve_local(values, used, rows, cols, rank, (k, l), kf, 1, iterations, init)
-    else:
-      for _ in range(max_grow + 1):
-        sol = _solve_local(values, used, rows, cols, rank, (k, l), kf, max(n_restarts, 1),
-                           iterations, None)
-        if not use_block or sol.spread <= 1e-6 * (abs(sol.value) + sol.residual + 1e-30):
-          break
-        # Several roots fit the local equations equally well (a circuit polynomial of degree
-        # > 1 in a_kl): add the two rows and two columns with the most observed entries in the
-        # block's span, whose extra equations are generically violated by the spurious roots.
-        rows, cols = _grow_block(used, rows, cols)
+                           jnp.zeros((), dtype), jnp.zeros((), dtype), "observed", True)
+  rows, cols = np.nonzero(circuit.entries)
+  problem = EntryProblem(values, mask, rank, (k, l), circuit,
+                         np.unique(np.concatenate([rows, [k]])),
+                         np.unique(np.concatenate([cols, [l]])),
+                         mask if options.use_block else circuit.entries, start, kf, ks, options)
+  attempts, best = [], None
+  for name, sol in _strategy_solutions(strategies, problem):
+    if isinstance(sol, Declined):
+      attempts.append(StrategyAttempt(name, False, sol.reason, float("nan")))
+      continue
     # Misfit test: at the true root the squared misfit is noise_std^2 times a chi-square with
     # (equations - local degrees of freedom) degrees of freedom (first order); a start that
     # stalls or lands on a spurious root leaves a misfit far above it.
-    excess = _misfit_excess(sol, noise_std, misfit_level)
+    excess = float(_misfit_excess(sol, noise_std, misfit_level))
+    verdict = (f"squared misfit {excess:.3g} x its chi-square bound at level {misfit_level:g} "
+               f"({sol.equations} equations, {sol.dof} local degrees of freedom)")
+    attempts.append(StrategyAttempt(name, excess <= 1.0, verdict, excess))
     if best is None or excess < best[0]:
-      best = (excess, kind, sol)
+      best = (excess, name, sol)
     if excess <= 1.0:
       break
-  excess, kind, sol = best
-  consistent = excess <= 1.0
+  if best is None:
+    return EntryCompletion(nan, jnp.asarray(jnp.inf, dtype), circuit.entries, nan, nan, "none",
+                           False, tuple(attempts))
+  excess, name, sol = best
+  consistent = bool(excess <= 1.0)
   # First-order sd sigma * ||c||. If no start fits within the noise level, the nominal sigma is
   # contradicted by the data: use the noise level the misfit implies, sqrt(SSR / (N - p)).
   sigma = noise_std if consistent else max(noise_std, sol.noise_estimate)
   return EntryCompletion(jnp.asarray(sol.value, dtype), jnp.asarray(sigma * sol.gain, dtype),
                          circuit.entries, jnp.asarray(sol.residual, dtype),
-                         jnp.asarray(sol.spread, dtype), kind == "propagated", kind, consistent)
+                         jnp.asarray(sol.spread, dtype), name, consistent, tuple(attempts))
+
+
+def _strategy_solutions(strategies, problem):
+  """(name, LocalSolution or Declined) from each strategy in turn, lazily."""
+  for strategy in strategies:
+    offered = False
+    for sol in strategy.solutions(problem):
+      offered = True
+      yield strategy.name, sol
+    if not offered:
+      yield strategy.name, Declined("offered no start")
 
 
 class LowRankFit(NamedTuple):
@@ -1171,18 +1415,18 @@ def low_rank_fit(values: ArrayLike, mask: ArrayLike, rank: int, *, nn_iterations
     A :class:`LowRankFit`.
   """
   mask = _check_mask(mask)
-  values = _check_values(values, mask.shape)
+  values = _observed_values(_check_values(values, mask.shape), mask)
   rank = _check_rank(rank, mask.shape)
-  core = np.asarray(_prune_low_degree(jnp.asarray(mask), rank))
+  pruned = np.asarray(_prune_low_degree(jnp.asarray(mask), rank))
   nn = nuclear_norm_complete(values, mask, max_iterations=nn_iterations)
   left, sv, right = np.linalg.svd(np.asarray(nn.estimate, np.float64), full_matrices=False)
   u0 = left[:, :rank] * np.sqrt(sv[:rank])
   v0 = right[:rank].T * np.sqrt(sv[:rank])
   dtype = values.dtype
-  w = jnp.asarray(core, dtype)
+  w = jnp.asarray(pruned, dtype)
   fit = _fit_low_rank(values * w, w, rank, jax.random.key(0), 1, iterations,
                       jnp.asarray(u0, dtype), jnp.asarray(v0, dtype))
-  resid = jnp.sqrt(2.0 * fit.loss[0] / max(int(core.sum()), 1))
+  resid = jnp.sqrt(2.0 * fit.loss[0] / max(int(pruned.sum()), 1))
   return LowRankFit(fit.u[0], fit.v[0], resid)
 
 
@@ -1207,21 +1451,7 @@ def _grow_block(mask: np.ndarray, rows: np.ndarray, cols: np.ndarray, step: int 
           np.union1d(cols, new_cols[col_hits[new_cols] > 0]))
 
 
-class _LocalSolution(NamedTuple):
-  """A local solve on the host: the entry, its first-order gain ||c|| (sd = sigma ||c||), the
-  RMS misfit over the N fitted equations, the spread over equally good restarts, N, the local
-  degrees of freedom p (rank of J^T J) and the noise level the misfit implies."""
-
-  value: float
-  gain: float
-  residual: float
-  spread: float
-  equations: int
-  dof: int
-  noise_estimate: float
-
-
-def _misfit_excess(sol: _LocalSolution, noise_std: float, level: float) -> float:
+def _misfit_excess(sol: LocalSolution, noise_std: float, level: float) -> float:
   """Squared misfit over its largest value consistent with noise ``noise_std``.
 
   At the true root, to first order, SSR / sigma^2 ~ chi^2(N - p). The bound is the upper
@@ -1261,7 +1491,7 @@ def _solve_local(values, used_mask, rows, cols, rank, entry, key, n_restarts, it
   kk, ll = np.searchsorted(rows, k), np.searchsorted(cols, l)
   value, gain, resid, spread, dof = (float(x) for x in _local_estimate(fit, w, kk, ll))
   n_eq = int(used.sum())
-  return _LocalSolution(value, gain, resid, spread, n_eq, int(dof),
+  return LocalSolution(value, gain, resid, spread, n_eq, int(dof),
                         resid * np.sqrt(n_eq / max(n_eq - int(dof), 1)))
 
 
@@ -1320,7 +1550,7 @@ def _accelerated_soft_impute(values, mask, lam, tol, max_iterations):
     # target (continuation), which makes small lam, i.e. near-interpolation, converge fast.
     t_next = 0.5 * (1.0 + jnp.sqrt(1.0 + 4.0 * t**2))
     y = x + ((t - 1.0) / t_next) * (x - x_prev)
-    x_new = singular_value_thresholding(observed + (1.0 - maskf) * y, lam_t)
+    x_new = tensor.singular_value_thresholding(observed + (1.0 - maskf) * y, lam_t)
     change = jnp.linalg.norm(x_new - x) / jnp.maximum(jnp.linalg.norm(x), 1e-30)
     return x_new, x, t_next, change, it + 1, jnp.maximum(lam_t * 0.7, lam)
 
@@ -1341,7 +1571,7 @@ def nuclear_norm_complete(values: ArrayLike, mask: ArrayLike, *, lam: float | No
   r"""Nuclear-norm-regularised completion, the convex baseline the papers compare against.
 
   Solves :math:`\min_X \tfrac12\|P_E(X - A)\|_F^2 + \lambda\|X\|_*` by accelerated proximal
-  gradient (singular value thresholding from :mod:`tomioka_jax.tensor._prox`) with continuation
+  gradient (:func:`tomioka_jax.tensor.singular_value_thresholding`) with continuation
   in :math:`\lambda`, inside one ``lax.while_loop``. For noiseless data a small :math:`\lambda`
   approximates the
   interpolating nuclear-norm minimiser :math:`\min \|X\|_*` s.t. :math:`P_E X = P_E A`.
@@ -1361,7 +1591,7 @@ def nuclear_norm_complete(values: ArrayLike, mask: ArrayLike, *, lam: float | No
     comparison baseline of Király, Theran, Tomioka (2015).
   """
   mask = _check_mask(mask)
-  values = _check_values(values, mask.shape)
+  values = _observed_values(_check_values(values, mask.shape), mask)
   if lam is None:
     lam = 1e-4 * float(jnp.linalg.norm(jnp.where(jnp.asarray(mask), values, 0.0), 2))
   if lam < 0:
