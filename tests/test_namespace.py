@@ -217,8 +217,6 @@ def test_cycle_finder_finds_a_cycle():
   assert _find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 section 4: core._compat patches JAX's "
-                   "threefry until the library runs on stock JAX")
 def test_library_never_imports_jax_src():
   bad = [f"{p.relative_to(ROOT.parent)}:{line}"
          for p in _module_files(ROOT) for _, target, _, line in _imports(p)

@@ -8,7 +8,6 @@ from tomioka_jax.core._classifier import classification_curves
 from tomioka_jax.core._classifier import make_classifier_trainer
 from tomioka_jax.core._classifier import cross_entropy_loss
 from tomioka_jax.core._classifier import train_classifier
-from tomioka_jax.core._compat import fast_threefry_compilation
 from tomioka_jax.core._gaussians import DiagonalNormal
 from tomioka_jax.core._gaussians import diag_gaussian_log_prob
 from tomioka_jax.core._gaussians import kl_to_standard_normal
@@ -27,6 +26,8 @@ from tomioka_jax.core._parallel import mesh_size
 from tomioka_jax.core._parallel import replicate
 from tomioka_jax.core._parallel import replicated_sharding
 from tomioka_jax.core._parallel import shard_batch
+from tomioka_jax.core._rng import flat_normal
+from tomioka_jax.core._rng import flat_uniform
 from tomioka_jax.core._train import TrainState
 from tomioka_jax.core._train import apply_model
 from tomioka_jax.core._train import create_train_state
@@ -45,7 +46,6 @@ __all__ = [
     "make_classifier_trainer",
     "cross_entropy_loss",
     "train_classifier",
-    "fast_threefry_compilation",
     "DiagonalNormal",
     "diag_gaussian_log_prob",
     "kl_to_standard_normal",
@@ -64,6 +64,8 @@ __all__ = [
     "replicate",
     "replicated_sharding",
     "shard_batch",
+    "flat_normal",
+    "flat_uniform",
     "TrainState",
     "apply_model",
     "create_train_state",

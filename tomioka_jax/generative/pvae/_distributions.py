@@ -24,7 +24,7 @@ from jax.custom_derivatives import SymbolicZero
 from jax.typing import ArrayLike
 from scipy import special
 
-from tomioka_jax.core import _rng as rng
+from tomioka_jax import core
 from tomioka_jax.generative.pvae import _manifold as manifold
 
 _MAX_NEWTON_STEPS = 40  # safeguarded Newton: a cap, typically 4-8 steps are taken
@@ -549,7 +549,7 @@ def sample_radius(key: jax.Array, scale: ArrayLike, c: ArrayLike, dim: int,
 @functools.partial(jax.jit, static_argnums=(3, 4))
 def _sample_radius(key, scale, c, dim, shape):
   dtype = _compute_dtype()
-  z = rng.normal(key, shape, dtype)
+  z = core.flat_normal(key, shape, dtype)
   scale, c = jnp.broadcast_arrays(jnp.asarray(scale, dtype), jnp.asarray(c, dtype))
   return _radius_from_normal(z, scale, c, dim)
 
@@ -564,10 +564,10 @@ def _uniform_direction(key: jax.Array, shape: tuple[int, ...],
   once per point instead of dividing every coordinate.
   """
   if shape[-1] == 2:
-    theta = (2.0 * math.pi) * rng.uniform(key, shape[:-1], dtype)
+    theta = (2.0 * math.pi) * core.flat_uniform(key, shape[:-1], dtype)
     ones = jnp.ones(shape[:-1], dtype)
     return jnp.stack([jnp.cos(theta), jnp.sin(theta)], axis=-1), ones, ones
-  e = rng.normal(key, shape, dtype)
+  e = core.flat_normal(key, shape, dtype)
   sq = manifold.sq_norm(e)
   positive = sq > jnp.finfo(dtype).tiny
   norm = jnp.where(positive, jnp.sqrt(jnp.where(positive, sq, 1.0)), 0.0)
@@ -742,7 +742,7 @@ def _wrapped_draw(key, loc, scale, c, n):
   log-determinant term) and ``<mu, v>``.
   """
   shape = (n,) + loc.shape
-  eps = rng.normal(key, shape, loc.dtype)
+  eps = core.flat_normal(key, shape, loc.dtype)
   loc_b, scale_b = jnp.broadcast_to(loc, shape), jnp.broadcast_to(scale, shape)
   c = jnp.asarray(c, loc.dtype)
   sq_eps = manifold.event_sum(jnp.square(eps))
