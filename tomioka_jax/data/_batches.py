@@ -32,9 +32,12 @@ class Batches:
     process_index, process_count: this process's slice of each global batch.
 
   Example:
+    >>> import jax, numpy as np
+    >>> x, y = np.zeros((1000, 64), np.float32), np.arange(1000) % 10
     >>> batches = Batches({"x": x, "y": y}, 128, key=jax.random.key(0))
-    >>> batch = batches(step)          # the batch of update `step`, any epoch
-    >>> for batch in batches.epoch(3): ...
+    >>> batch = batches(12)            # the batch of update 12, any epoch
+    >>> batch["x"].shape, len(batches), sum(1 for _ in batches.epoch(3))
+    ((128, 64), 7, 7)
   """
 
   def __init__(self, data: Any, batch_size: int, *, key: jax.Array | None = None,

@@ -65,7 +65,8 @@ class GyroplaneLayer(nnx.Module):
 
   Example:
     >>> layer = GyroplaneLayer(2, 8, c=1.0, rngs=nnx.Rngs(0))
-    >>> layer(jnp.array([[0.1, -0.2]])).shape  # (1, 8)
+    >>> layer(jnp.array([[0.1, -0.2]])).shape
+    (1, 8)
   """
 
   def __init__(self, in_features: int, out_features: int, *, c: ArrayLike = 1.0,
@@ -107,7 +108,8 @@ class MobiusLayer(nnx.Module):
 
   Example:
     >>> layer = MobiusLayer(2, 3, c=1.0, rngs=nnx.Rngs(0))
-    >>> layer(jnp.array([[0.1, -0.2]])).shape  # (1, 3), inside the ball
+    >>> layer(jnp.array([[0.1, -0.2]])).shape  # inside the ball
+    (1, 3)
   """
 
   def __init__(self, in_features: int, out_features: int, *, c: ArrayLike = 1.0,
