@@ -148,3 +148,14 @@ def test_compile_seconds_count_a_new_compilation_only():
   assert after["compile"] > before["compile"] and after["lower"] > before["lower"]
   f(jnp.arange(5.0)).block_until_ready()  # cached: nothing more is compiled
   assert _harness.compile_seconds()["compile"] == after["compile"]
+
+
+def test_the_library_imports_without_the_bench_extra():
+  """matplotlib, tensorly and threadpoolctl are the [bench] extra: no library module needs them."""
+  code = ("import sys, pkgutil, importlib, tomioka_jax\n"
+          "for m in ('matplotlib', 'tensorly', 'threadpoolctl'): sys.modules[m] = None\n"
+          "for info in pkgutil.walk_packages(tomioka_jax.__path__, 'tomioka_jax.'):\n"
+          "  importlib.import_module(info.name)\n")
+  proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 0, proc.stderr
