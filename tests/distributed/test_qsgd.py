@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from tomioka_jax import core
 from tomioka_jax.distributed import PRESETS
 from tomioka_jax.distributed import decode
 from tomioka_jax.distributed import dequantize
@@ -72,7 +73,7 @@ def test_level_dtype_is_smallest_that_holds_num_levels(num_levels, dtype):
 
 
 def test_shapes_padding_and_metadata():
-  x = jax.random.normal(jax.random.key(1), (3, 5, 7))
+  x = core.flat_normal(jax.random.key(1), (3, 5, 7))
   q = quantize(jax.random.key(2), x, num_levels=4, bucket_size=16)
   assert q.levels.shape == (7, 16) and q.signs.shape == (7, 16) and q.scales.shape == (7,)
   assert q.scales.dtype == jnp.float32 and q.signs.dtype == jnp.bool_
@@ -389,7 +390,7 @@ def _reference_mean(key, xs, mode, s, d):
 def test_modes_equal_single_device_reference_and_pmap(mode):
   s, d, n = 3, 16, 200
   key = jax.random.key(42)
-  xs = jax.random.normal(jax.random.key(1), (NUM_DEVICES, n))
+  xs = core.flat_normal(jax.random.key(1), (NUM_DEVICES, n))
   fn = lambda x: quantized_mean(key, x, "d", num_levels=s, bucket_size=d, mode=mode)
   means, bits = _shard_map_mean(fn, xs)
   np.testing.assert_array_equal(means, np.broadcast_to(means[:1], means.shape))
@@ -409,7 +410,7 @@ def test_modes_are_unbiased_with_independent_devices(mode):
   num_keys, s, d, n = 400, 1, 8, 24
   # Positive inputs: had the devices shared their uniforms, their roundings would be
   # positively correlated and the variance of the mean visibly larger.
-  xs = jnp.abs(jax.random.normal(jax.random.key(3), (NUM_DEVICES, n)))
+  xs = jnp.abs(core.flat_normal(jax.random.key(3), (NUM_DEVICES, n)))
   keys = jax.random.split(jax.random.key(4), num_keys)
 
   def body(x):
@@ -433,8 +434,8 @@ def test_modes_are_unbiased_with_independent_devices(mode):
 
 def test_tree_mean_matches_flat_mean():
   key = jax.random.key(0)
-  tree = {"w": jax.random.normal(jax.random.key(1), (NUM_DEVICES, 3, 4)),
-          "b": jax.random.normal(jax.random.key(2), (NUM_DEVICES, 5))}
+  tree = {"w": core.flat_normal(jax.random.key(1), (NUM_DEVICES, 3, 4)),
+          "b": core.flat_normal(jax.random.key(2), (NUM_DEVICES, 5))}
   opts = dict(num_levels=7, bucket_size=8)
 
   def body(t):
@@ -495,12 +496,11 @@ def test_quantized_mean_rejects_bad_mode_and_input():
 def test_core_train_step_with_quantized_gradients_tracks_fp32():
   from flax import nnx  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from tomioka_jax import core  # pylint: disable=g-import-not-at-top
 
   class Linear(nnx.Module):
 
     def __init__(self):
-      self.w = nnx.Param(jax.random.normal(jax.random.key(0), (5, 3)))
+      self.w = nnx.Param(core.flat_normal(jax.random.key(0), (5, 3)))
 
     def __call__(self, x):
       return x @ self.w[...]
@@ -509,10 +509,10 @@ def test_core_train_step_with_quantized_gradients_tracks_fp32():
     del rng
     return jnp.mean(jnp.sum((model(batch["x"]) - batch["y"]) ** 2, -1)), {}
 
-  w_true = np.asarray(jax.random.normal(jax.random.key(1), (5, 3)))
+  w_true = np.asarray(core.flat_normal(jax.random.key(1), (5, 3)))
   batches = []
   for seed in range(12):
-    x = np.asarray(jax.random.normal(jax.random.key(100 + seed), (64, 5)))
+    x = np.asarray(core.flat_normal(jax.random.key(100 + seed), (64, 5)))
     batches.append({"x": x, "y": x @ w_true})
   mesh = core.data_mesh()
   opt = optax.sgd(0.1)
