@@ -113,6 +113,32 @@ def test_checkpointer_round_trip(tmp_path):
     ckpt.restore(state)
 
 
+def test_resume_is_announced_and_a_foreign_checkpoint_is_named(tmp_path, caplog):
+  state, step, _, get, _ = _setup()
+  core.fit(step, state, get, 4, workdir=tmp_path, checkpoint_every=2, progress=False)
+  with caplog.at_level("WARNING"):
+    result = core.fit(step, state, get, 6, workdir=tmp_path, checkpoint_every=2, progress=False)
+  assert result.resumed_from == 4
+  assert any("resuming from the checkpoint at step 4 of 6" in r.getMessage() and
+             str(tmp_path) in r.getMessage() for r in caplog.records)
+  # The same workdir with a model of another input size: the error names the workdir and the
+  # first differing array instead of orbax's raw shape error.
+  model = core.MLP(65, (32,), 10, rngs=nnx.Rngs(0))
+  opt = optax.adam(3e-3)
+  _, other = core.create_train_state(model, opt, jax.random.key(0))
+  with pytest.raises(ValueError, match=r"(?s)checkpoint at step 6 in .*checkpoints does not "
+                     r"fit this train state.*saved \(64, 32\) float32, state \(65, 32\)"):
+    core.fit(step, other, get, 8, workdir=tmp_path, checkpoint_every=2, progress=False)
+
+
+def test_progress_bar_is_throttled_when_stderr_is_not_a_terminal(tmp_path, capsys):
+  state, step, _, get, _ = _setup()
+  core.fit(step, state, get, 200, progress=True)
+  err = capsys.readouterr().err
+  redraws = err.count("\r") + err.count("\n")
+  assert "fit" in err and redraws <= 6, f"{redraws} progress redraws for 200 steps"
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"learning_rate": 0.0}, "learning_rate must be a positive number, got 0.0"),
     ({"learning_rate": -1e-3}, "learning_rate must be a positive number"),

@@ -133,6 +133,26 @@ def test_shard_map_step_uses_the_given_reduction():
     np.testing.assert_array_equal(a, b)
 
 
+def test_shard_map_step_rejects_a_2d_mesh_and_a_wrong_reduction():
+  opt = optax.sgd(0.1)
+  graphdef, state = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  mesh2d = jax.make_mesh((4, 2), ("data", "model"))
+  with pytest.raises(ValueError, match=r"mesh must be a 1-D data mesh, got axes \('data', "
+                     r"'model'\) of shape \(4, 2\)"):
+    core.make_shard_map_train_step(graphdef, squared_loss, opt, mesh2d)
+  mesh = core.data_mesh()
+
+  def mean_with_stats(key, grads, axis_name):  # like returning QSGD's QuantizedMean itself
+    del key
+    return (jax.lax.pmean(grads, axis_name), 0.0)
+
+  step = core.make_shard_map_train_step(graphdef, squared_loss, opt, mesh,
+                                        reduce_gradients=mean_with_stats)
+  with pytest.raises(TypeError, match=r"reduce_gradients must return a pytree shaped like the "
+                     r"gradients .*quantized_tree_mean\(key, grads, axis_name, ...\)\.mean"):
+    step(core.replicate(state, mesh), core.shard_batch(make_problem(), mesh))
+
+
 def test_no_recompilation_on_second_step():
   opt = optax.sgd(0.1)
   graphdef, state = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import pathlib
+import sys
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
@@ -28,6 +29,10 @@ from tomioka_jax.core._train import TrainState
 Batch = Any
 StepFn = Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]
 EvalStepFn = Callable[[TrainState, Batch], dict[str, jax.Array]]
+logger = logging.getLogger(__name__)
+# With stderr not a terminal (a log file, a notebook's captured output) the progress bar
+# redraws at most this often, so a 1000-step run writes a few lines, not 1000.
+NON_TERMINAL_PROGRESS_INTERVAL_S = 30.0
 
 
 class FitResult(NamedTuple):
@@ -47,14 +52,15 @@ class FitResult(NamedTuple):
   resumed_from: int | None
 
 
+def _to_savable_leaf(x: Any) -> Any:
+  if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return jax.random.key_data(x)
+  return x
+
+
 def _to_savable(state: TrainState) -> dict[str, Any]:
   """A checkpointable pytree: typed PRNG keys become their raw key data."""
-  def conv(x):
-    if isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-      return jax.random.key_data(x)
-    return x
-  leaves = jax.tree.leaves(state)
-  return {f"{i:05d}": conv(x) for i, x in enumerate(leaves)}
+  return {f"{i:05d}": _to_savable_leaf(x) for i, x in enumerate(jax.tree.leaves(state))}
 
 
 def _from_savable(saved: dict[str, Any], like: TrainState) -> TrainState:
@@ -102,8 +108,36 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint in {self.directory}")
     target = _abstract(_to_savable(like))
-    saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    try:
+      saved = self._manager.restore(step, args=ocp.args.StandardRestore(target))
+    except (ValueError, KeyError, TypeError) as e:
+      raise ValueError(
+          f"the checkpoint at step {step} in {self.directory} does not fit this train state "
+          f"(saved by a different model or optimizer?): {self._mismatch(like, step, e)}. "
+          f"Use a fresh workdir, or build the model the checkpoint was saved from.") from e
     return _from_savable(saved, like)
+
+  def _mismatch(self, like: TrainState, step: int, error: Exception) -> str:
+    """The first differences between the saved arrays and ``like``'s, by state path."""
+    try:
+      meta = ocp.StandardCheckpointer().metadata(self.directory / str(step) / "default")
+      meta = getattr(meta, "item_metadata", meta)
+      saved = {k: (tuple(v.shape), str(v.dtype)) for k, v in dict(meta).items()}
+    except Exception:  # pylint: disable=broad-except  # metadata layout is orbax's own
+      return str(error).splitlines()[0]
+    paths = jax.tree_util.tree_flatten_with_path(like)[0]
+    ours = {f"{i:05d}": (jax.tree_util.keystr(path), np.shape(x),
+                         str(jnp.result_type(_to_savable_leaf(x))))
+            for i, (path, x) in enumerate(paths)}
+    diffs = []
+    if len(saved) != len(ours):
+      diffs.append(f"the checkpoint holds {len(saved)} arrays, the state {len(ours)}")
+    for key in sorted(set(saved) & set(ours)):
+      name, shape, dtype = ours[key]
+      if saved[key] != (tuple(shape), dtype):
+        diffs.append(f"state{name}: saved {saved[key][0]} {saved[key][1]}, state "
+                     f"{tuple(shape)} {dtype}")
+    return "; ".join(diffs[:4]) or str(error).splitlines()[0]
 
   def close(self) -> None:
     self._manager.wait_until_finished()
@@ -170,11 +204,18 @@ def fit(train_step: StepFn, state: TrainState, batches: Callable[[int], Batch], 
     log_every: average train metrics over this many steps per history/metrics line.
     eval_step, eval_batches, eval_every: evaluate with ``evaluate(eval_step, state,
       eval_batches())`` every ``eval_every`` steps and at the end.
-    progress: show a tqdm progress bar.
+    progress: show a tqdm progress bar (redrawn at most every
+      ``NON_TERMINAL_PROGRESS_INTERVAL_S`` seconds when stderr is not a terminal).
     max_to_keep: checkpoints kept on disk.
 
   Returns:
     A :class:`FitResult`.
+
+  Raises:
+    ValueError: bad arguments, or ``workdir`` holds a checkpoint that does not fit ``state``
+      (the message names the workdir and the first differing arrays).
+
+  Resuming logs a warning (logger ``tomioka_jax.core._loop``) naming the step and workdir.
   """
   for name, value in (("num_steps", num_steps), ("log_every", log_every)):
     if not isinstance(value, (int, np.integer)) or value < 1:
@@ -201,7 +242,8 @@ def fit(train_step: StepFn, state: TrainState, batches: Callable[[int], Batch], 
       if latest is not None:
         state = checkpointer.restore(state, latest)
         resumed_from = latest
-        logging.info("fit: resumed from the checkpoint at step %d in %s", latest, workdir)
+        logger.warning("fit: resuming from the checkpoint at step %d of %d in %s", latest,
+                       num_steps, workdir)
     start = int(state.step)
     history = _read_metrics(workdir / "metrics.jsonl", start)
     evals = _read_metrics(workdir / "evals.jsonl", start)
@@ -223,9 +265,10 @@ def fit(train_step: StepFn, state: TrainState, batches: Callable[[int], Batch], 
     return record
 
   start = int(state.step)
+  terminal = sys.stderr.isatty()
   bar = tqdm(total=num_steps, initial=start, disable=not progress or jax.process_index() != 0,
-             desc="fit", unit="step",
-             dynamic_ncols=True)
+             desc="fit", unit="step", dynamic_ncols=True,
+             mininterval=0.1 if terminal else NON_TERMINAL_PROGRESS_INTERVAL_S)
   pending: list[dict[str, jax.Array]] = []
   t_last = time.perf_counter()
   try:
@@ -243,7 +286,7 @@ def fit(train_step: StepFn, state: TrainState, batches: Callable[[int], Batch], 
         if metrics_file is not None:
           metrics_file.write(json.dumps(record) + "\n")
           metrics_file.flush()
-        bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}")
+        bar.set_postfix(loss=f"{record.get('loss', float('nan')):.4g}", refresh=False)
       if eval_step is not None and eval_every is not None and done % eval_every == 0 \
           and done != num_steps:
         run_eval(state)

@@ -210,9 +210,18 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
     The jitted step.
 
   Example:
-    >>> graphdef, state = create_train_state(model, optax.adam(1e-3), jax.random.key(0))
-    >>> step = make_train_step(graphdef, loss_fn, optax.adam(1e-3), mesh=data_mesh())
-    >>> state, metrics = step(state, shard_batch(batch, mesh))
+    >>> import jax, numpy as np, optax
+    >>> from flax import nnx
+    >>> from tomioka_jax import core
+    >>> model = core.MLP(64, (32,), 10, rngs=nnx.Rngs(0))
+    >>> graphdef, state = core.create_train_state(model, optax.adam(1e-3), jax.random.key(0))
+    >>> mesh = core.data_mesh()
+    >>> step = core.make_train_step(graphdef, core.cross_entropy_loss, optax.adam(1e-3),
+    ...                             mesh=mesh)
+    >>> batch = {"x": np.zeros((64, 64), np.float32), "y": np.zeros(64, np.int32)}
+    >>> state, metrics = step(core.replicate(state, mesh), core.shard_batch(batch, mesh))
+    >>> int(state.step), sorted(metrics)
+    (1, ['accuracy', 'loss'])
   """
   num_shards = 1 if mesh is None else parallel.mesh_size(mesh)
   step = _make_step(graphdef, loss_fn, optimizer, extra_args)
@@ -260,7 +269,17 @@ def make_shard_map_train_step(
 
   Returns:
     The jitted step ``(state, batch) -> (state, metrics)``.
+
+  Raises:
+    ValueError: ``mesh`` is not 1-D. TypeError (when the step is traced): ``reduce_gradients``
+      returned something other than a pytree shaped like the gradients (for QSGD, return
+      ``quantized_tree_mean(...).mean``, not the ``QuantizedMean`` itself).
   """
+  if len(mesh.axis_names) != 1:
+    raise ValueError(
+        f"mesh must be a 1-D data mesh, got axes {tuple(mesh.axis_names)} of shape "
+        f"{tuple(mesh.devices.shape)}; make one with core.data_mesh() or "
+        f"jax.make_mesh((n,), ('data',))")
   (axis_name,) = mesh.axis_names
   num_shards = parallel.mesh_size(mesh)
   optimizer = _with_extra_args(optimizer, extra_args)
@@ -272,7 +291,14 @@ def make_shard_map_train_step(
     loss_rng = jax.random.fold_in(loss_rng, jax.lax.axis_index(axis_name))
     loss, metrics, model_state, grads = _loss_and_grads(graphdef, loss_fn, state, batch,
                                                          loss_rng)
-    grads = reduce_gradients(reduce_rng, grads, axis_name)
+    reduced = reduce_gradients(reduce_rng, grads, axis_name)
+    if jax.tree.structure(reduced) != jax.tree.structure(grads):
+      raise TypeError(
+          f"reduce_gradients must return a pytree shaped like the gradients "
+          f"({jax.tree.structure(grads).num_leaves} arrays), got {type(reduced).__name__} with "
+          f"structure {jax.tree.structure(reduced)}; a QSGD reduction returns "
+          f"quantized_tree_mean(key, grads, axis_name, ...).mean")
+    grads = reduced
     # Non-parameter state (batch statistics) is averaged so that replicas stay identical.
     model_state = jax.lax.pmean(model_state, axis_name)
     metrics = jax.lax.pmean({"loss": loss, **metrics}, axis_name)
@@ -320,10 +346,17 @@ def make_scan_trainer(graphdef: nnx.GraphDef, loss_fn: LossFn,
     steps, updated with ``evaluate``'s metrics (which win on a shared name).
 
   Example:
-    >>> graphdef, state = create_train_state(model, optax.sgd(0.1), jax.random.key(0))
-    >>> train = make_scan_trainer(graphdef, loss_fn, optax.sgd(0.1), batch_size=64, epochs=10)
+    >>> import jax, numpy as np, optax
+    >>> from flax import nnx
+    >>> from tomioka_jax import core
+    >>> model = core.MLP(64, (32,), 10, rngs=nnx.Rngs(0))
+    >>> graphdef, state = core.create_train_state(model, optax.sgd(0.1), jax.random.key(0))
+    >>> train = core.make_scan_trainer(graphdef, core.cross_entropy_loss, optax.sgd(0.1),
+    ...                                batch_size=64, epochs=10)
+    >>> x, y = np.zeros((256, 64), np.float32), np.zeros(256, np.int32)
     >>> state, metrics = train(state, {"x": x, "y": y}, jax.random.key(1))
-    >>> metrics["loss"].shape  # (10,)
+    >>> metrics["loss"].shape
+    (10,)
   """
   for name, value in (("batch_size", batch_size), ("epochs", epochs)):
     if not isinstance(value, (int, np.integer)) or value < 1:

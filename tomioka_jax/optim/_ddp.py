@@ -328,11 +328,18 @@ def ddp_sgd(learning_rate: optax.ScalarOrSchedule, alpha: float, *,
     nesterov: Nesterov momentum.
 
   Example:
+    >>> import jax, numpy as np
+    >>> from flax import nnx
+    >>> from tomioka_jax import core
     >>> model = core.MLP(64, (100, 100), 10, rngs=nnx.Rngs(0))
     >>> network, params = ddp_network(model)
     >>> opt = ddp_sgd(0.05, alpha=0.5)
     >>> state = opt.init(params)
+    >>> grads = jax.tree.map(np.ones_like, params)
+    >>> x_batch = np.random.default_rng(0).random((32, 64), np.float32)
     >>> updates, state = opt.update(grads, state, params, inputs=x_batch)
+    >>> jax.tree.structure(updates) == jax.tree.structure(params)
+    True
   """
   if not callable(learning_rate) and not learning_rate > 0:
     raise ValueError(f"learning_rate must be > 0, got {learning_rate}")

@@ -287,7 +287,8 @@ def make_vae(config: VAEConfig, *, rngs: nnx.Rngs, c: ArrayLike | None = None) -
   Example:
     >>> cfg = VAEConfig(data_dim=50, latent_dim=2, distribution="wrapped", c=1.2)
     >>> model = make_vae(cfg, rngs=nnx.Rngs(0))
-    >>> elbo(model, jax.random.key(1), jnp.zeros(50)).elbo.shape  # ()
+    >>> elbo(model, jax.random.key(1), jnp.zeros(50)).elbo.shape
+    ()
   """
   if not isinstance(config, VAEConfig):
     raise TypeError(f"config must be a VAEConfig, got {type(config).__name__}")
@@ -416,7 +417,12 @@ def make_train(config: VAEConfig, *, batch_size: int, epochs: int, learning_rate
   Example:
     >>> graphdef, train = make_train(VAEConfig(data_dim=50, distribution="wrapped"),
     ...                              batch_size=64, epochs=10)
-    >>> states, elbos = jax.vmap(train, (0, 0, None))(jax.random.split(key, 4), cs, x)
+    >>> x = jnp.zeros((128, 50))
+    >>> cs = jnp.array([0.1, 0.3, 1.0, 1.5])  # four curvatures, one seed each
+    >>> states, elbos = jax.vmap(train, (0, 0, None))(jax.random.split(jax.random.key(0), 4),
+    ...                                               cs, x)
+    >>> elbos.shape
+    (4, 10)
   """
   opt = optax.amsgrad(learning_rate) if optimizer is None else optimizer
   graphdef = abstract_graphdef(config)
