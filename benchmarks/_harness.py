@@ -272,7 +272,8 @@ def finish(module: Any, mode: str, exp: dict[str, Any], times: dict[str, Any]) -
   """Claims and report from the experiment's and the timings' outputs."""
   cfg = config(module, mode)
   rep = module.report(cfg, exp, times)
-  return Result(name=module.NAME, paper=module.PAPER, claims=module.claims(cfg, exp, times),
+  return Result(name=module.__name__.rpartition(".")[2], paper=module.PAPER,
+                claims=module.claims(cfg, exp, times),
                 tables=rep.tables, figure=rep.figure, notes=rep.notes, headline=rep.headline,
                 data={"config": cfg, "experiment": exp, "timings": times})
 
