@@ -205,8 +205,6 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
   return None
 
 
-@pytest.mark.xfail(strict=True, reason="issue 15 section 3: tensor._prox borrows the "
-                   "Mixture ADMM from tensor._completion until the ADMM engine lands")
 def test_no_import_cycle():
   cycle = _find_cycle(_import_graph())
   assert cycle is None, "import cycle: " + " -> ".join(cycle)

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tomioka_jax.tensor import _admm as admm
 from tomioka_jax.tensor import _completion as completion
 from tomioka_jax.tensor import _ops as ops
 from tomioka_jax.tensor import _prox as prox
@@ -346,7 +347,7 @@ def test_as_matrix_is_constraint_on_one_unfolding():
       eta = 1 / (10 * np.std(np.asarray(y), ddof=1))
       ref = completion.constraint_jit(
           mask, y_dense, 0.0, eta, 1e-4, jnp.ones((1,)), modes=(mode,), max_iter=2000,
-          check_every=5, adapt_until=completion._ADAPT_ITERATIONS, float32_start=True)
+          options=admm.ADMMOptions())
       assert int(mat.iterations) == int(ref.iterations)
       np.testing.assert_allclose(mat.X, ref.X, atol=1e-10)
       np.testing.assert_allclose(mat.components, ref.components, atol=1e-10)
@@ -362,17 +363,18 @@ def test_mixture_static_exact_flag_matches_the_run_time_branch(lam):
     mask = jnp.asarray(np.random.default_rng(1).random(y.shape) < 0.6)
     args = (mask, jnp.where(mask, y, 0), lam, 1.0, 1e-4, jnp.ones((3,)))
     solve = completion.mixture_jit
-    ref = solve(*args, max_iter=300, check_every=1)
-    res = solve(*args, max_iter=300, check_every=1, exact=lam == 0)
+    opts = admm.ADMMOptions(check_every=1)
+    ref = solve(*args, max_iter=300, options=opts)
+    res = solve(*args, max_iter=300, exact=lam == 0, options=opts)
     assert int(res.iterations) == int(ref.iterations)
     np.testing.assert_allclose(res.primal, ref.primal, rtol=1e-12)
     np.testing.assert_allclose(res.X, ref.X, atol=1e-12)
 
 
 @pytest.mark.parametrize("solver", ["constraint", "mixture"])
-def test_gap_estimate_only_skips_checks(monkeypatch, solver):
+def test_gap_estimate_only_skips_checks(solver):
   # The exact gap (Constraint) or the feasible split's value (Mixture at lam = 0) runs only
-  # once a cheap estimate is within _ESTIMATE_FACTOR of tol. With the estimate never trusted
+  # once a cheap estimate is within options.estimate_factor of tol. With the estimate never trusted
   # (factor inf: every check exact) the solve must stop at the same iteration with the same
   # certificate; with it always distrusted (factor -inf) no exact gap is ever formed, and the
   # best dual value must still lower-bound the optimum (for Constraint it then comes from the
@@ -388,21 +390,18 @@ def test_gap_estimate_only_skips_checks(monkeypatch, solver):
       fn, eta, static = completion.mixture_solve, 10 * std, dict(exact=True)
     args = (mask, y_dense, 0.0, eta, tol, jnp.ones((3,)))
 
-    def solve(factor, **kw):
-      monkeypatch.setattr(completion, "_ESTIMATE_FACTOR", factor)
+    def solve(factor, max_iter):
+      # The plain ADMM in float64, so that only the gate differs.
+      opts = admm.PAPER_ADMM.replace(estimate_factor=factor, check_every=1)
+      return jax.jit(lambda *a: fn(*a, **static, max_iter=max_iter, options=opts))(*args)
 
-      def run(*a, **k):  # a new function: the factor is read when tracing
-        return fn(*a, **static, **k)
-
-      return jax.jit(run)(*args, **kw)
-
-    gated = solve(10.0, max_iter=2000, check_every=1)
-    always = solve(np.inf, max_iter=2000, check_every=1)
+    gated = solve(10.0, 2000)
+    always = solve(np.inf, 2000)
     assert bool(gated.converged) and bool(always.converged)
     assert int(gated.iterations) == int(always.iterations)
     np.testing.assert_allclose(gated.gap, always.gap, rtol=1e-10)
     np.testing.assert_allclose(gated.X, always.X, atol=1e-12)
-    never = solve(-np.inf, max_iter=int(gated.iterations), check_every=1)
+    never = solve(-np.inf, int(gated.iterations))
     assert not bool(never.converged) and np.isinf(float(never.gap))
     assert -np.inf < float(never.dual) <= float(always.primal) * (1 + 1e-12)
     assert float(never.dual) <= float(always.dual) * (1 + 1e-12)
@@ -446,9 +445,11 @@ def test_constraint_adaptive_eta_matches_residual_balancing_written_out(lam, rel
       eta = _rebalanced(eta, np.sqrt(r2), eta * np.linalg.norm(dz[free]), it)
       etas.append(eta)
     assert len(set(etas)) > 1  # the rule was exercised
+    opts = admm.ADMMOptions(check_every=1, adaptive_eta=True, relaxation=relax,
+                            float32_start=False, adapt_iterations=100)
     res = completion.constraint_solve(
         jnp.asarray(mask), jnp.asarray(y_dense), lam, 50.0, 0.0, jnp.ones((3,)),
-        modes=(0, 1, 2), max_iter=n_iter, check_every=1, adapt_until=100, relax=relax)
+        modes=(0, 1, 2), max_iter=n_iter, options=opts)
     np.testing.assert_allclose(res.X, x_ref, atol=1e-10)
     for k in range(3):
       np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)
@@ -483,9 +484,10 @@ def test_mixture_adaptive_eta_matches_residual_balancing_written_out(relax):
       eta = _rebalanced(eta, np.sqrt(r2) / eta, eta * np.linalg.norm((v_sum - v_old)[mask]), it)
       etas.append(eta)
     assert len(set(etas)) > 1
+    opts = admm.ADMMOptions(check_every=1, adaptive_eta=True, relaxation=relax,
+                            float32_start=False, adapt_iterations=100)
     res = completion.mixture_solve(jnp.asarray(mask), jnp.asarray(y_dense), lam, 0.01, 0.0,
-                                   jnp.ones((3,)), max_iter=n_iter, check_every=1,
-                                   adapt_until=100, relax=relax)
+                                   jnp.ones((3,)), max_iter=n_iter, options=opts)
     np.testing.assert_allclose(res.X, z_sum, atol=1e-10)
     for k in range(3):
       np.testing.assert_allclose(ops.unfold(res.components[k], k), z[k], atol=1e-10)

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tomioka_jax.tensor import _completion as completion
 from tomioka_jax.tensor import _ops as ops
 from tomioka_jax.tensor import _prox as prox
 
@@ -103,7 +104,7 @@ def test_latent_prox_optimality_and_moreau():
                                  lam * WEIGHTS[k] * prox.nuclear_norm(ops.unfold(wk, k)),
                                  rtol=1e-7, atol=1e-10)
     # <R, x> = lam * latent(x): the split is optimal, checked against the ADMM value.
-    np.testing.assert_allclose(jnp.vdot(r, out.x), lam * prox.latent_trace_norm(out.x, w),
+    np.testing.assert_allclose(jnp.vdot(r, out.x), lam * completion.latent_trace_norm(out.x, w),
                                rtol=1e-4)
 
 
@@ -129,10 +130,10 @@ def test_latent_norm_dual_pairing_equality_at_maximizer():
     u, _, vt = np.linalg.svd(np.asarray(ops.unfold(y, k)))
     x = ops.fold(np.outer(u[:, 0], vt[0]), k, SHAPE)
     np.testing.assert_allclose(jnp.vdot(x, y), w[k] * ratios[k], rtol=1e-10)
-    np.testing.assert_allclose(prox.latent_trace_norm(x, w), w[k], rtol=1e-5)
+    np.testing.assert_allclose(completion.latent_trace_norm(x, w), w[k], rtol=1e-5)
     # Hoelder for a random pair.
     x2 = _randn(SHAPE, seed=7)
-    assert float(jnp.vdot(x2, y)) <= float(prox.latent_trace_norm(x2, w) *
+    assert float(jnp.vdot(x2, y)) <= float(completion.latent_trace_norm(x2, w) *
                                            prox.latent_trace_norm_dual(y, w))
 
 

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from tomioka_jax.tensor import _admm as admm
 from tomioka_jax.tensor import _ops as ops
 from tomioka_jax.tensor import _schatten as schatten
 from tomioka_jax.tensor import _subspace as subspace
@@ -94,6 +95,27 @@ def test_agrees_with_numpy_proximal_gradient_reference():
     np.testing.assert_allclose(res.components.sum(0), res.X, atol=1e-12)
 
 
+@pytest.mark.parametrize("kwargs", [dict(), dict(adaptive_eta=True),
+                                    dict(options=admm.PAPER_ADMM)],
+                         ids=["tuned", "balanced", "paper"])
+def test_engine_options_reach_the_same_optimum(kwargs):
+  # The float32 start (tuned), residual balancing of the two steps (Goldstein et al.) and the
+  # paper's plain iteration change the path, not the problem: each certifies its gap in
+  # float64, and the gap bounds the distance to the solution of this strongly convex
+  # problem, ||X - X*||^2 <= 2 lam (P - D) (P is scaled by 1 / lam).
+  rng = np.random.default_rng(3)
+  _, y = _noisy_rank_two(rng, SHAPE, sigma=0.3)
+  factors = [_orthonormal(rng, n, 2) for n in SHAPE]
+  lam = 0.5
+  ref = _fista_reference(y, factors, lam)
+  with jax.enable_x64(True):
+    res = subspace.subspace_norm_denoising(jnp.asarray(y), lam, factors=factors, tol=1e-6,
+                                           max_iter=5000, **kwargs)
+    assert bool(res.converged) and res.X.dtype == jnp.float64 and float(res.gap) <= 1e-6
+    dist2 = float(np.sum((np.asarray(res.X) - ref) ** 2))
+    assert dist2 <= 2 * lam * (float(res.primal) - float(res.dual)) + 1e-9
+
+
 def test_optimality_conditions_and_components_in_their_subspaces():
   rng = np.random.default_rng(2)
   _, y = _noisy_rank_two(rng, SHAPE, sigma=0.3)
@@ -164,5 +186,7 @@ def test_bad_inputs_raise():
     subspace.subspace_norm_denoising(y, 1.0, factors=[jnp.eye(5), jnp.eye(6), jnp.eye(6)])
   with pytest.raises(ValueError, match="tol must be > 0"):
     subspace.subspace_norm_denoising(y, 1.0, 2, tol=-1.0)
+  with pytest.raises(ValueError, match="relaxation must be None or 1 for the subspace norm"):
+    subspace.subspace_norm_denoising(y, 1.0, 2, options=admm.ADMMOptions(relaxation=1.5))
   with pytest.raises(ValueError, match="mode must be in"):
     subspace.subspace_basis([jnp.eye(2)] * 3, 3)

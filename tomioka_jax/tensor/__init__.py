@@ -1,11 +1,13 @@
 """Convex low-rank tensor estimation (Tomioka and co-authors, 2011-2016).
 
+* ``_admm`` -- the ADMM engine every convex solver of the family runs: named loop
+  states, one options object (:class:`ADMMOptions`, the tuned defaults; ``PAPER_ADMM``).
 * ``_ops`` -- unfold/fold, mode products, Tucker, HOSVD, random Tucker.
 * ``_prox`` -- singular value thresholding; overlapped, latent and
-  scaled latent trace norms, their duals and proxes.
+  scaled latent trace norms' duals and proxes (the overlapped norm itself).
 * ``_completion`` -- tensor completion: Constraint, Mixture,
   As-a-Matrix, Tucker by EM and as the N-way toolbox fits it (Tomioka, Hayashi, Kashima,
-  arXiv:1010.0789).
+  arXiv:1010.0789); the latent trace norm (the fully observed Mixture solve).
 * ``_spectral`` -- the spectral norm of a tensor by the higher-order
   power method with random restarts (Tomioka, Suzuki, arXiv:1407.1870).
 * ``_schatten`` -- denoising with the overlapped and latent Schatten-1
@@ -14,12 +16,16 @@
   arXiv:1503.05479).
 """
 
+from tomioka_jax.tensor._admm import ADMMOptions
+from tomioka_jax.tensor._admm import PAPER_ADMM
 from tomioka_jax.tensor._completion import CompletionResult
 from tomioka_jax.tensor._completion import TuckerResult
 from tomioka_jax.tensor._completion import as_matrix
 from tomioka_jax.tensor._completion import constraint
+from tomioka_jax.tensor._completion import latent_trace_norm
 from tomioka_jax.tensor._completion import mixture
 from tomioka_jax.tensor._completion import observation_tensors
+from tomioka_jax.tensor._completion import scaled_latent_trace_norm
 from tomioka_jax.tensor._completion import tucker_em
 from tomioka_jax.tensor._completion import tucker_nway
 from tomioka_jax.tensor._ops import Tucker
@@ -31,7 +37,6 @@ from tomioka_jax.tensor._ops import random_tucker
 from tomioka_jax.tensor._ops import tucker_to_tensor
 from tomioka_jax.tensor._ops import unfold
 from tomioka_jax.tensor._prox import LatentProx
-from tomioka_jax.tensor._prox import latent_trace_norm
 from tomioka_jax.tensor._prox import latent_trace_norm_dual
 from tomioka_jax.tensor._prox import latent_trace_norm_prox
 from tomioka_jax.tensor._prox import nuclear_norm
@@ -39,7 +44,6 @@ from tomioka_jax.tensor._prox import overlapped_trace_norm
 from tomioka_jax.tensor._prox import overlapped_trace_norm_dual
 from tomioka_jax.tensor._prox import overlapped_trace_norm_prox
 from tomioka_jax.tensor._prox import project_spectral_ball
-from tomioka_jax.tensor._prox import scaled_latent_trace_norm
 from tomioka_jax.tensor._prox import scaled_latent_trace_norm_dual
 from tomioka_jax.tensor._prox import scaled_latent_trace_norm_prox
 from tomioka_jax.tensor._prox import scaled_latent_weights
@@ -66,8 +70,10 @@ from tomioka_jax.tensor._subspace import subspace_factors
 from tomioka_jax.tensor._subspace import subspace_norm_denoising
 
 __all__ = [
+    "ADMMOptions",
     "CompletionResult",
     "LatentProx",
+    "PAPER_ADMM",
     "TensorSpectralNorm",
     "Tucker",
     "TuckerResult",

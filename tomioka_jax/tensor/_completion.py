@@ -8,7 +8,10 @@ overlapped trace norm by ADMM ("Constraint"), the latent trace norm by ADMM on t
 ("Mixture"), each mode's unfolding as a low-rank matrix ("As a Matrix"), and the non-convex
 Tucker decomposition fitted by EM ("Tucker"). Each solve, including the relative duality gap
 the paper stops on, runs inside one ``lax.while_loop`` under one ``jax.jit``; the observed
-entries are held as a dense mask so that every shape is static.
+entries are held as a dense mask so that every shape is static. The two convex ADMMs are
+splittings (:func:`overlapped_splitting`, :func:`latent_splitting`) run by the family's
+engine, :mod:`tomioka_jax.tensor._admm`, with its tuned options; the latent trace norm of a
+tensor (:func:`latent_trace_norm`) is the fully observed exact-fit Mixture solve.
 
 Problem (eq. 5 of the paper; ``lam = 0`` is the exact-fit constraint ``Omega(X) = y``):
 
@@ -27,6 +30,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from tomioka_jax import core
+from tomioka_jax.tensor import _admm as admm
 from tomioka_jax.tensor import _ops as ops
 from tomioka_jax.tensor import _prox as prox
 
@@ -149,134 +153,68 @@ def _observed_values(mask: jax.Array, y: jax.Array, values: ArrayLike) -> jax.Ar
   return jnp.asarray(values, y.dtype)
 
 
-def check_admm_hyper(lam, tol, max_iter, eta, check_every=1, tol_name="tol") -> None:
-  if int(check_every) != check_every or check_every < 1:
-    raise ValueError(f"check_every must be a positive integer, got {check_every}")
-  if core.is_concrete(lam) and not float(lam) >= 0:
-    raise ValueError(f"lam must be >= 0 (0 fits the observations exactly), got {lam}")
-  if core.is_concrete(tol) and not float(tol) > 0:
-    raise ValueError(f"{tol_name} must be > 0, got {tol}")
-  if int(max_iter) != max_iter or max_iter < 1:
-    raise ValueError(f"max_iter must be a positive integer, got {max_iter}")
-  if eta is not None and core.is_concrete(eta) and not float(eta) > 0:
-    raise ValueError(f"eta must be > 0 (or None for the paper's default), got {eta}")
-
-
-def sample_std(values: jax.Array) -> jax.Array:
-  if core.is_concrete(values):
-    # On the host: jnp.std would compile anew for every number of observations.
-    v = np.asarray(values)
-    s = float(np.std(v, ddof=1)) if v.shape[0] > 1 else 0.0
-    return jnp.asarray(s if s > 0 else 1.0, values.dtype)
-  s = jnp.std(values, ddof=1) if values.shape[0] > 1 else jnp.zeros((), values.dtype)
-  return jnp.where(s > 0, s, 1)
-
-
 # --------------------------------------------------------------------------- Constraint
 
 
-# The cheap gap estimate must be within this factor of tol before the exact certificate runs.
-_ESTIMATE_FACTOR = 10.0
-# Residual balancing (He, Yang, Wang 2000; Boyd et al. 2011, Section 3.4.1): every
-# _ADAPT_EVERY iterations within the first _ADAPT_ITERATIONS, eta is multiplied by
-# _STEP_FACTOR when the primal residual exceeds _BALANCE times the dual one and divided by it
-# in the opposite case; fixed afterwards, so the usual ADMM convergence applies. (3, 3) was
-# chosen on the paper's Figure 1 instances (fractions 0.2-0.9, two draws each): Constraint at
-# 35% takes 35-40 iterations instead of 65-70 at the authors' fixed eta, at 20% 20-25 instead
-# of 55-60; Mixture (over-relaxed) at 90% 55 instead of 115; elsewhere no change.
-_BALANCE = 3.0
-_STEP_FACTOR = 3.0
-_ADAPT_ITERATIONS = 500
-_ADAPT_EVERY = 5
+class ConstraintIterate(NamedTuple):
+  """The Constraint ADMM's iterate.
 
-
-def _check_relaxation(relaxation) -> None:
-  if core.is_concrete(relaxation) and not 0 < float(relaxation) < 2:
-    raise ValueError(f"relaxation must be in (0, 2) (1: no over-relaxation), got {relaxation}")
-
-
-def _check_float32_start(float32_start) -> bool:
-  if not isinstance(float32_start, (bool, np.bool_)):
-    raise ValueError(f"float32_start must be True or False, got {float32_start!r}")
-  return bool(float32_start)
-
-
-def _adapt_until(adaptive_eta: bool) -> int:
-  if not isinstance(adaptive_eta, (bool, np.bool_)):
-    raise ValueError(f"adaptive_eta must be True or False, got {adaptive_eta!r}")
-  return _ADAPT_ITERATIONS if adaptive_eta else 0
-
-
-def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
-                     tol: ArrayLike, weights: jax.Array, *, modes: tuple[int, ...],
-                     max_iter: int, method: str = "auto", check_every: int = 1,
-                     adapt_until: int = 0, relax: ArrayLike = 1.0,
-                     float32_start: bool = False) -> CompletionResult:
-  """The Constraint ADMM on dense observation tensors (see :func:`constraint`).
-
-  With ``float32_start`` and float64 data, the iterations first run in float32 until the
-  float32 gap is within ``max(tol, 1e-4)``; the state is then cast to float64 (``X`` set
-  to ``y`` on the observed entries again when ``lam = 0``), the exact gap is evaluated in
-  float64 at once, and the float64 iterations continue from there if it is above ``tol``.
-  The result carries a float64 certificate either way.
-
-  ``modes`` selects the unfoldings in the overlapped norm (all modes for Constraint, one for
-  As-a-Matrix) and ``weights`` holds one ``g_k`` per entry of ``modes``. The loop carries
-  ``B_k = X_(k) + A_k / eta`` and ``Z_k`` (unfolded) instead of ``(Z_k, A_k)``: the same
-  iterates with fewer folds, unfoldings and elementwise passes per iteration.
-
-  At each check a cheap estimate of the gap comes first: the primal value at the ``Z_k``
-  (their nuclear norms are the thresholded singular values, already at hand) and the dual
-  value at ``A`` made feasible with the bound ``||A_k - V||_op <= g_k + ||V||_F``. Only when
-  it is within ``_ESTIMATE_FACTOR`` of ``tol`` is the exact gap evaluated (nuclear norms of
-  the unfoldings of ``X``, spectral norms of the corrected ``A_k``); the loop stops on the
-  exact gap only. The estimate's dual value is a valid lower bound and joins the best one.
+  Attributes:
+    x: the estimate ``X``.
+    b: per unfolding, ``B_k = X_(k) + A_k / eta`` (the input of the k-th thresholding).
+    z: per unfolding, ``Z_k = svt(B_k)``; the multiplier is ``A_k = eta (B_k - Z_k)``.
   """
-  kwargs = dict(modes=modes, max_iter=max_iter, method=method, check_every=check_every,
-                adapt_until=adapt_until, relax=relax)
-  if not (float32_start and y.dtype == jnp.float64):
-    return _constraint_admm(mask, y, lam, eta, tol, weights, **kwargs)[0]
-  x, b, z, it, _, _, _, _, eta = _float32_phase(_constraint_admm, mask, y, lam, eta, tol,
-                                                weights, kwargs)
-  x = jnp.where(mask & (jnp.asarray(lam) == 0), y, x)
-  return _constraint_admm(mask, y, lam, eta, tol, weights, **kwargs,
-                          start=(x, b, z, it, eta))[0]
+
+  x: jax.Array
+  b: tuple[jax.Array, ...]
+  z: tuple[jax.Array, ...]
 
 
-# The float32 phase of a ``float32_start`` solve stops at this gap at the least: below it
-# float32's rounding of the nuclear norms starts to show.
-_FLOAT32_GAP = 1e-4
+def overlapped_splitting(data, *, modes: tuple[int, ...], method: str) -> admm.Splitting:
+  """The Constraint ADMM (overlapped trace norm) as an engine :class:`admm.Splitting`.
 
+  ``data = (y, mask, lam, weights)``; ``modes`` selects the unfoldings in the norm (all for
+  Constraint, one for As-a-Matrix) and ``weights`` holds one ``g_k`` per entry of ``modes``.
+  One iteration of the paper (Section 4.1), X-step, Z-step, A-step, carried as
+  ``(X, B_k, Z_k)`` instead of ``(X, Z_k, A_k)``: the same iterates with fewer folds,
+  unfoldings and elementwise passes. The X-step's input ``Z_k - A_k / eta`` is
+  ``2 Z_k - B_k``; over-relaxation ``rho`` puts ``rho X_(k) + (1 - rho) Z_k`` for ``X_(k)``
+  in the Z- and A-steps: ``B_k <- rho (X_(k) - Z_k) + B_k``.
 
-def _float32_phase(admm, mask, y, lam, eta, tol, weights, kwargs):
-  """Runs the loop ``admm`` in float32 to a gap of ``max(tol, _FLOAT32_GAP)``; returns its
-  final state in ``y``'s dtype."""
-  low = jnp.float32
-  tol_low = jnp.maximum(jnp.asarray(tol, low), _FLOAT32_GAP)
-  _, state = admm(mask, y.astype(low), jnp.asarray(lam, low), jnp.asarray(eta, low), tol_low,
-                  weights.astype(low), **kwargs)
-  return jax.tree.map(
-      lambda v: v.astype(y.dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, state)
-
-
-def _constraint_admm(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
-                     tol: ArrayLike, weights: jax.Array, *, modes: tuple[int, ...],
-                     max_iter: int, method: str, check_every: int, adapt_until: int,
-                     relax: ArrayLike, start: tuple | None = None):
-  """The Constraint ADMM loop; from ``start = (X, B, Z, it, eta)`` after an exact check.
-
-  Returns the result and the loop's final state.
+  The certificate: a feasible dual point from the multipliers (``sum_k A_k`` must vanish
+  off the observed entries: remove the mean violation ``V`` from every ``A_k``; one common
+  scaling puts every ``||A_k - V_(k)||_op`` under ``g_k``), ``D = <s, y> - lam/2 ||s||^2``
+  with ``s`` the observed part of ``sum_k A_k``. A cheap estimate first (the primal value
+  at the ``Z_k``, whose nuclear norms are the thresholded singular values at hand, and the
+  decomposition-free bound ``||A_k - V_(k)||_op <= g_k + ||V||_F``); the exact gap only
+  when the estimate is within the gate. The estimate's dual value is a valid lower bound
+  and joins the best one.
   """
+  y, mask, lam, weights = data
   shape, dtype = y.shape, y.dtype
-  lam, eta, tol, relax = (jnp.asarray(v, dtype) for v in (lam, eta, tol, relax))
   n_blocks = len(modes)
 
-  def x_step(z_minus_a, eta):
-    # argmin_X of the augmented Lagrangian: the average of the folded Z_k - A_k / eta off
-    # Omega; on Omega the closed form (y + lam eta K m) / (1 + lam eta K), i.e. y at lam = 0.
-    m = sum(ops.fold(t, k, shape) for t, k in zip(z_minus_a, modes)) / n_blocks
+  def unfold_all(t):
+    return tuple(ops.unfold(t, k) for k in modes)
+
+  def fold_sum(ts):
+    return sum(ops.fold(t, k, shape) for t, k in zip(ts, modes))
+
+  def init():
+    # B_k = Z_k = 0 makes the first X-step the paper's, from Z_k = A_k = 0.
+    zeros = unfold_all(jnp.zeros_like(y))
+    return ConstraintIterate(jnp.zeros_like(y), zeros, zeros)
+
+  def step(s: ConstraintIterate, eta, relax):
+    # X: the average of fold_k(Z_k - A_k / eta) off Omega; on Omega the closed form
+    # (y + lam eta K m) / (1 + lam eta K), i.e. y at lam = 0.
+    m = fold_sum(2 * z - b for z, b in zip(s.z, s.b)) / n_blocks
     c = lam * eta * n_blocks
-    return jnp.where(mask, (y + c * m) / (1 + c), m)
+    x = jnp.where(mask, (y + c * m) / (1 + c), m)
+    b = tuple(relax * (xk - z) + b for xk, z, b in zip(unfold_all(x), s.z, s.b))
+    z, shrunk = zip(*(prox.svt_with_spectrum(b_i, weights[i] / eta, method)
+                      for i, b_i in enumerate(b)))
+    return ConstraintIterate(x, b, tuple(z)), tuple(shrunk)
 
   def loss(x):
     # The data-fit term of the noisy model (lam > 0); zero at lam = 0, where X fits y.
@@ -284,105 +222,94 @@ def _constraint_admm(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLi
       return jnp.sum(jnp.where(mask, x - y, 0) ** 2) / (2 * jnp.where(lam > 0, lam, 1))
     return lax.cond(lam > 0, value, lambda _: jnp.zeros((), dtype), x)
 
-  def primal_value(x):
-    return sum(weights[i] * prox.nuclear_norm(ops.unfold(x, k), method=method)
-               for i, k in enumerate(modes)) + loss(x)
-
   def dual_value(scale, sy, ss):
     return scale * sy - lam / 2 * scale ** 2 * ss
 
-  def certificate(x, b, z, shrunk, gap, primal, dual_best, eta, force_exact=False):
-    # Feasible dual point from the multipliers A_k = eta (B_k - Z_k): sum_k A_k must vanish
-    # off Omega (remove the mean violation V from every A_k), then one common scaling puts
-    # every ||A_k - V_(k)||_op under g_k; S is the observed part of sum_k A_k.
-    a_sum = eta * sum(ops.fold(b_i - z_i, k, shape) for b_i, z_i, k in zip(b, z, modes))
+  def certify(s: ConstraintIterate, shrunk, last: admm.Certificate, eta, gate):
+    a = tuple(eta * (b - z) for b, z in zip(s.b, s.z))
+    a_sum = fold_sum(a)
     off = jnp.where(mask, 0, a_sum) / n_blocks
-    s = jnp.where(mask, a_sum, 0)
-    sy, ss = jnp.vdot(s, y), jnp.vdot(s, s)
+    obs = jnp.where(mask, a_sum, 0)
+    sy, ss = jnp.vdot(obs, y), jnp.vdot(obs, obs)
     # ||A_k||_op = eta min(s_max(B_k), g_k / eta) <= g_k (the SVT clipped the rest) and
     # ||V_(k)||_op <= ||V||_F: a feasible scaling without any decomposition.
     g_min = jnp.min(weights)
-    dual_best = jnp.maximum(dual_best, dual_value(
+    dual_best = jnp.maximum(last.dual, dual_value(
         jnp.minimum(1, g_min / (g_min + jnp.sqrt(jnp.vdot(off, off)))), sy, ss))
 
     def exact(_):
-      p = primal_value(x)
-      ratios = [weights[i] / prox.spectral_norm(eta * (b_i - z_i) - ops.unfold(off, k))
-                for i, (b_i, z_i, k) in enumerate(zip(b, z, modes))]
+      p = sum(weights[i] * prox.nuclear_norm(xk, method=method)
+              for i, xk in enumerate(unfold_all(s.x))) + loss(s.x)
+      ratios = [weights[i] / prox.spectral_norm(a_i - ops.unfold(off, k))
+                for i, (a_i, k) in enumerate(zip(a, modes))]
       d = jnp.maximum(dual_best, dual_value(jnp.minimum(1, jnp.min(jnp.stack(ratios))), sy,
                                             ss))
-      return (p - d) / jnp.abs(p), p, d
+      return admm.Certificate((p - d) / jnp.abs(p), p, d)
 
-    if force_exact:
+    if gate is None:
       return exact(None)
-    # The primal value at the Z_k instead of X: their nuclear norms are at hand.
-    estimate = sum(weights[i] * jnp.sum(sv) for i, sv in enumerate(shrunk)) + loss(x)
-    near = ~((estimate - dual_best) / jnp.abs(estimate) > _ESTIMATE_FACTOR * tol)
-    return lax.cond(near, exact, lambda _: (gap, primal, dual_best), None)
+    estimate = sum(weights[i] * jnp.sum(sv) for i, sv in enumerate(shrunk)) + loss(s.x)
+    near = ~((estimate - dual_best) / jnp.abs(estimate) > gate)
+    return lax.cond(near, exact, lambda _: last._replace(dual=dual_best), None)
 
-  def body(state):
-    # One iteration of the paper: X-step, Z-step, A-step. The state keeps B_k = X_(k) +
-    # A_k / eta (the input of the k-th thresholding) and Z_k = svt(B_k) from the previous
-    # iteration, unfolded: the multiplier is A_k = eta (B_k - Z_k), so the X-step's input
-    # Z_k - A_k / eta is 2 Z_k - B_k and the new B_k is X_(k) + B_k - Z_k. eta is carried:
-    # residual balancing may change it (rebalance, below).
-    _, b, z_old, it, gap, primal, dual_best, _, eta = state
-    x = x_step((2 * z_i - b_i for z_i, b_i in zip(z_old, b)), eta)
-    # Over-relaxation (relax = 1: the paper's step) replaces X_(k) by relax X_(k) + (1 - relax)
-    # Z_k in the Z- and A-steps: B_k <- relax (X_(k) - Z_k) + B_k.
-    b = tuple(relax * (ops.unfold(x, k) - z_i) + b_i for k, b_i, z_i in zip(modes, b, z_old))
-    z, shrunk = zip(*(prox.svt_with_spectrum(b_i, weights[i] / eta, method)
-                      for i, b_i in enumerate(b)))
-    check = (it + 1) % check_every == 0
-    # The gap costs about as much as an iteration; it can be checked every few iterations.
-    gap, primal, dual_best = lax.cond(
-        check, lambda _: certificate(x, b, z, shrunk, gap, primal, dual_best, eta),
-        lambda _: (gap, primal, dual_best), None)
+  def residuals(old: ConstraintIterate, new: ConstraintIterate, eta):
+    # Primal residual X_(k) - Z_k; dual residual eta times the change of sum_k fold(Z_k)
+    # where X is free.
+    r = jnp.sqrt(sum(jnp.vdot(xk - z, xk - z) for xk, z in zip(unfold_all(new.x), new.z)))
+    dz = fold_sum(z - o for z, o in zip(new.z, old.z))
+    return r, eta * jnp.linalg.norm(jnp.where(mask & (lam == 0), 0, dz))
 
-    def rebalance(b):
-      # Residual balancing: primal residual X_(k) - Z_k, dual residual eta times the change
-      # of sum_k fold(Z_k) where X is free. Rescaling B_k - Z_k keeps the multipliers A_k.
-      r = jnp.sqrt(sum(jnp.vdot(ops.unfold(x, k) - z_i, ops.unfold(x, k) - z_i)
-                       for k, z_i in zip(modes, z)))
-      dz = sum(ops.fold(z_i - o_i, k, shape) for z_i, o_i, k in zip(z, z_old, modes))
-      s = eta * jnp.linalg.norm(jnp.where(mask & (lam == 0), 0, dz))
-      new = jnp.where(r > _BALANCE * s, eta * _STEP_FACTOR,
-                      jnp.where(s > _BALANCE * r, eta / _STEP_FACTOR, eta))
-      return tuple(z_i + (b_i - z_i) * (eta / new) for b_i, z_i in zip(b, z)), new
+  def rescale(s: ConstraintIterate, eta_old, eta_new):
+    # Rescaling B_k - Z_k keeps the multipliers A_k = eta (B_k - Z_k).
+    return s._replace(b=tuple(z + (b - z) * (eta_old / eta_new) for b, z in zip(s.b, s.z)))
 
-    b, eta = lax.cond(((it + 1) % _ADAPT_EVERY == 0) & (it < adapt_until), rebalance,
-                      lambda b: (b, eta), b)
-    return x, b, tuple(z), it + 1, gap, primal, dual_best, gap <= tol, eta
+  def restart(s: ConstraintIterate):
+    return s._replace(x=jnp.where(mask & (lam == 0), y, s.x)), None
 
-  def cond(state):
-    return (state[3] < max_iter) & ~state[7]
+  def change(old: ConstraintIterate, new: ConstraintIterate):
+    # With lam > 0 and every entry observed the objective is strongly convex in X, and the
+    # gap bounds ||X - X*||^2 <= 2 lam (P - D) itself.
+    return jnp.where((lam > 0) & jnp.all(mask), 0, admm.relative_change(old.x, new.x))
 
-  inf = jnp.asarray(jnp.inf, dtype)
-  if start is None:
-    # B_k = Z_k = 0 makes the first X-step the paper's, from Z_k = A_k = 0.
-    zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
-    init = (jnp.zeros_like(y), zeros, zeros, jnp.asarray(0, jnp.int32), inf, inf, -inf,
-            jnp.asarray(False), eta)
-  else:
-    x, b, z, it, eta = start
-    gap, primal, dual = certificate(x, b, z, None, inf, inf, -inf, eta, force_exact=True)
-    init = (x, b, z, it, gap, primal, dual, gap <= tol, eta)
-  state = lax.while_loop(cond, body, init)
-  x, _, z, it, gap, primal, dual, converged, _ = state
-  comps = jnp.stack([ops.fold(z_i, k, shape) for z_i, k in zip(z, modes)])
-  return CompletionResult(x, comps, it, gap, primal, dual, converged), state
+  return admm.Splitting(init, step, certify, residuals, rescale, restart, change,
+                        relaxation=1.0)
 
 
-# max_iter and check_every are traced, so changing them does not recompile.
-constraint_jit = jax.jit(constraint_solve, static_argnames=("modes", "method",
-                                                            "float32_start"))
+def constraint_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
+                     tol: ArrayLike, weights: jax.Array, *, modes: tuple[int, ...],
+                     max_iter: int, method: str = "auto",
+                     options: admm.ADMMOptions = admm.ADMMOptions()) -> CompletionResult:
+  """The Constraint ADMM on dense observation tensors (see :func:`constraint`).
+
+  ``modes`` selects the unfoldings in the overlapped norm (all modes for Constraint, one for
+  As-a-Matrix) and ``weights`` holds one ``g_k`` per entry of ``modes``; the engine runs
+  :func:`overlapped_splitting` with ``options``. ``max_iter`` is traced (no recompilation).
+  """
+  data = (y, mask, jnp.asarray(lam, y.dtype), jnp.asarray(weights, y.dtype))
+  state, _ = admm.run(lambda d: overlapped_splitting(d, modes=modes, method=method), data,
+                      eta, tol, max_iter, options)
+  s = state.iterate
+  comps = jnp.stack([ops.fold(z, k, y.shape) for z, k in zip(s.z, modes)])
+  c = state.certificate
+  return CompletionResult(s.x, comps, state.iteration, c.gap, c.primal, c.dual,
+                          state.converged)
+
+
+constraint_jit = jax.jit(constraint_solve, static_argnames=("modes", "method", "options"))
+
+
+def _options(options, check_every, adaptive_eta, relaxation, float32_start):
+  return admm.resolve_options(options, check_every=check_every, adaptive_eta=adaptive_eta,
+                              relaxation=relaxation, float32_start=float32_start)
 
 
 def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
                lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
                eta: ArrayLike | None = None, weights: ArrayLike | None = None,
-               method: str = "auto", check_every: int = 5, adaptive_eta: bool = True,
-               relaxation: ArrayLike = 1.0, float32_start: bool = True) -> CompletionResult:
+               method: str = "auto", check_every: int | None = None,
+               adaptive_eta: bool | None = None, relaxation: float | None = None,
+               float32_start: bool | None = None,
+               options: admm.ADMMOptions | None = None) -> CompletionResult:
   """Tensor completion with the overlapped trace norm, by ADMM ("Constraint").
 
   Splits ``X_(k) = Z_k`` with multipliers ``A_k`` and alternates (Section 4 of the paper):
@@ -392,12 +319,13 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   * ``Z_k = prox_{(g_k / eta)||.||_*}(X_(k) + A_k / eta)`` (singular value thresholding);
   * ``A_k <- A_k + eta (X_(k) - Z_k)``.
 
-  It stops when the relative duality gap ``(P(X) - D(A)) / P(X) <= tol``; the dual point is
-  ``A`` made feasible (zero sum off the observed entries, ``||A_k||_op <= g_k``), and
+  It stops when the relative duality gap ``(P(X) - D(A)) / P(X)`` is at most ``tol``
+  (tighter for the tuned solver, see :class:`ADMMOptions`); the dual point is ``A`` made
+  feasible (zero sum off the observed entries, ``||A_k||_op <= g_k``), and
   ``D(A) = <s, y> - lam/2 ||s||^2`` with ``s`` the observed part of ``sum_k A_k``. The exact
   gap needs a Gram matrix and an eigen-decomposition per unfolding for each of ``P`` and
-  ``D``; a check first forms a cheap estimate (``P`` at the ``Z_k``, ``D`` with a
-  norm bound) and evaluates the exact gap only when the estimate is within 10 ``tol``.
+  ``D``; a check first forms a cheap estimate (``P`` at the ``Z_k``, ``D`` with a norm
+  bound) and evaluates the exact gap only when the estimate is within 10 ``tol``.
 
   Args:
     shape: the tensor's shape ``(n_1, ..., n_K)``.
@@ -409,24 +337,18 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
     eta: the augmented-Lagrangian step; default ``1 / (10 std(values))`` as the authors' code.
     weights: mode weights ``g_k``; default ones.
     method: singular value thresholding method (:func:`prox.singular_value_thresholding`).
-    check_every: check the duality gap every this many iterations. An exact check costs
-      about as much as an iteration; the authors' code checks every iteration (1).
-    adaptive_eta: rebalance ``eta`` every 5 iterations within the first 500 (residual
-      balancing: times 3 when the primal residual ``||X_(k) - Z_k||`` is over 3
-      times the dual one, ``eta ||sum_k fold(Z_k - Z_k_prev)||`` where ``X`` is free, divided
-      by 3 in the opposite case), starting from ``eta``; the multipliers are kept. The same
-      optimum and stopping rule; ``False`` is the authors' fixed step.
-    relaxation: over-relaxation ``rho`` in ``(0, 2)`` (Eckstein and Bertsekas 1992; Boyd et
-      al. 2011, Section 3.4.3): the Z- and A-steps see ``rho X_(k) + (1 - rho) Z_k`` instead
-      of ``X_(k)``. 1 (default) is the paper's ADMM; on Figure 1's instances 1.5-1.8 did not
-      beat residual balancing alone.
-    float32_start: for float64 data, iterate in float32 until the float32 gap is within
-      ``max(tol, 1e-4)``, then cast the state to float64 (``X = y`` on the observed
-      entries again), evaluate the exact gap in float64 and go on in float64 while it is
-      above ``tol``. The result meets the same float64 stopping rule; on Figure 1's
-      instances it takes the same iterations and stops at the same gap and error, in
-      0.6-0.75x the time on a 2-core CPU. ``False`` iterates in float64 throughout.
-      Ignored for float32 data.
+    check_every, adaptive_eta, relaxation, float32_start: override these fields of
+      ``options`` (see :class:`ADMMOptions`). The tuned defaults: the gap checked every 5
+      iterations (the authors: 1), ``eta`` rebalanced every 5 iterations within the first
+      500 (times 3 when the primal residual ``||X_(k) - Z_k||`` is over 3 times the dual
+      one, ``eta ||sum_k fold(Z_k - Z_k_prev)||`` where ``X`` is free, divided by 3 in the
+      opposite case; the multipliers are kept), no over-relaxation (on Figure 1's
+      instances 1.5-1.8 did not beat residual balancing alone), and a float32 start for
+      float64 data (float32 iterations until the float32 gap is within
+      ``max(tol, 1e-4)``, then the state in float64 with ``X = y`` on the observed entries
+      again, the exact gap in float64, and float64 iterations while it is above the stop).
+    options: an :class:`ADMMOptions`; default ``ADMMOptions()``, the tuned solver;
+      :data:`PAPER_ADMM` is the paper's plain ADMM.
 
   Returns:
     A :class:`CompletionResult`.
@@ -442,23 +364,22 @@ def constraint(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   References:
     Tomioka, Hayashi, Kashima, arXiv:1010.0789, Section 4.1; authors' ``tensorconst_adm.m``.
   """
+  opts = _options(options, check_every, adaptive_eta, relaxation, float32_start)
   mask, y = observation_tensors(shape, indices, values)
-  check_admm_hyper(lam, tol, max_iter, eta, check_every)
-  _check_relaxation(relaxation)
+  admm.check_hyper(lam, tol, max_iter, eta)
   values = _observed_values(mask, y, values)
-  eta = 1 / (10 * sample_std(values)) if eta is None else eta
+  eta = 1 / (10 * admm.sample_std(values)) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   return constraint_jit(mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)),
-                         max_iter=max_iter, method=method, check_every=check_every,
-                         adapt_until=_adapt_until(adaptive_eta), relax=relaxation,
-                         float32_start=_check_float32_start(float32_start))
+                        max_iter=max_iter, method=method, options=opts)
 
 
 def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode: int, *,
               lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
               eta: ArrayLike | None = None, method: str = "auto",
-              check_every: int = 5, adaptive_eta: bool = True,
-              relaxation: ArrayLike = 1.0, float32_start: bool = True) -> CompletionResult:
+              check_every: int | None = None, adaptive_eta: bool | None = None,
+              relaxation: float | None = None, float32_start: bool | None = None,
+              options: admm.ADMMOptions | None = None) -> CompletionResult:
   """Completion of one unfolding as a low-rank matrix ("As a Matrix").
 
   The Constraint ADMM with the single term ``||X_(k)||_*`` (the authors'
@@ -474,27 +395,25 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
     max_iter: the most ADMM iterations.
     eta: the ADMM step; default ``1 / (10 std(values))``.
     method: singular value thresholding method.
-    check_every: evaluate the duality gap every this many iterations.
-    adaptive_eta: residual balancing of ``eta`` as in :func:`constraint`.
-    relaxation: over-relaxation as in :func:`constraint`.
-    float32_start: float32 iterations before the float64 ones, as in :func:`constraint`.
+    check_every, adaptive_eta, relaxation, float32_start, options: as in
+      :func:`constraint`.
 
   Returns:
     A :class:`CompletionResult` (``components`` has one entry).
   """
+  opts = _options(options, check_every, adaptive_eta, relaxation, float32_start)
   mask, y = observation_tensors(shape, indices, values)
-  check_admm_hyper(lam, tol, max_iter, eta, check_every)
+  admm.check_hyper(lam, tol, max_iter, eta)
   if int(mode) != mode or not 0 <= mode < y.ndim:
     raise ValueError(f"mode must be an integer in [0, {y.ndim}), got {mode}")
   values = _observed_values(mask, y, values)
-  eta = 1 / (10 * sample_std(values)) if eta is None else eta
+  eta = 1 / (10 * admm.sample_std(values)) if eta is None else eta
   # The problem only sees the mode-k unfolding: solve it as a matrix (a 2-way tensor), which
   # compiles once per unfolding shape rather than once per (shape, mode).
   mode = int(mode)
   res = constraint_jit(ops.unfold(mask, mode), ops.unfold(y, mode), lam, eta, tol,
-                        jnp.ones((1,), y.dtype), modes=(0,), max_iter=max_iter, method=method,
-                        check_every=check_every, adapt_until=_adapt_until(adaptive_eta),
-                        relax=relaxation, float32_start=_check_float32_start(float32_start))
+                       jnp.ones((1,), y.dtype), modes=(0,), max_iter=max_iter, method=method,
+                       options=opts)
   return res._replace(X=ops.fold(res.X, mode, y.shape),
                       components=ops.fold(res.components[0], mode, y.shape)[None])
 
@@ -502,154 +421,152 @@ def as_matrix(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, mode:
 # --------------------------------------------------------------------------- Mixture
 
 
-def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
-                  tol: ArrayLike, weights: jax.Array, *, max_iter: int,
-                  method: str = "auto", check_every: int = 1,
-                  exact: bool | None = None, adapt_until: int = 0,
-                  relax: ArrayLike = 1.0, float32_start: bool = False) -> CompletionResult:
-  """The Mixture ADMM on dense observation tensors (see :func:`mixture`).
+class MixtureIterate(NamedTuple):
+  """The Mixture ADMM's iterate.
 
-  ``exact`` (static) says whether ``lam == 0``, so that only the matching primal value is
-  compiled; ``None`` decides at run time (both are compiled). It must agree with ``lam``.
-  ``float32_start`` as in :func:`constraint_solve`.
+  Attributes:
+    w: per mode, the multiplier ``W_k`` (the latent component, unfolded along mode k).
+    w_sum: ``sum_k fold_k(W_k)``.
+    alpha: the dual variable (zero off the observed entries).
+    v_sum: ``sum_k fold_k(V_k)``.
+    v: per mode, the split ``V_k``, the projection onto the spectral ball of radius
+      ``g_k`` (what the thresholding removed).
   """
-  kwargs = dict(max_iter=max_iter, method=method, check_every=check_every, exact=exact,
-                adapt_until=adapt_until, relax=relax)
-  if not (float32_start and y.dtype == jnp.float64):
-    return _mixture_admm(mask, y, lam, eta, tol, weights, **kwargs)[0]
-  state = _float32_phase(_mixture_admm, mask, y, lam, eta, tol, weights, kwargs)
-  return _mixture_admm(mask, y, lam, eta, tol, weights, **kwargs, start=state)[0]
+
+  w: tuple[jax.Array, ...]
+  w_sum: jax.Array
+  alpha: jax.Array
+  v_sum: jax.Array
+  v: tuple[jax.Array, ...]
 
 
-def _mixture_admm(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
-                  tol: ArrayLike, weights: jax.Array, *, max_iter: int, method: str,
-                  check_every: int, exact: bool | None, adapt_until: int,
-                  relax: ArrayLike, start: tuple | None = None):
-  """The Mixture ADMM loop; from the state ``start`` after an exact check.
+def latent_splitting(data, *, method: str, exact: bool | None) -> admm.Splitting:
+  """The Mixture ADMM (latent trace norm, on the dual) as an engine :class:`admm.Splitting`.
 
-  Returns the result and the loop's final state.
+  ``data = (y, mask, lam, weights)``. ``exact`` (static) says whether ``lam == 0``, so that
+  only the matching primal value is compiled; ``None`` decides at run time. One iteration
+  (Section 4.2 of the paper), with over-relaxation ``rho`` (the V- and W-steps see
+  ``rho alpha_(k) + (1 - rho) V_k``, the previous ``V_k``):
+
+  * ``W_k = prox_{eta g_k ||.||_*}(T_k)``, ``T_k = W_k + eta (rho alpha_(k) + (1 - rho)
+    V_k)``, and ``V_k = (T_k - W_k_new) / eta`` the clipped remainder;
+  * ``alpha = (y - Omega(sum_k W_k) + eta Omega(sum_k V_k)) / (lam + eta K)`` on Omega.
+
+  The certificate: ``alpha`` scaled into the dual feasible set ``||alpha_(k)||_op <= g_k``
+  (best dual value kept); with ``lam = 0`` the primal value is taken at the split made
+  feasible by spreading the residual on the observed entries over the K components (a
+  Gram matrix and an eigen-decomposition per mode, so it is evaluated only once the value
+  of the unshifted split, the thresholded singular values at hand, is within the gate).
   """
-  shape, dtype = y.shape, y.dtype
-  lam, eta, tol, relax = (jnp.asarray(v, dtype) for v in (lam, eta, tol, relax))
+  y, mask, lam, weights = data
+  shape = y.shape
   n_modes = len(shape)
   modes = range(n_modes)
 
-  def primal_noisy(z, sv, z_sum):
-    sq = jnp.sum(jnp.where(mask, z_sum - y, 0) ** 2)
-    return sum(weights[k] * jnp.sum(sv[k]) for k in modes) + sq / (2 * jnp.where(lam > 0, lam, 1))
+  def init():
+    zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
+    return MixtureIterate(zeros, jnp.zeros_like(y), jnp.where(mask, y, 0), jnp.zeros_like(y),
+                          zeros)
 
-  def primal_exact(z, sv, z_sum):
-    # Spread the violation of sum_k W_k = y on Omega evenly over the K components, which
-    # makes the split feasible; then evaluate its norm (the authors' code does the same).
-    shift = jnp.where(mask, (z_sum - y) / n_modes, 0)
-    return sum(weights[k] * prox.nuclear_norm(z[k] - ops.unfold(shift, k), method=method)
-               for k in modes)
+  def step(s: MixtureIterate, eta, relax):
+    w_new, sv, v_new = [], [], []
+    for k in modes:
+      t_k = s.w[k] + eta * (relax * ops.unfold(s.alpha, k) + (1 - relax) * s.v[k])
+      w_k, sv_k = prox.svt_with_spectrum(t_k, eta * weights[k], method)
+      w_new.append(w_k)
+      sv.append(sv_k)
+      v_new.append((t_k - w_k) / eta)
+    # sum_k fold(V_k) = (sum_k fold(W_k) + eta sum_k fold(T_k - W_k) - sum_k fold(W_k_new)) /
+    # eta, with sum_k fold(T_k - W_k) = eta (rho K alpha + (1 - rho) sum_k fold(V_k_old)).
+    w_sum = sum(ops.fold(w_k, k, shape) for k, w_k in zip(modes, w_new))
+    eta_v_sum = (s.w_sum + eta * (relax * n_modes * s.alpha + (1 - relax) * s.v_sum)
+                 - w_sum)
+    alpha = jnp.where(mask, (y - w_sum + eta_v_sum) / (lam + eta * n_modes), 0)
+    return MixtureIterate(tuple(w_new), w_sum, alpha, eta_v_sum / eta, tuple(v_new)), tuple(sv)
 
-  def certificate(z_new, sv, z_sum, alpha, gap, primal, dual_best, force_exact=False):
-    args = (tuple(z_new), sv, z_sum)
+  def certify(s: MixtureIterate, sv, last: admm.Certificate, eta, gate):
+    del eta
     scale = jnp.minimum(1, jnp.min(jnp.stack(
-        [weights[k] / prox.spectral_norm(ops.unfold(alpha, k)) for k in modes])))
-    a = scale * alpha
-    d = jnp.maximum(dual_best, jnp.vdot(a, y) - lam / 2 * jnp.vdot(a, a))
+        [weights[k] / prox.spectral_norm(ops.unfold(s.alpha, k)) for k in modes])))
+    a = scale * s.alpha
+    d = jnp.maximum(last.dual, jnp.vdot(a, y) - lam / 2 * jnp.vdot(a, a))
 
-    def noisy(*args):
-      p = primal_noisy(*args)
-      return (p - d) / jnp.abs(p), p
+    def noisy():
+      sq = jnp.sum(jnp.where(mask, s.w_sum - y, 0) ** 2)
+      p = (sum(weights[k] * jnp.sum(sv[k]) for k in modes)
+           + sq / (2 * jnp.where(lam > 0, lam, 1)))
+      return admm.Certificate((p - d) / jnp.abs(p), p, d)
 
-    def exact_fit(*args):
+    def exact_fit():
       def evaluate(_):
-        p = primal_exact(*args)
-        return (p - d) / jnp.abs(p), p
+        # Spread the violation of sum_k W_k = y on Omega evenly over the K components,
+        # which makes the split feasible; then its norm (the authors' code does the same).
+        shift = jnp.where(mask, (s.w_sum - y) / n_modes, 0)
+        p = sum(weights[k] * prox.nuclear_norm(s.w[k] - ops.unfold(shift, k), method=method)
+                for k in modes)
+        return admm.Certificate((p - d) / jnp.abs(p), p, d)
 
-      if force_exact:
+      if gate is None:
         return evaluate(None)
-      # The feasible split's value needs a Gram matrix and an eigen-decomposition per
-      # mode; it is skipped while the value of the unshifted split (the thresholded
-      # singular values, at hand) says the gap is far above tol.
       estimate = sum(weights[k] * jnp.sum(sv[k]) for k in modes)
-      near = ~((estimate - d) / jnp.abs(estimate) > _ESTIMATE_FACTOR * tol)
-      return lax.cond(near, evaluate, lambda _: (gap, primal), None)
+      near = ~((estimate - d) / jnp.abs(estimate) > gate)
+      return lax.cond(near, evaluate, lambda _: last._replace(dual=d), None)
 
     if exact is None:
-      g, p = lax.cond(lam > 0, noisy, exact_fit, *args)
-    else:
-      g, p = exact_fit(*args) if exact else noisy(*args)
-    return g, p, d
+      return lax.cond(lam > 0, lambda _: noisy(), lambda _: exact_fit(), None)
+    return exact_fit() if exact else noisy()
 
-  def body(state):
-    z, z_sum, alpha, it, gap, primal, dual_best, _, eta, v_sum_old, v_old = state
-    z_new, sv, v_new = [], [], []
-    for k in modes:
-      # Z_k <- prox of eta g_k ||.||_* at T_k = Z_k + eta alpha_(k); V_k, the projection onto
-      # the spectral ball of radius g_k, is what thresholding removed: (T_k - Z_k_new) / eta.
-      # Over-relaxation (relax = 1: the paper's step) uses relax alpha_(k) + (1 - relax) V_k
-      # in place of alpha_(k) here and in the multiplier step.
-      t_k = z[k] + eta * (relax * ops.unfold(alpha, k) + (1 - relax) * v_old[k])
-      z_k, sv_k = prox.svt_with_spectrum(t_k, eta * weights[k], method)
-      z_new.append(z_k)
-      sv.append(sv_k)
-      v_new.append((t_k - z_k) / eta)
-    # sum_k fold(V_k) = (sum_k fold(Z_k) + eta sum_k fold(T_k - Z_k) - sum_k fold(Z_k_new)) /
-    # eta, with sum_k fold(T_k - Z_k) = eta (relax K alpha + (1 - relax) sum_k fold(V_k_old)).
-    z_sum_new = sum(ops.fold(z_k, k, shape) for k, z_k in zip(modes, z_new))
-    eta_v_sum = z_sum + eta * (relax * n_modes * alpha + (1 - relax) * v_sum_old) - z_sum_new
-    z_sum = z_sum_new
-    alpha = jnp.where(mask, (y - z_sum + eta_v_sum) / (lam + eta * n_modes), 0)
-    v_sum = eta_v_sum / eta
+  def residuals(old: MixtureIterate, new: MixtureIterate, eta):
+    # The primal residual alpha_(k) - V_k is the change of the multipliers W_k over eta;
+    # the dual residual, eta times the change of Omega(sum_k V_k).
+    r = jnp.sqrt(sum(jnp.vdot(a - b, a - b) for a, b in zip(new.w, old.w))) / eta
+    return r, eta * jnp.linalg.norm(jnp.where(mask, new.v_sum - old.v_sum, 0))
 
-    check = (it + 1) % check_every == 0
-    gap, primal, dual_best = lax.cond(
-        check, lambda _: certificate(z_new, tuple(sv), z_sum, alpha, gap, primal, dual_best),
-        lambda _: (gap, primal, dual_best), None)
+  def restart(s: MixtureIterate):
+    # The primal value of the exact fit needs no singular values (a forced certificate);
+    # the noisy one sums them.
+    sv = (tuple(prox.singular_values(w, method=method) for w in s.w) if exact is not True
+          else (None,) * n_modes)
+    return s, sv
 
-    def rebalance(_):
-      # Residual balancing. The primal residual alpha_(k) - V_k is the change of the
-      # multipliers W_k over eta; the dual residual, eta times the change of Omega(sum_k V_k).
-      r = jnp.sqrt(sum(jnp.vdot(a - b, a - b) for a, b in zip(z_new, z))) / eta
-      s = eta * jnp.linalg.norm(jnp.where(mask, v_sum - v_sum_old, 0))
-      return jnp.where(r > _BALANCE * s, eta * _STEP_FACTOR,
-                       jnp.where(s > _BALANCE * r, eta / _STEP_FACTOR, eta))
+  def change(old: MixtureIterate, new: MixtureIterate):
+    # As for Constraint: the gap bounds the distance when lam > 0 and all is observed.
+    return jnp.where((lam > 0) & jnp.all(mask), 0, admm.relative_change(old.w_sum, new.w_sum))
 
-    eta = lax.cond(((it + 1) % _ADAPT_EVERY == 0) & (it < adapt_until), rebalance,
-                   lambda _: eta, None)
-    return (tuple(z_new), z_sum, alpha, it + 1, gap, primal, dual_best, gap <= tol, eta,
-            v_sum, tuple(v_new))
+  return admm.Splitting(init, step, certify, residuals, restart=restart, change=change,
+                        relaxation=1.8, adaptive_eta=False)
 
-  def cond(state):
-    return (state[3] < max_iter) & ~state[7]
 
-  inf = jnp.asarray(jnp.inf, dtype)
-  if start is None:
-    zeros = tuple(ops.unfold(jnp.zeros_like(y), k) for k in modes)
-    init = (zeros, jnp.zeros_like(y), jnp.where(mask, y, 0), jnp.asarray(0, jnp.int32), inf,
-            inf, -inf, jnp.asarray(False), eta, jnp.zeros_like(y), zeros)
-  else:
-    z, _, alpha, it, _, _, _, _, eta, v_sum, v = start
-    z_sum = sum(ops.fold(z_k, k, shape) for k, z_k in zip(modes, z))
-    # The primal value of the exact fit needs no singular values here (force_exact); the
-    # noisy one sums them.
-    sv = tuple(prox.singular_values(z_k, method=method) for z_k in z) if exact is not True \
-        else (None,) * n_modes
-    gap, primal, dual = certificate(z, sv, z_sum, alpha, inf, inf, -inf, force_exact=True)
-    init = (z, z_sum, alpha, it, gap, primal, dual, gap <= tol, eta, v_sum, v)
-  state = lax.while_loop(cond, body, init)
-  z, _, _, it, gap, primal, dual, converged, _, _, _ = state
-  comps = jnp.stack([ops.fold(z_k, k, shape) for k, z_k in zip(modes, z)])
-  z_sum = jnp.sum(comps, axis=0)
-  shift = jnp.where((lam > 0) | ~mask, 0, (z_sum - y) / n_modes)
+def mixture_solve(mask: jax.Array, y: jax.Array, lam: ArrayLike, eta: ArrayLike,
+                  tol: ArrayLike, weights: jax.Array, *, max_iter: int,
+                  method: str = "auto", exact: bool | None = None,
+                  options: admm.ADMMOptions = admm.ADMMOptions()) -> CompletionResult:
+  """The Mixture ADMM on dense observation tensors (see :func:`mixture`).
+
+  ``exact`` (static) says whether ``lam == 0`` (see :func:`latent_splitting`); it must agree
+  with ``lam``. With ``lam = 0`` the returned split is the feasible one (``X`` fits ``y``).
+  """
+  data = (y, mask, jnp.asarray(lam, y.dtype), jnp.asarray(weights, y.dtype))
+  state, _ = admm.run(lambda d: latent_splitting(d, method=method, exact=exact), data, eta,
+                      tol, max_iter, options)
+  comps = jnp.stack([ops.fold(w, k, y.shape) for k, w in enumerate(state.iterate.w)])
+  shift = jnp.where((data[2] > 0) | ~mask, 0, (jnp.sum(comps, axis=0) - y) / y.ndim)
   comps = comps - shift[None]
-  return (CompletionResult(jnp.sum(comps, axis=0), comps, it, gap, primal, dual, converged),
-          state)
+  c = state.certificate
+  return CompletionResult(jnp.sum(comps, axis=0), comps, state.iteration, c.gap, c.primal,
+                          c.dual, state.converged)
 
 
-mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact", "float32_start"))
+mixture_jit = jax.jit(mixture_solve, static_argnames=("method", "exact", "options"))
 
 
 def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
             lam: ArrayLike = 0.0, tol: ArrayLike = 1e-3, max_iter: int = 2000,
             eta: ArrayLike | None = None, weights: ArrayLike | None = None,
-            method: str = "auto", check_every: int = 5, adaptive_eta: bool = True,
-            relaxation: ArrayLike = 1.8, float32_start: bool = True) -> CompletionResult:
+            method: str = "auto", check_every: int | None = None,
+            adaptive_eta: bool | None = None, relaxation: float | None = None,
+            float32_start: bool | None = None,
+            options: admm.ADMMOptions | None = None) -> CompletionResult:
   """Tensor completion with the latent trace norm, by ADMM on the dual ("Mixture").
 
   Primal: ``min sum_k g_k ||W_k,(k)||_* + 1/(2 lam) ||Omega(sum_k W_k) - y||^2``. Dual:
@@ -678,18 +595,14 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
     weights: mode weights ``g_k``; default ones. Pass
       :func:`prox.scaled_latent_weights` for the scaled latent norm.
     method: singular value thresholding method.
-    check_every: evaluate the duality gap every this many iterations (the authors: 1).
-    adaptive_eta: rebalance ``eta`` every 5 iterations within the first 500, as in
-      :func:`constraint`; here the primal residual is the change of the ``W_k`` over ``eta``
-      (``alpha_(k) - V_k`` without relaxation) and the dual one ``eta`` times the change of
-      ``Omega(sum_k V_k)``. ``False`` is the authors' fixed step.
-    relaxation: over-relaxation ``rho`` in ``(0, 2)`` (Eckstein and Bertsekas 1992; Boyd et
-      al. 2011, Section 3.4.3): the V- and W-steps see ``rho alpha_(k) + (1 - rho) V_k`` (the
-      previous ``V_k``) instead of ``alpha_(k)``. 1 is the paper's ADMM; the default 1.8
-      takes 55 instead of 100 iterations at 35% observed on Figure 1's instances, 145
-      instead of 255 at 65%.
-    float32_start: for float64 data, float32 iterations until the float32 gap is within
-      ``max(tol, 1e-4)``, then the float64 gap and iterations, as in :func:`constraint`.
+    check_every, adaptive_eta, relaxation, float32_start: override these fields of
+      ``options`` (see :class:`ADMMOptions`). Residual balancing here takes the primal
+      residual as the change of the ``W_k`` over ``eta`` (``alpha_(k) - V_k`` without
+      relaxation) and the dual one as ``eta`` times the change of ``Omega(sum_k V_k)``;
+      the tuned over-relaxation is 1.8 (55 instead of 100 iterations at 35% observed on
+      Figure 1's instances, 145 instead of 255 at 65%).
+    options: an :class:`ADMMOptions`; default the tuned solver, :data:`PAPER_ADMM` the
+      paper's plain ADMM.
 
   Returns:
     A :class:`CompletionResult`; ``components`` holds the latent split ``W_k``.
@@ -697,17 +610,61 @@ def mixture(shape: Sequence[int], indices: ArrayLike, values: ArrayLike, *,
   References:
     Tomioka, Hayashi, Kashima, arXiv:1010.0789, Section 4.2; authors' ``tensormix_adm.m``.
   """
+  opts = _options(options, check_every, adaptive_eta, relaxation, float32_start)
   mask, y = observation_tensors(shape, indices, values)
-  check_admm_hyper(lam, tol, max_iter, eta, check_every)
-  _check_relaxation(relaxation)
+  admm.check_hyper(lam, tol, max_iter, eta)
   values = _observed_values(mask, y, values)
-  eta = 10 * sample_std(values) if eta is None else eta
+  eta = 10 * admm.sample_std(values) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   exact = bool(float(lam) == 0) if core.is_concrete(lam) else None
   return mixture_jit(mask, y, lam, eta, tol, w, max_iter=max_iter, method=method,
-                      check_every=check_every, exact=exact,
-                      adapt_until=_adapt_until(adaptive_eta), relax=relaxation,
-                      float32_start=_check_float32_start(float32_start))
+                     exact=exact, options=opts)
+
+
+# --------------------------------------------------------------------------- latent norm
+
+
+def latent_trace_norm(x: ArrayLike, weights: ArrayLike | None = None, *, tol: float = 1e-6,
+                      max_iter: int = 5000,
+                      options: admm.ADMMOptions | None = None) -> jax.Array:
+  """The latent trace norm ``inf_{sum_k W_k = X} sum_k g_k ||W_k,(k)||_*``.
+
+  Computed as the fully observed, exact-fit instance of the Mixture ADMM (:func:`mixture`,
+  the tuned engine by default), which stops once the relative gap between the split's
+  value and the dual value ``max <X, A>`` over ``max_k ||A_(k)||_op / g_k <= 1`` is below
+  ``tol``; the returned value is the dual (lower) bound.
+
+  Args:
+    x: a K-way tensor.
+    weights: the mode weights ``g_k``; default ones.
+    tol: relative duality gap at which to stop.
+    max_iter: the most ADMM iterations.
+    options: an :class:`ADMMOptions` (default: the tuned solver).
+
+  Returns:
+    The norm, a scalar.
+  """
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    x = x.astype(jnp.zeros(()).dtype)
+  admm.check_hyper(0.0, tol, max_iter, None)
+  opts = admm.resolve_options(options)
+  w = prox.mode_weights(x.shape, weights, x.dtype)
+  mask = jnp.ones(x.shape, bool)
+  eta = 10 * jnp.std(x)
+  return mixture_jit(mask, x, jnp.zeros((), x.dtype), eta, tol, w, max_iter=max_iter,
+                     exact=True, options=opts).dual
+
+
+def scaled_latent_trace_norm(x: ArrayLike, **kwargs) -> jax.Array:
+  """The scaled latent trace norm ``inf sum_k ||W_k,(k)||_* / sqrt(n_k)`` (Wimalawarne et al.).
+
+  Keyword arguments go to :func:`latent_trace_norm`.
+  """
+  x = jnp.asarray(x)
+  if not jnp.issubdtype(x.dtype, jnp.floating):
+    x = x.astype(jnp.zeros(()).dtype)
+  return latent_trace_norm(x, prox.scaled_latent_weights(x.shape, x.dtype), **kwargs)
 
 
 # --------------------------------------------------------------------------- Tucker
@@ -786,7 +743,7 @@ def tucker_em(shape: Sequence[int], indices: ArrayLike, values: ArrayLike,
   """
   mask, y = observation_tensors(shape, indices, values)
   ranks = _check_tucker_ranks(y.shape, ranks)
-  check_admm_hyper(0.0, tol, max_iter, None)
+  admm.check_hyper(0.0, tol, max_iter, None)
   return _tucker_em_jit(mask, y, tol, ranks=ranks, max_iter=max_iter)
 
 
@@ -930,7 +887,7 @@ def tucker_nway(shape: Sequence[int], indices: ArrayLike, values: ArrayLike,
   """
   mask, y = observation_tensors(shape, indices, values)
   ranks = _check_tucker_ranks(y.shape, ranks)
-  check_admm_hyper(0.0, crit, max_iter, None, tol_name="crit")
+  admm.check_hyper(0.0, crit, max_iter, None, tol_name="crit")
   if isinstance(impute_every, bool) or int(impute_every) != impute_every or impute_every < 1:
     raise ValueError(f"impute_every must be a positive integer, got {impute_every!r}")
   if not isinstance(skip_settled, bool):

@@ -16,7 +16,9 @@ of the papers with their duals and proxes:
 
 The weights ``g_k`` (``weights``) default to one. Norms that are an infimum or a maximum
 over a convex set are computed by fixed-iteration solvers (block coordinate descent,
-bisection, the dual ADMM of :mod:`tomioka_jax.tensor._completion`), all jittable.
+bisection), all jittable. The latent trace norm itself (an infimum over splits) needs an
+iterative solve with a certificate: it is the Mixture ADMM's, in
+:mod:`tomioka_jax.tensor._completion`.
 """
 
 from __future__ import annotations
@@ -391,45 +393,7 @@ def _latent_prox_jit(y, lam, w, num_iters, method):
   return LatentProx(y - resid, jnp.stack(blocks))
 
 
-def latent_trace_norm(x: ArrayLike, weights: ArrayLike | None = None, *, tol: float = 1e-6,
-                      max_iter: int = 5000) -> jax.Array:
-  """The latent trace norm ``inf_{sum_k W_k = X} sum_k g_k ||W_k,(k)||_*``.
-
-  Computed as the fully observed, exact-fit instance of the Mixture ADMM
-  (:func:`tomioka_jax.tensor._completion.mixture`), which stops once the relative gap between
-  the split's value and the dual value ``max <X, A>`` over ``max_k ||A_(k)||_op / g_k <= 1``
-  is below ``tol``; the returned value is the dual (lower) bound.
-
-  Args:
-    x: a K-way tensor.
-    weights: the mode weights ``g_k``; default ones.
-    tol: relative duality gap at which to stop.
-    max_iter: the most ADMM iterations.
-
-  Returns:
-    The norm, a scalar.
-  """
-  from tomioka_jax.tensor import _completion as completion  # pylint: disable=g-import-not-at-top
-  x = _float(x)
-  w = mode_weights(x.shape, weights, x.dtype)
-  mask = jnp.ones(x.shape, bool)
-  eta = 10 * jnp.std(x)
-  state = completion.mixture_jit(
-      mask, x, jnp.zeros((), x.dtype), eta, tol, w, max_iter=max_iter, check_every=1,
-      exact=True)
-  return state.dual
-
-
 # --------------------------------------------------------------------------- scaled latent
-
-
-def scaled_latent_trace_norm(x: ArrayLike, **kwargs) -> jax.Array:
-  """The scaled latent trace norm ``inf sum_k ||W_k,(k)||_* / sqrt(n_k)`` (Wimalawarne et al.).
-
-  Keyword arguments go to :func:`latent_trace_norm`.
-  """
-  x = _float(x)
-  return latent_trace_norm(x, scaled_latent_weights(x.shape, x.dtype), **kwargs)
 
 
 def scaled_latent_trace_norm_dual(y: ArrayLike) -> jax.Array:

@@ -10,7 +10,8 @@ A tensor ``Y = X* + E`` is observed in full and ``X*`` is estimated by
 with ``||.||`` the overlapped Schatten-1 norm ``sum_k ||X_(k)||_*`` or the latent one
 ``inf_{sum_k W_k = X} sum_k ||W_k,(k)||_*``. The estimate is the proximal operator of the
 norm at ``Y``; we compute it with the fully observed instance of the Constraint and Mixture
-ADMMs of :mod:`tomioka_jax.tensor._completion` (the authors do the same), which stop on a
+ADMMs of :mod:`tomioka_jax.tensor._completion` (the authors do the same), run by the
+family's engine (:mod:`tomioka_jax.tensor._admm`) with its tuned defaults, which stop on a
 certified relative duality gap. The module also gives the paper's two complexity measures,
 to which each method's mean squared error ``||X_hat - X*||_F^2 / N`` is proportional.
 """
@@ -25,6 +26,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from tomioka_jax import core
+from tomioka_jax.tensor import _admm as admm
 from tomioka_jax.tensor import _completion as completion
 from tomioka_jax.tensor import _prox as prox
 
@@ -32,7 +34,7 @@ from tomioka_jax.tensor import _prox as prox
 DenoisingResult = completion.CompletionResult
 
 
-def _prepare(y: ArrayLike, lam: ArrayLike, tol, max_iter, eta, check_every) -> jax.Array:
+def _prepare(y: ArrayLike, lam: ArrayLike, tol, max_iter, eta) -> jax.Array:
   y = jnp.asarray(y)
   if not jnp.issubdtype(y.dtype, jnp.floating):
     y = y.astype(jnp.zeros(()).dtype)
@@ -40,14 +42,18 @@ def _prepare(y: ArrayLike, lam: ArrayLike, tol, max_iter, eta, check_every) -> j
     raise ValueError(f"y must be a tensor with at least two modes, got shape {y.shape}")
   if core.is_concrete(lam) and not float(lam) > 0:
     raise ValueError(f"lam must be > 0 for denoising, got {lam}")
-  completion.check_admm_hyper(lam, tol, max_iter, eta, check_every)
+  admm.check_hyper(lam, tol, max_iter, eta)
   return y
 
 
 def overlapped_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLike = 1e-4,
                                   max_iter: int = 2000, eta: ArrayLike | None = None,
                                   weights: ArrayLike | None = None, method: str = "auto",
-                                  check_every: int = 5) -> DenoisingResult:
+                                  check_every: int | None = None,
+                                  adaptive_eta: bool | None = None,
+                                  relaxation: float | None = None,
+                                  float32_start: bool | None = None,
+                                  options: admm.ADMMOptions | None = None) -> DenoisingResult:
   """Denoising with the overlapped Schatten-1 norm (the paper's eq. 2 with ``p = 1``).
 
   .. math:: \\hat X = \\arg\\min_X \\tfrac12\\|Y - X\\|_F^2 + \\lambda \\sum_k g_k \\|X_{(k)}\\|_*.
@@ -63,7 +69,8 @@ def overlapped_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLik
     eta: the ADMM step; default ``1 / (10 std(y))`` as the authors' code.
     weights: mode weights ``g_k``; default ones.
     method: singular value thresholding method (:func:`prox.singular_value_thresholding`).
-    check_every: evaluate the duality gap every this many iterations.
+    check_every, adaptive_eta, relaxation, float32_start, options: the engine's options, as
+      in :func:`completion.constraint` (default: the tuned solver, :class:`ADMMOptions`).
 
   Returns:
     A :class:`DenoisingResult` (a :class:`completion.CompletionResult`): ``X`` the estimate,
@@ -79,19 +86,24 @@ def overlapped_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLik
   References:
     Tomioka, Suzuki, NIPS 2013, Section 2 and Theorem 1; authors' ``exp_denoising.m``.
   """
-  y = _prepare(y, lam, tol, max_iter, eta, check_every)
-  eta = 1 / (10 * completion.sample_std(y.ravel())) if eta is None else eta
+  opts = admm.resolve_options(options, check_every=check_every, adaptive_eta=adaptive_eta,
+                              relaxation=relaxation, float32_start=float32_start)
+  y = _prepare(y, lam, tol, max_iter, eta)
+  eta = 1 / (10 * admm.sample_std(y.ravel())) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   mask = jnp.ones(y.shape, bool)
   return completion.constraint_jit(
       mask, y, lam, eta, tol, w, modes=tuple(range(y.ndim)), max_iter=max_iter, method=method,
-      check_every=check_every)
+      options=opts)
 
 
 def latent_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLike = 1e-4,
                               max_iter: int = 2000, eta: ArrayLike | None = None,
                               weights: ArrayLike | None = None, method: str = "auto",
-                              check_every: int = 5) -> DenoisingResult:
+                              check_every: int | None = None,
+                              adaptive_eta: bool | None = None, relaxation: float | None = None,
+                              float32_start: bool | None = None,
+                              options: admm.ADMMOptions | None = None) -> DenoisingResult:
   """Denoising with the latent Schatten-1 norm (the paper's eq. 3 with ``p = 1``).
 
   .. math:: \\min_{W_1, \\dots, W_K} \\tfrac12\\|Y - \\sum_k W_k\\|_F^2
@@ -110,7 +122,8 @@ def latent_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLike = 
     weights: mode weights ``g_k``; default ones (``prox.scaled_latent_weights`` gives the
       scaled latent norm).
     method: singular value thresholding method.
-    check_every: evaluate the duality gap every this many iterations.
+    check_every, adaptive_eta, relaxation, float32_start, options: the engine's options, as
+      in :func:`completion.constraint` (default: the tuned solver, :class:`ADMMOptions`).
 
   Returns:
     A :class:`DenoisingResult`: ``X`` the estimate and ``components`` the latent split
@@ -125,13 +138,14 @@ def latent_schatten_denoising(y: ArrayLike, lam: ArrayLike, *, tol: ArrayLike = 
   References:
     Tomioka, Suzuki, NIPS 2013, Sections 2-3 and Theorem 2; authors' ``tensormix_adm.m``.
   """
-  y = _prepare(y, lam, tol, max_iter, eta, check_every)
-  eta = 10 * completion.sample_std(y.ravel()) if eta is None else eta
+  opts = admm.resolve_options(options, check_every=check_every, adaptive_eta=adaptive_eta,
+                              relaxation=relaxation, float32_start=float32_start)
+  y = _prepare(y, lam, tol, max_iter, eta)
+  eta = 10 * admm.sample_std(y.ravel()) if eta is None else eta
   w = prox.mode_weights(y.shape, weights, y.dtype)
   mask = jnp.ones(y.shape, bool)
   return completion.mixture_jit(
-      mask, y, lam, eta, tol, w, max_iter=max_iter, method=method, check_every=check_every,
-      exact=False)
+      mask, y, lam, eta, tol, w, max_iter=max_iter, method=method, exact=False, options=opts)
 
 
 def _check_shape_ranks(shape: Sequence[int], ranks: Sequence[int]) -> tuple[np.ndarray, ...]:

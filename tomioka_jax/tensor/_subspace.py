@@ -26,11 +26,10 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-from jax import lax
 from jax.typing import ArrayLike
 
 from tomioka_jax import core
-from tomioka_jax.tensor import _completion as completion
+from tomioka_jax.tensor import _admm as admm
 from tomioka_jax.tensor import _ops as ops
 from tomioka_jax.tensor import _prox as prox
 
@@ -125,67 +124,100 @@ def _lift(m: jax.Array, factors: tuple[jax.Array, ...], k: int) -> jax.Array:
   return ops.multi_mode_product(ops.fold(m, k, small), others)
 
 
-def subspace_norm_solve(y: jax.Array, factors: tuple[jax.Array, ...], lam: ArrayLike,
-                        eta: ArrayLike, tol: ArrayLike, *, max_iter: int, method: str = "auto",
-                        check_every: int = 1) -> SubspaceResult:
-  """The primal-dual iteration of :func:`subspace_norm_denoising` (no input checks)."""
-  shape, dtype = y.shape, y.dtype
-  lam, eta, tol = (jnp.asarray(v, dtype) for v in (lam, eta, tol))
-  n_modes = len(shape)
+class SubspaceIterate(NamedTuple):
+  """The subspace-norm iteration's iterate.
+
+  Attributes:
+    m: per mode, the coefficient matrix ``M_k`` (``n_k x prod_{j != k} H_j``).
+    a: the dual variable ``A`` (the scaled residual), shape of ``y``.
+  """
+
+  m: tuple[jax.Array, ...]
+  a: jax.Array
+
+
+def subspace_splitting(data, *, method: str) -> admm.Splitting:
+  """The primal-dual iteration of :func:`subspace_norm_denoising` as an engine splitting.
+
+  ``data = (y, factors, lam)``. One iteration: a nuclear-norm prox step on every ``M_k``
+  at step ``eta`` (its remainder is ``A_(k) S_k`` clipped to the unit spectral ball), then a
+  proximal step on ``A`` at step ``1 / (eta K)`` against the extrapolated ``2 M - M_old``
+  (Chambolle-Pock; ``||A -> (A_(k) S_k)_k||^2 <= K`` since each ``S_k`` has orthonormal
+  columns, so the product of the steps is ``1 / K``). Residual balancing changes ``eta``
+  and so both steps, their product fixed (Goldstein, Li, Yuan 2015): the residuals are
+  ``||(M_old - M) / eta + L(A_old - A)||`` and ``||eta K (A_old - A) + L^T(M_old - M)||``
+  with ``L A = (A_(k) S_k)_k``. The certificate: the primal value at the new ``M``
+  (nuclear norms: the thresholded singular values at hand), the dual value at ``A`` scaled
+  into ``||A_(k) S_k||_op <= 1``.
+  """
+  y, factors, lam = data
+  n_modes = y.ndim
   modes = range(n_modes)
 
-  def dual_value(a):
-    # Scale A into the feasible set ||A_(k) S_k||_op <= 1 (the dual norm ball).
+  def lift_sum(ms):
+    return sum(_lift(m_k, factors, k) for k, m_k in zip(modes, ms))
+
+  def init():
+    return SubspaceIterate(tuple(jnp.zeros_like(_project(y, factors, k)) for k in modes), y)
+
+  def step(s: SubspaceIterate, eta, relax):
+    del relax  # 1: checked by the wrapper
+    m_new, sv = zip(*(prox.svt_with_spectrum(s.m[k] + eta * _project(s.a, factors, k), eta,
+                                             method) for k in modes))
+    x = lift_sum(m_new)
+    over = x + lift_sum(m_k - m_old for m_k, m_old in zip(m_new, s.m))
+    a = (y + n_modes * eta * s.a - over) / (lam + eta * n_modes)
+    return SubspaceIterate(tuple(m_new), a), (tuple(sv), x)
+
+  def certify(s: SubspaceIterate, aux, last: admm.Certificate, eta, gate):
+    del eta, gate  # the exact gap is as cheap as an estimate here
+    sv, x = aux
+    p = sum(jnp.sum(v) for v in sv) + jnp.sum((x - y) ** 2) / (2 * lam)
     scale = jnp.minimum(1, jnp.min(jnp.stack(
-        [1 / prox.spectral_norm(_project(a, factors, k)) for k in modes])))
-    a = scale * a
-    return jnp.vdot(a, y) - lam / 2 * jnp.vdot(a, a)
+        [1 / prox.spectral_norm(_project(s.a, factors, k)) for k in modes])))
+    a = scale * s.a
+    d = jnp.maximum(last.dual, jnp.vdot(a, y) - lam / 2 * jnp.vdot(a, a))
+    return admm.Certificate((p - d) / jnp.abs(p), p, d)
 
-  def body(state):
-    m, a, it, gap, primal, dual_best, _ = state
-    # Dual (nuclear-norm) step for each M_k at step eta: the prox of eta ||.||_*, whose
-    # remainder is A_(k) S_k clipped to the unit spectral ball.
-    m_new, sv = [], []
-    for k in modes:
-      m_k, sv_k = prox.svt_with_spectrum(m[k] + eta * _project(a, factors, k), eta, method)
-      m_new.append(m_k)
-      sv.append(sv_k)
-    x = sum(_lift(m_k, factors, k) for k, m_k in zip(modes, m_new))
-    # Primal step on A with step 1 / (eta K) against the extrapolated 2 M_new - M (Chambolle-
-    # Pock; ||A -> (A_(k) S_k)_k||^2 <= K since each S_k has orthonormal columns).
-    over = x + sum(_lift(m_k - m_old, factors, k)
-                   for k, m_k, m_old in zip(modes, m_new, m))
-    a = (y + n_modes * eta * a - over) / (lam + eta * n_modes)
+  def residuals(old: SubspaceIterate, new: SubspaceIterate, eta):
+    da = old.a - new.a
+    dm = tuple(o - n for o, n in zip(old.m, new.m))
+    r = jnp.sqrt(sum(jnp.sum((dm_k / eta + _project(da, factors, k)) ** 2)
+                     for k, dm_k in zip(modes, dm)))
+    d = jnp.linalg.norm(eta * n_modes * da + lift_sum(dm))
+    return r, d
 
-    def certificate(_):
-      p = sum(jnp.sum(s) for s in sv) + jnp.sum((x - y) ** 2) / (2 * lam)
-      d = jnp.maximum(dual_best, dual_value(a))
-      return (p - d) / jnp.abs(p), p, d
+  def restart(s: SubspaceIterate):
+    return s, (tuple(prox.singular_values(m_k, method=method) for m_k in s.m), lift_sum(s.m))
 
-    gap, primal, dual_best = lax.cond((it + 1) % check_every == 0, certificate,
-                                      lambda _: (gap, primal, dual_best), None)
-    return tuple(m_new), a, it + 1, gap, primal, dual_best, gap <= tol
-
-  def cond(state):
-    return (state[2] < max_iter) & ~state[6]
-
-  m0 = tuple(jnp.zeros_like(_project(y, factors, k)) for k in modes)
-  inf = jnp.asarray(jnp.inf, dtype)
-  init = (m0, y, jnp.asarray(0, jnp.int32), inf, inf, -inf, jnp.asarray(False))
-  m, _, it, gap, primal, dual, converged = lax.while_loop(cond, body, init)
-  comps = jnp.stack([_lift(m_k, factors, k) for k, m_k in zip(modes, m)])
-  return SubspaceResult(jnp.sum(comps, axis=0), comps, factors, it, gap, primal, dual,
-                        converged)
+  return admm.Splitting(init, step, certify, residuals, restart=restart, relaxation=1.0,
+                        adaptive_eta=False)
 
 
-_subspace_jit = jax.jit(subspace_norm_solve, static_argnames=("method",))
+def subspace_norm_solve(y: jax.Array, factors: tuple[jax.Array, ...], lam: ArrayLike,
+                        eta: ArrayLike, tol: ArrayLike, *, max_iter: int, method: str = "auto",
+                        options: admm.ADMMOptions = admm.ADMMOptions(check_every=1)
+                        ) -> SubspaceResult:
+  """The primal-dual iteration of :func:`subspace_norm_denoising` (no input checks)."""
+  data = (y, tuple(factors), jnp.asarray(lam, y.dtype))
+  state, _ = admm.run(lambda d: subspace_splitting(d, method=method), data, eta, tol,
+                      max_iter, options)
+  comps = jnp.stack([_lift(m_k, factors, k) for k, m_k in enumerate(state.iterate.m)])
+  c = state.certificate
+  return SubspaceResult(jnp.sum(comps, axis=0), comps, factors, state.iteration, c.gap,
+                        c.primal, c.dual, state.converged)
+
+
+_subspace_jit = jax.jit(subspace_norm_solve, static_argnames=("method", "options"))
 
 
 def subspace_norm_denoising(y: ArrayLike, lam: ArrayLike,
                             subspace_dim: int | Sequence[int] | None = None, *,
                             factors: Sequence[ArrayLike] | None = None, tol: ArrayLike = 1e-3,
                             max_iter: int = 2000, eta: ArrayLike | None = None,
-                            method: str = "auto", check_every: int = 1) -> SubspaceResult:
+                            method: str = "auto", check_every: int | None = None,
+                            adaptive_eta: bool | None = None, float32_start: bool | None = None,
+                            options: admm.ADMMOptions | None = None) -> SubspaceResult:
   """Denoising with the subspace norm (Zheng and Tomioka 2015, eq. 6 and Section 4).
 
   .. math:: \\min_{M_1, \\dots, M_K} \\sum_k \\|M_k\\|_*
@@ -209,7 +241,13 @@ def subspace_norm_denoising(y: ArrayLike, lam: ArrayLike,
     max_iter: the most iterations.
     eta: the step; default ``10 std(y)`` as the authors' code.
     method: singular value thresholding method.
-    check_every: evaluate the duality gap every this many iterations (the authors: 1).
+    check_every: evaluate the duality gap every this many iterations (the authors: 1;
+      this solver's default, not the options', since an iteration here is cheap).
+    adaptive_eta, float32_start: override these fields of ``options``
+      (:class:`ADMMOptions`; the tuned defaults: ``eta`` rebalanced between the two steps,
+      float32 start for float64 data). Over-relaxation is not offered here (``relaxation``
+      must be ``None`` or 1).
+    options: an :class:`ADMMOptions`; default the tuned solver.
 
   Returns:
     A :class:`SubspaceResult`.
@@ -234,7 +272,14 @@ def subspace_norm_denoising(y: ArrayLike, lam: ArrayLike,
                      f"{'None' if factors is None else 'given'}")
   if core.is_concrete(lam) and not float(lam) > 0:
     raise ValueError(f"lam must be > 0, got {lam}")
-  completion.check_admm_hyper(lam, tol, max_iter, eta, check_every)
+  admm.check_hyper(lam, tol, max_iter, eta)
+  if check_every is None and options is None:
+    check_every = 1
+  opts = admm.resolve_options(options, check_every=check_every, adaptive_eta=adaptive_eta,
+                              float32_start=float32_start)
+  if opts.relaxation not in (None, 1.0):
+    raise ValueError(f"relaxation must be None or 1 for the subspace norm (no "
+                     f"over-relaxation of the primal-dual iteration), got {opts.relaxation}")
   if factors is None:
     factors = subspace_factors(y, subspace_dim)
   factors = tuple(jnp.asarray(u, y.dtype) for u in factors)
@@ -244,4 +289,4 @@ def subspace_norm_denoising(y: ArrayLike, lam: ArrayLike,
                      f"for y of shape {y.shape}, got {[tuple(u.shape) for u in factors]}")
   eta = 10 * jnp.std(y) if eta is None else eta
   return _subspace_jit(y, factors, lam, eta, tol, max_iter=max_iter, method=method,
-                       check_every=check_every)
+                       options=opts)
