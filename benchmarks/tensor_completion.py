@@ -443,7 +443,7 @@ def run(quick: bool) -> _harness.Result:
     thresh = _threshold_experiment(configs, t_reps, t_steps)
     thresh_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    versus = _tuned_vs_plain(fractions, 1 if quick else 2, 1 if quick else 3)
+    versus = _tuned_vs_plain(fractions, 1 if quick else 2, 1)
     versus_s = time.perf_counter() - t0
 
   mean = {m: errors[m].mean(axis=1) for m in methods}

@@ -116,6 +116,48 @@ def test_engine_options_reach_the_same_optimum(kwargs):
     assert dist2 <= 2 * lam * (float(res.primal) - float(res.dual)) + 1e-9
 
 
+def test_balanced_steps_match_the_iteration_written_out():
+  # n iterations of the primal-dual iteration with explicit Kronecker bases S_k (NumPy), eta
+  # rebalanced after every 5th: the residuals ||(M_old - M) / eta + L(A_old - A)|| and
+  # ||eta K (A_old - A) + L^T(M_old - M)||, L A = (A_(k) S_k)_k; eta x3 when the first is over
+  # 3x the second, /3 in the opposite case. The start eta is far off so that it must change.
+  rng = np.random.default_rng(4)
+  _, y = _noisy_rank_two(rng, SHAPE, sigma=0.3)
+  factors = [_orthonormal(rng, n, 2) for n in SHAPE]
+  bases = [functools.reduce(np.kron, [u for j, u in enumerate(factors) if j != k])
+           for k in range(3)]
+  lam, eta, n_iter = 0.5, 50.0, 12
+
+  def svt(m, tau):
+    u, sv, vt = np.linalg.svd(m, full_matrices=False)
+    return (u * np.maximum(sv - tau, 0)) @ vt
+
+  def lift(ms):
+    return sum(_fold_np(m @ v.T, k, SHAPE) for k, (m, v) in enumerate(zip(ms, bases)))
+
+  ms = [np.zeros((n, v.shape[1])) for n, v in zip(SHAPE, bases)]
+  a, etas = y.copy(), [eta]
+  for it in range(1, n_iter + 1):
+    new = [svt(m + eta * _unfold_np(a, k) @ v, eta)
+           for k, (m, v) in enumerate(zip(ms, bases))]
+    over = 2 * lift(new) - lift(ms)
+    a_new = (y + 3 * eta * a - over) / (lam + 3 * eta)
+    if it % 5 == 0:
+      da, dm = a - a_new, [o - n for o, n in zip(ms, new)]
+      r = np.sqrt(sum(np.sum((d / eta + _unfold_np(da, k) @ v) ** 2)
+                      for k, (d, v) in enumerate(zip(dm, bases))))
+      d = np.linalg.norm(3 * eta * da + lift(dm))
+      eta = eta * 3 if r > 3 * d else eta / 3 if d > 3 * r else eta
+    ms, a = new, a_new
+    etas.append(eta)
+  assert len(set(etas)) > 1  # the rule was exercised
+  with jax.enable_x64(True):
+    opts = admm.ADMMOptions(check_every=1, adaptive_eta=True, float32_start=False)
+    res = subspace.subspace_norm_solve(jnp.asarray(y), tuple(jnp.asarray(u) for u in factors),
+                                       lam, 50.0, 0.0, max_iter=n_iter, options=opts)
+    np.testing.assert_allclose(res.X, lift(ms), atol=1e-10)
+
+
 def test_optimality_conditions_and_components_in_their_subspaces():
   rng = np.random.default_rng(2)
   _, y = _noisy_rank_two(rng, SHAPE, sigma=0.3)
