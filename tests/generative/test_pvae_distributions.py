@@ -181,6 +181,32 @@ def test_bad_inputs_raise():
     pvae.log_normalizer(1.0, 0.0, 3)
 
 
+def test_scale_and_value_shapes_are_named():
+  loc = jnp.zeros((4, 2))
+  with pytest.raises(ValueError, match=r"scale must broadcast to loc's shape \(4, 2\).*"
+                     r"got scale of shape \(3,\)"):
+    pvae.WrappedNormal(loc, jnp.ones(3))
+  with pytest.raises(ValueError, match=r"value of shape \(3,\) does not broadcast against "
+                     r"loc's shape \(4, 2\)"):
+    pvae.WrappedNormal(loc, jnp.ones(2)).log_prob(jnp.zeros(3))
+
+
+@pytest.mark.parametrize("c", [1.0, 0.5])
+def test_density_is_zero_outside_the_ball(c):
+  """Outside the ball log p = -inf, below every value inside, and the
+  gradient there is finite (zero), not NaN."""
+  radius = 1 / math.sqrt(c)
+  for dist in (pvae.WrappedNormal(jnp.array([0.1, -0.2]) * radius, jnp.array([0.7, 1.3]), c),
+               pvae.RiemannianNormal(jnp.array([0.1, -0.2]) * radius, 0.8, c)):
+    outside = jnp.array([[2.0, 0.0], [1.001, 0.0], [0.0, -1.5], [0.8, 0.8]]) * radius
+    inside = jnp.array([[0.999, 0.0], [0.0, 0.5]]) * radius
+    assert np.all(np.asarray(dist.log_prob(outside)) == -np.inf)
+    assert np.all(np.isfinite(np.asarray(dist.log_prob(inside))))
+    grad = jax.grad(lambda z: dist.log_prob(z))(outside[0])
+    assert np.all(np.asarray(grad) == 0.0)
+    assert np.isnan(float(dist.log_prob(jnp.array([np.nan, 0.0]))))
+
+
 def test_log_ndtr_against_scipy():
   """The single-erfc log Phi (with its asymptotic tail) against scipy, values and derivatives."""
   from scipy import special  # pylint: disable=g-import-not-at-top

@@ -42,6 +42,14 @@ def _check_scale(scale: ArrayLike, name: str = "scale") -> None:
     raise ValueError(f"{name} must be finite and > 0, got {name}={scale}")
 
 
+def _broadcasts_to(shape: tuple[int, ...], to: tuple[int, ...]) -> bool:
+  """Whether an array of ``shape`` broadcasts to exactly ``to``."""
+  try:
+    return jnp.broadcast_shapes(shape, to) == tuple(to)
+  except ValueError:
+    return False
+
+
 def _check_dim(dim: int) -> None:
   if not isinstance(dim, (int, np.integer)) or dim < 1:
     raise ValueError(f"dim must be a positive integer (the ball's dimension), got dim={dim}")
@@ -595,8 +603,26 @@ class _PoincareDistribution(distrax.Distribution):
 
   def _broadcast_value(self, value: ArrayLike) -> tuple[jax.Array, jax.Array]:
     value = jnp.asarray(value, self._loc.dtype)
-    shape = jnp.broadcast_shapes(value.shape, self._loc.shape)
+    try:
+      shape = jnp.broadcast_shapes(value.shape, self._loc.shape)
+    except ValueError:
+      raise ValueError(f"value of shape {value.shape} does not broadcast against loc's shape "
+                       f"{self._loc.shape} (batch {self.batch_shape}, event "
+                       f"{self.event_shape})") from None
     return jnp.broadcast_to(value, shape), jnp.broadcast_to(self._loc, shape)
+
+  def _on_support(self, log_prob_fn, value: ArrayLike) -> jax.Array:
+    """``log_prob_fn(loc, value)`` inside the open ball; ``-inf`` outside (density zero).
+
+    Points outside are replaced by the origin before ``log_prob_fn`` sees them, so neither the
+    value nor its gradient is a NaN from the map's singularities; NaN values stay NaN.
+    """
+    value, loc = self._broadcast_value(value)
+    sq = jnp.asarray(self._c, value.dtype) * manifold.sq_norm(value)
+    inside = sq < 1
+    safe = jnp.where(inside[..., None], value, jnp.zeros_like(value))
+    log_p = jnp.where(inside, log_prob_fn(loc, safe), -jnp.inf)
+    return jnp.where(jnp.isnan(sq), jnp.nan, log_p)
 
   @property
   def c(self) -> ArrayLike:
@@ -639,7 +665,11 @@ class WrappedNormal(_PoincareDistribution):
   def __init__(self, loc: ArrayLike, scale: ArrayLike, c: ArrayLike = 1.0):
     super().__init__(loc, c)
     _check_scale(scale)
-    self._scale = jnp.broadcast_to(jnp.asarray(scale, self._loc.dtype), self._loc.shape)
+    scale = jnp.asarray(scale, self._loc.dtype)
+    if not _broadcasts_to(scale.shape, self._loc.shape):
+      raise ValueError(f"scale must broadcast to loc's shape {self._loc.shape} (one sigma per "
+                       f"dimension), got scale of shape {scale.shape}")
+    self._scale = jnp.broadcast_to(scale, self._loc.shape)
 
   @property
   def scale(self) -> jax.Array:
@@ -653,8 +683,10 @@ class WrappedNormal(_PoincareDistribution):
     return _wrapped_draw(key, self._loc, self._scale, self._c, n)
 
   def log_prob(self, value: ArrayLike) -> jax.Array:
-    value, loc = self._broadcast_value(value)
-    return _wrapped_log_prob(loc, jnp.broadcast_to(self._scale, value.shape), self._c, value)
+    """The log-density at ``value``; ``-inf`` for points outside the ball (``c |z|^2 >= 1``)."""
+    return self._on_support(
+        lambda loc, z: _wrapped_log_prob(loc, jnp.broadcast_to(self._scale, z.shape), self._c, z),
+        value)
 
 
 class RiemannianNormal(_PoincareDistribution):
@@ -705,9 +737,11 @@ class RiemannianNormal(_PoincareDistribution):
     return _riemannian_draw(key, self._loc, self._scale, self._c, n)
 
   def log_prob(self, value: ArrayLike) -> jax.Array:
-    value, loc = self._broadcast_value(value)
-    return _riemannian_log_prob(loc, jnp.broadcast_to(self._scale, value.shape[:-1]), self._c,
-                                value)
+    """The log-density at ``value``; ``-inf`` for points outside the ball (``c |z|^2 >= 1``)."""
+    return self._on_support(
+        lambda loc, z: _riemannian_log_prob(loc, jnp.broadcast_to(self._scale, z.shape[:-1]),
+                                            self._c, z),
+        value)
 
 
 # The kernels below are jitted so that eager use compiles once instead of dispatching every op.
