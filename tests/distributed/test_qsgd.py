@@ -17,6 +17,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from tomioka_jax import core
+from tomioka_jax import distributed
 from tomioka_jax.distributed import PRESETS
 from tomioka_jax.distributed import decode
 from tomioka_jax.distributed import dequantize
@@ -535,3 +536,19 @@ def test_core_train_step_with_quantized_gradients_tracks_fp32():
   np.testing.assert_allclose(final["8bit"], final["fp32"], rtol=0.02)
   assert final["2bit"][-1] < 0.2 * final["2bit"][0]
   assert final["fp32"][-1] < 0.05 * final["fp32"][0]
+
+
+def test_nan_is_an_error_eagerly_and_stays_in_its_bucket_under_jit():
+  x = jnp.arange(12.0).at[5].set(jnp.nan)
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match=r"x must be finite: it has 1 NaN/inf values, the first "
+                     r"at index \(5,\)"):
+    distributed.quantize(key, x, num_levels=4, bucket_size=4)
+  with pytest.raises(ValueError, match="x must be finite"):
+    distributed.quantize(key, x.at[0].set(jnp.inf), num_levels=4)
+  # Under jit the values cannot be checked: the NaN makes its bucket (entries 4..7) NaN and
+  # leaves the other buckets exact in expectation and finite.
+  q = jax.jit(lambda x: distributed.dequantize(
+      distributed.quantize(key, x, num_levels=4, bucket_size=4)))(x)
+  q = np.asarray(q)
+  assert np.all(np.isnan(q[4:8])) and np.all(np.isfinite(q[:4])) and np.all(np.isfinite(q[8:]))

@@ -33,6 +33,8 @@ from jax.flatten_util import ravel_pytree
 
 from tomioka_jax import core
 
+from tomioka_jax import core
+
 __all__ = [
     "PRESETS",
     "Quantized",
@@ -147,9 +149,23 @@ def _check_choice(name: str, value: Any, allowed: tuple[str, ...]) -> str:
 
 
 def _check_float(x: jax.Array) -> None:
+  """A floating dtype always; finite values when ``x`` is concrete (eager calls).
+
+  A NaN or inf makes its bucket's scale NaN/inf, so the whole bucket (the whole message with
+  ``bucket_size=None``) would dequantize to NaN. Eagerly that is an error; under ``jit`` the
+  values cannot be inspected and the NaN propagates to the bucket (and to the mean), where the
+  training loop's loss shows it.
+  """
   if not jnp.issubdtype(x.dtype, jnp.floating):
     raise ValueError(f"x must have a floating dtype, got {x.dtype}; cast integer gradients "
                      "with x.astype(jnp.float32) first")
+  if core.is_concrete(x):
+    bad = ~np.isfinite(np.asarray(x))
+    if bad.any():
+      first = tuple(int(i) for i in np.argwhere(bad)[0])
+      raise ValueError(
+          f"x must be finite: it has {int(bad.sum())} NaN/inf values, the first at index "
+          f"{first}; quantizing it would make its whole bucket NaN (under jit it does)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -238,7 +254,6 @@ def _stochastic_levels(key: jax.Array, v: jax.Array, scales: jax.Array, num_leve
   return (low + (u < r - low).astype(v.dtype)).astype(_level_dtype(s))
 
 
-@functools.partial(jax.jit, static_argnames=("num_levels", "bucket_size", "norm", "rng"))
 def quantize(key: jax.Array, x: jax.typing.ArrayLike, *, num_levels: int,
              bucket_size: int | None = None, norm: str = "l2", rng: str = "hash") -> Quantized:
   r"""Stochastically quantizes ``x`` to ``num_levels`` levels per bucket (QSGD, section 3).
@@ -272,15 +287,25 @@ def quantize(key: jax.Array, x: jax.typing.ArrayLike, *, num_levels: int,
     >>> q.levels.shape, q.levels.dtype, q.scales.shape
     ((2, 4), dtype('uint8'), (2,))
 
+  Raises:
+    ValueError: bad arguments, or a concrete ``x`` holds NaN or inf (under ``jit`` a NaN makes
+      its bucket NaN).
+
   References:
     Alistarh et al. (2017), QSGD, arXiv:1610.02132, section 3 and Lemma 3.1.
   """
+  x = jnp.asarray(x)
+  _check_float(x)  # outside the jit below, so that concrete values are checked
+  return _quantize(key, x, num_levels=num_levels, bucket_size=bucket_size, norm=norm, rng=rng)
+
+
+@functools.partial(jax.jit, static_argnames=("num_levels", "bucket_size", "norm", "rng"))
+def _quantize(key: jax.Array, x: jax.Array, *, num_levels: int, bucket_size: int | None,
+              norm: str, rng: str) -> Quantized:
   num_levels = _check_num_levels(num_levels)
   bucket_size = _check_bucket_size(bucket_size)
   _check_choice("norm", norm, _NORMS)
   _check_choice("rng", rng, _RNGS)
-  x = jnp.asarray(x)
-  _check_float(x)
   v = as_buckets(x, bucket_size)
   scales = _bucket_scales(v, norm)
   levels = _stochastic_levels(key, v, scales, num_levels, rng)
@@ -722,6 +747,32 @@ def quantized_tree_mean(key: jax.Array, tree: Any, axis_name: Any, **kwargs: Any
 
   Returns:
     :class:`QuantizedMean` whose ``mean`` is a pytree like ``tree``.
+
+  Raises:
+    ValueError: a concrete leaf holds NaN or inf (under ``jit`` it propagates to its bucket).
+
+  In a training step, the gradient reduction of :func:`tomioka_jax.core.make_shard_map_train_step`
+  (``reduce_gradients(key, grads, axis_name) -> grads``) returns the ``mean``; the step
+  rejects the :class:`QuantizedMean` itself with a TypeError. The same function runs under
+  ``jax.pmap(..., axis_name="data")``.
+
+  Example:
+    >>> import optax
+    >>> from flax import nnx
+    >>> from tomioka_jax import core
+    >>> def reduce_gradients(key, grads, axis_name):
+    ...   return quantized_tree_mean(key, grads, axis_name, num_levels=15,
+    ...                              bucket_size=512).mean
+    >>> model = core.MLP(64, (32,), 10, rngs=nnx.Rngs(0))
+    >>> graphdef, state = core.create_train_state(model, optax.sgd(0.1), jax.random.key(0))
+    >>> mesh = core.data_mesh()
+    >>> step = core.make_shard_map_train_step(graphdef, core.cross_entropy_loss,
+    ...                                       optax.sgd(0.1), mesh,
+    ...                                       reduce_gradients=reduce_gradients)
+    >>> batch = {"x": jnp.ones((64, 64)), "y": jnp.zeros(64, jnp.int32)}
+    >>> state, metrics = step(core.replicate(state, mesh), core.shard_batch(batch, mesh))
+    >>> int(state.step)
+    1
   """
   flat, unravel = ravel_pytree(tree)
   result = quantized_mean(key, flat, axis_name, **kwargs)
