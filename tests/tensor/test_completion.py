@@ -525,3 +525,23 @@ def test_bad_step_options(kwargs, match):
   for solver in (completion.constraint, completion.mixture):
     with pytest.raises(ValueError, match=match):
       solver((4, 4, 4), [[0, 0, 0], [1, 2, 3]], [1.0, 2.0], **kwargs)
+
+
+def test_non_finite_observations_raise_eagerly_and_stop_the_solve_under_jit():
+  shape = (6, 6, 6)
+  rng = np.random.default_rng(0)
+  idx = np.argwhere(rng.random(shape) < 0.5)
+  values = rng.normal(size=len(idx))
+  bad = values.copy()
+  bad[3] = np.nan
+  for solver in (completion.constraint, completion.mixture):
+    with pytest.raises(ValueError, match=r"values must be finite: 1 of \d+ are NaN or inf, the "
+                       r"first at observation 3"):
+      solver(shape, idx, bad)
+  # Under jit the values are not checked: the solve stops at the first NaN certificate
+  # instead of running to max_iter, and reports converged=False with a NaN gap.
+  for solver in (completion.constraint, completion.mixture):
+    result = jax.jit(lambda v, solver=solver: solver(shape, jnp.asarray(idx), v, max_iter=500))(
+        jnp.asarray(bad))
+    assert not bool(result.converged) and np.isnan(float(result.gap))
+    assert int(result.iterations) <= 10

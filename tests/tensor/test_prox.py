@@ -161,3 +161,26 @@ def test_bad_inputs():
     prox.overlapped_trace_norm(jnp.ones((2, 2, 2)), (1.0, -1.0, 1.0))
   with pytest.raises(ValueError, match=r"weights must have shape \(3,\)"):
     prox.latent_trace_norm_dual(jnp.ones((2, 2, 2)), (1.0, 1.0))
+
+
+def test_matrix_functions_reject_tensors_and_negative_thresholds():
+  x = jnp.ones((3, 4, 5))
+  for fn in (lambda m: prox.singular_value_thresholding(m, 1.0), prox.singular_values,
+             prox.spectral_norm, prox.nuclear_norm):
+    with pytest.raises(ValueError, match=r"matrix must be a 2-D matrix \(m x n\), got shape "
+                       r"\(3, 4, 5\); unfold a tensor first"):
+      fn(x)
+  m = jnp.eye(3)
+  with pytest.raises(ValueError, match="tau must be >= 0, got tau=-0.5"):
+    prox.singular_value_thresholding(m, -0.5)
+  with pytest.raises(ValueError, match="tau must be >= 0, got tau=nan"):
+    prox.singular_value_thresholding(m, float("nan"))
+  with pytest.raises(ValueError, match="radius must be >= 0"):
+    prox.project_spectral_ball(m, -1.0)
+  for fn in (prox.overlapped_trace_norm_prox, prox.latent_trace_norm_prox,
+             prox.scaled_latent_trace_norm_prox):
+    with pytest.raises(ValueError, match="lam must be >= 0, got lam=-0.1"):
+      fn(x, -0.1)
+  # Traced thresholds are not checked (the docstring says tau >= 0), and work.
+  out = jax.jit(prox.singular_value_thresholding)(m, 0.25)
+  np.testing.assert_allclose(out, 0.75 * np.eye(3), rtol=1e-6)

@@ -290,7 +290,10 @@ def _loop(split: Splitting, eta, tol, change_tol, max_iter, options: ADMMOptions
     return LoopState(new, eta, it, cert, change, stopped(cert, change, tol, change_tol))
 
   def cond(s: LoopState):
-    return (s.iteration < max_iter) & ~s.converged
+    # A NaN certificate means the iterates went non-finite (NaN/inf data or hyperparameters
+    # under jit, where they cannot be checked): stop there, not at max_iter; the result
+    # reports converged=False with the NaN gap as the reason.
+    return (s.iteration < max_iter) & ~s.converged & ~jnp.isnan(s.certificate.gap)
 
   return lax.while_loop(cond, body, start)
 

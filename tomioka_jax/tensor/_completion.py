@@ -47,7 +47,8 @@ class CompletionResult(NamedTuple):
       no check ran; Constraint skips the exact gap while a cheap estimate is far from tol).
     primal: the primal objective at ``X`` (the iterate of the last evaluated gap).
     dual: the best dual objective found (a lower bound on the optimum).
-    converged: whether ``gap <= tol``.
+    converged: whether ``gap <= tol``. A NaN ``gap`` with ``converged=False`` means the
+      iterates went non-finite (NaN/inf data under ``jit``); the solve stopped there.
   """
 
   X: jax.Array
@@ -99,7 +100,9 @@ def observation_tensors(shape: Sequence[int], indices: ArrayLike,
 
   Raises:
     ValueError: a malformed shape, indices that are not ``(n_observed, K)`` integers, a
-      length mismatch, indices out of range, or duplicate indices (checked when concrete).
+      length mismatch, indices out of range, duplicate indices, or NaN/inf values (the last
+      three checked when concrete; under ``jit`` a solver fed non-finite values stops with
+      ``converged=False`` and a NaN gap).
   """
   shape = tuple(shape)
   if len(shape) < 2 or any(int(n) != n or n < 1 for n in shape):
@@ -132,6 +135,11 @@ def observation_tensors(shape: Sequence[int], indices: ArrayLike,
       dup = np.unravel_index(uniq[counts > 1][0], shape)
       raise ValueError(f"indices must be distinct; {tuple(int(i) for i in dup)} is observed "
                        f"{int(counts.max())} times")
+  if core.is_concrete(values):
+    bad = ~np.isfinite(np.asarray(values))
+    if bad.any():
+      raise ValueError(f"values must be finite: {int(bad.sum())} of {bad.size} are NaN or inf, "
+                       f"the first at observation {int(np.argmax(bad))}")
   if core.is_concrete(indices, values):
     # Scatter on the host: an eager scatter compiles anew for every number of observations.
     where = tuple(np.asarray(indices).T)

@@ -33,9 +33,23 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from tomioka_jax import core
 from tomioka_jax.tensor import _ops as ops
 
 _METHODS = ("auto", "svd", "gram")
+
+
+def check_matrix(matrix: jax.Array, name: str = "matrix") -> None:
+  """Raises ``ValueError`` unless ``matrix`` is 2-D (a tensor must be unfolded first)."""
+  if matrix.ndim != 2:
+    raise ValueError(f"{name} must be a 2-D matrix (m x n), got shape {matrix.shape}; unfold a "
+                     f"tensor first, e.g. tensor.unfold(x, mode)")
+
+
+def check_nonnegative(value: ArrayLike, name: str) -> None:
+  """Raises ``ValueError`` if a concrete ``value`` is negative or NaN (tracers pass)."""
+  if core.is_concrete(value) and not np.all(np.asarray(value) >= 0):
+    raise ValueError(f"{name} must be >= 0, got {name}={value}")
 
 
 def _check_method(method: str) -> None:
@@ -76,6 +90,7 @@ def singular_values(matrix: ArrayLike, *, method: str = "auto") -> jax.Array:
     The singular values, shape ``(min(m, n),)``.
   """
   matrix = jnp.asarray(matrix)
+  check_matrix(matrix)
   if _use_gram(matrix, method, for_values=True):
     return _gram_eigh(matrix)[0]
   return jnp.linalg.svd(matrix, compute_uv=False)
@@ -88,6 +103,7 @@ def spectral_norm(matrix: ArrayLike) -> jax.Array:
   error of order eps only.
   """
   matrix = jnp.asarray(matrix)
+  check_matrix(matrix)
   m = matrix.T if matrix.shape[0] > matrix.shape[1] else matrix
   return jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(m @ m.T, symmetrize_input=False)[-1], 0))
 
@@ -144,7 +160,10 @@ def singular_value_thresholding(matrix: ArrayLike, tau: ArrayLike, *,
   References:
     Cai, Candes, Shen, "A singular value thresholding algorithm for matrix completion", 2010.
   """
-  return svt_with_spectrum(jnp.asarray(matrix), tau, method)[0]
+  matrix = jnp.asarray(matrix)
+  check_matrix(matrix)
+  check_nonnegative(tau, "tau")
+  return svt_with_spectrum(matrix, tau, method)[0]
 
 
 def project_spectral_ball(matrix: ArrayLike, radius: ArrayLike, *,
@@ -154,6 +173,7 @@ def project_spectral_ball(matrix: ArrayLike, radius: ArrayLike, *,
   By the Moreau decomposition it is ``M - prox_{radius ||.||_*}(M)``.
   """
   matrix = jnp.asarray(matrix)
+  check_nonnegative(radius, "radius")
   return matrix - singular_value_thresholding(matrix, radius, method=method)
 
 
@@ -272,6 +292,7 @@ def overlapped_trace_norm_prox(y: ArrayLike, lam: ArrayLike, weights: ArrayLike 
   y = _float(y)
   w = mode_weights(y.shape, weights, y.dtype)
   _check_method(method)
+  check_nonnegative(lam, "lam")
   return _overlapped_prox_jit(y, jnp.asarray(lam, y.dtype), w, num_iters, method)
 
 
@@ -383,6 +404,7 @@ def latent_trace_norm_prox(y: ArrayLike, lam: ArrayLike, weights: ArrayLike | No
   y = _float(y)
   w = mode_weights(y.shape, weights, y.dtype)
   _check_method(method)
+  check_nonnegative(lam, "lam")
   return _latent_prox_jit(y, jnp.asarray(lam, y.dtype), w, num_iters, method)
 
 
