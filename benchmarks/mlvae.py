@@ -44,7 +44,7 @@ def train_model(x: np.ndarray, y: np.ndarray, group_size: int, num_steps: int, s
   model = generative.MLVAE(x.shape[1:], STYLE_DIM, CONTENT_DIM, hidden=256, rngs=nnx.Rngs(seed))
   opt = optax.adam(1e-3)
   graphdef, state = core.create_train_state(model, opt, jax.random.key(seed))
-  step = core.make_train_step(graphdef, mlvae.mlvae_loss, opt)
+  step = core.make_train_step(graphdef, generative.mlvae_loss, opt)
   sample = generative.make_group_sampler(y, 256 // group_size, group_size)  # 256 images per step
   images = jnp.asarray(x)
 
@@ -92,10 +92,10 @@ def probe_accuracy(model, x_tr, y_tr, x_te, y_te) -> dict[str, float]:
   return out
 
 
-def run(quick: bool) -> _harness.Result:
+def run(quick: bool, smoke: bool = False) -> _harness.Result:
   name = "digits" if quick else "mnist"
   train, test = data.load(name, "train"), data.load(name, "test")
-  num_steps = 600 if quick else 20000
+  num_steps = 20 if smoke else 600 if quick else 20000
   train_group = 8
   t0 = time.perf_counter()
   model = train_model(train.x, train.y, train_group, num_steps)

@@ -117,9 +117,9 @@ def _time(fn, *args, repeats: int) -> dict:
   return {"wall_s": wall, "cpu_s": cpu, "compile_s": max(first - wall, 0.0), "runs_s": walls}
 
 
-def run(quick: bool) -> _harness.Result:
-  n = 100_000 if quick else 1_000_000
-  repeats = 3 if quick else 5
+def run(quick: bool, smoke: bool = False) -> _harness.Result:
+  n = 1000 if smoke else 100_000 if quick else 1_000_000
+  repeats = 1 if smoke else 3 if quick else 5
   dims = (2, 10)
   rows, data, claims = [], {"n": n, "c": C, "scale": SCALE, "dims": dims}, []
   radii_for_plot = {}

@@ -101,11 +101,11 @@ def _ci(values: np.ndarray) -> tuple[float, float]:
   return float(values.mean()), float(half)
 
 
-def run(quick: bool) -> _harness.Result:
-  seeds = 5 if quick else 8
-  epochs = 12 if quick else 300
-  hidden = 64 if quick else 200
-  num_samples = 50 if quick else 1000
+def run(quick: bool, smoke: bool = False) -> _harness.Result:
+  seeds = 1 if smoke else 5 if quick else 8
+  epochs = 1 if smoke else 12 if quick else 300
+  hidden = 16 if smoke else 64 if quick else 200
+  num_samples = 5 if smoke else 50 if quick else 1000
   cs = CS
   options = QUICK_COMPILER_OPTIONS if quick else COMPILER_OPTIONS
   x_train, x_test, _ = make_datasets(seeds, options)

@@ -196,18 +196,18 @@ def _figure(levels, errors, hs, err_h):
   return fig
 
 
-def run(quick: bool) -> _harness.Result:
+def run(quick: bool, smoke: bool = False) -> _harness.Result:
   with jax.enable_x64(True):
-    demo = _demo(3 if quick else 20)
-    levels = [1.0, 4.0, 16.0] if quick else [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
+    demo = _demo(1 if smoke else 3 if quick else 20)
+    levels = [1.0, 16.0] if smoke else [1.0, 4.0, 16.0] if quick else [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
     # Quick: the three middle points (in quick runs with [0.25, 0.5, 1, 2] no method picked 0.25).
-    grid = [0.5, 1.0, 2.0] if quick else [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
+    grid = [1.0] if smoke else [0.5, 1.0, 2.0] if quick else [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
     t0 = time.perf_counter()
     errors, best_lam = _sweep(levels, grid, 1 if quick else 5)
     sweep_s = time.perf_counter() - t0
     hs = [] if quick else [1, 2, 3, 5, 10, 20]
     err_h = _error_vs_h(hs, 3) if hs else None
-    speed = _speed(3 if quick else 10)
+    speed = _speed(1 if smoke else 3 if quick else 10)
 
   rel = np.array([r["rel_error"] for r in demo])
   its = np.array([r["iterations"] for r in demo])
