@@ -36,7 +36,7 @@ class Paper:
 
 PAPERS = [
     Paper('Estimation of low-rank tensors via convex optimization (Tomioka, Hayashi, Kashima)',
-          2011, '`tensor.completion`, `tensor.prox`, `tensor.ops`', 'reproduced', 'tensor_completion',
+          2011, '`tensor` (`constraint`, `mixture`, `as_matrix`, `tucker_nway`, the trace-norm proxes)', 'reproduced', 'tensor_completion',
           '(Fig. 1, full run: 19 fractions x 10 draws; every claim holds): Constraint reaches '
           "the paper's error level from 35% observed, Mixture only from 80%; fraction needed "
           "linear in the normalized rank (12 rank triples, 2 sizes, R^2 0.98); the paper's "
@@ -46,43 +46,46 @@ PAPERS = [
           'balancing of eta, over-relaxation (Mixture) and a float32 start certified in float64'
           ' (all defaults) solve the 35% instance in 0.13 s (Constraint, 35 iterations) and '
           '0.30 s (Mixture, 55), targets 0.15 s / 0.4 s; float64 throughout 0.17 s / 0.33 s, '
-          "the paper's plain ADMM 0.27 s / 0.52 s, the same ADMM in NumPy 5.1x / 3.6x slower"),
+          "the paper's plain ADMM 0.27 s / 0.52 s, the same ADMM in NumPy 5.1x / 3.6x slower. "
+          "Since then one ADMM engine serves every tensor solver (quick run after it: Constraint"
+          " 0.127 s, Mixture 0.246 s at 35%, 5.0x / 3.9x NumPy; the tuned Mixture's error within"
+          " 1.03x of the plain ADMM's at every fraction); the full run is to be redone"),
     Paper('A Combinatorial Algebraic Approach for the Identifiability of Low-Rank Matrix '
           'Completion (Király, Tomioka)',
-          2012, '`matrix.completability`', 'reproduced', 'matrix_completability#identifiability',
+          2012, '`matrix` (`completable_entries`, `complete_entry`)', 'reproduced', 'matrix_completability#identifiability',
           '(100x100, full run): determined entries completed exactly where nuclear-norm '
           'minimization errs (median relative error 1e-14 vs 0.34 at rank 1, 1.4e-13 vs 0.091 '
           'at rank 2); single entries at rank 3 exact in 30 of 30 (`low_rank_fit` start)'),
     Paper('Convex Tensor Decomposition via Structured Schatten Norm Regularization (Tomioka, '
           'Suzuki)',
-          2013, '`tensor.schatten`', 'reproduced', 'tensor_schatten',
+          2013, '`tensor` (`overlapped_schatten_denoising`, `latent_schatten_denoising`)', 'reproduced', 'tensor_schatten',
           '(Figs. 1-2, quick): rank (r, r, 3), the overlapped error grows x2.6 from r = 5 to 50'
           ' while the latent error stays flat (x1.08 over r >= 20); MSE linear in each '
           'complexity measure with one slope for 50x50x20 and 80x80x40 (within 2% overlapped, '
           '13% latent)'),
     Paper('The Algebraic Combinatorial Approach for Low-Rank Matrix Completion (Király, Theran,'
           ' Tomioka)',
-          2014, '`matrix.completability`', 'reproduced', 'matrix_completability#completion',
+          2014, '`matrix` (`closure`, `find_circuit`, `complete_entry`)', 'reproduced', 'matrix_completability#completion',
           '(full run, 100x100): half the entries completable at |E| = 0.88-1.01 r(m+n-r) for r '
           '= 1..5; error estimates calibrated against Monte Carlo errors under noise: rank 1 '
           'Spearman 0.995, rank-2/3 circuits 0.984 (local solves whose misfit contradicts the '
           'noise model are retried from other starts); 100x100 rank-5 completability in 0.25 s '
           '(target 1 s)'),
     Paper('Spectral norm of random tensors (Tomioka, Suzuki)',
-          2014, '`tensor.spectral`', 'reproduced', 'tensor_spectral',
+          2014, '`tensor.tensor_spectral_norm`', 'reproduced', 'tensor_spectral',
           '(quick): the spectral norm of Gaussian 3- and 4-way tensors over sqrt((sum n_k) log '
           'K) stays between 1.31 and 1.54 (n = 10-40, K = 3; n = 6-10, K = 4), far below the '
           "unfolding's norm; 12x faster than the same power method in NumPy; full-mode sizes up"
           ' to n = 100 not yet run'),
     Paper('In Search of the Real Inductive Bias: On the Role of Implicit Regularization in Deep'
           ' Learning (Neyshabur, Tomioka, Srebro)',
-          2014, '`optim.capacity`', 'reproduced', 'path_sgd#implicit',
+          2014, '`optim` (capacity measures)', 'reproduced', 'path_sgd#implicit',
           'on 8x8 digits (`path_sgd` benchmark): test error keeps falling after training error '
           'reaches 0, 0.031 at H=128 to 0.024 at H=512 (quick); full run, H = 4 to 4096: test '
           'error 0.031 at H = 16 to 0.013 at H = 2048-4096, training error 0 from H = 8, while '
           'the 2-path norm shrinks from 97 to 11'),
     Paper('Norm-Based Capacity Control in Neural Networks (Neyshabur, Tomioka, Srebro)',
-          2015, '`optim.capacity`', 'available', '',
+          2015, '`optim` (`group_norm`, `path_norm`, `per_unit_max_norm`, ...)', 'available', '',
           '(group norms, per-unit max norms, l1/l2/inf path norms, spectral products, '
           'rescaling; the path norm = min over rescalings of per-unit max norms is tested)'),
     Paper('Jointly Learning Multiple Measures of Similarities from Triplet Comparisons (Zhang, '
@@ -91,12 +94,12 @@ PAPERS = [
           ''),
     Paper('Interpolating Convex and Non-Convex Tensor Decompositions via the Subspace Norm '
           '(Zheng, Tomioka)',
-          2015, '`tensor.subspace`', 'reproduced', 'tensor_subspace',
+          2015, '`tensor.subspace_norm_denoising`', 'reproduced', 'tensor_subspace',
           '(demo): relative error 0.077 +- 0.005 (paper 0.073) in 6 iterations (paper 6); beats'
           ' latent and overlapped at every noise level'),
     Paper('Theoretical and Experimental Analyses of Tensor-Based Regression and Classification '
           '(Wimalawarne, Tomioka, Sugiyama)',
-          2015, '`tensor.regression`', 'available', 'tensor_regression',
+          2015, '`tensor.fit_regression`', 'available', 'tensor_regression',
           ': overlapped / latent / scaled-latent / single-unfolding / ridge regression and '
           'logistic classification by dual ADMM (`tensor_regression` benchmark, quick: scaled '
           'latent best when only the large mode is low rank; overlapped best when every mode is'
@@ -104,7 +107,7 @@ PAPERS = [
           "paper's own sizes and numbers not verified)"),
     Paper('Data-Dependent Path Normalization in Neural Networks (Neyshabur, Tomioka, '
           'Salakhutdinov, Srebro)',
-          2015, '`optim.path_sgd`, `optim.ddp`', 'available', 'ddp',
+          2015, '`optim.path_sgd`, `optim.ddp_sgd`, `optim.DDPNormalizedMLP`', 'available', 'ddp',
           '(`ddp` benchmark, quick, 8x8 digits): DDP-SGD at alpha = 1 equals Path-SGD (curves '
           'within 2.5e-7), DDP-SGD is invariant to the unbalanced start (SGD diverges from it);'
           ' DDP-Normalization reaches train CE 0.027 vs 0.002 for batch norm; centering its '
@@ -114,14 +117,14 @@ PAPERS = [
           ' to DDP-SGD'),
     Paper('f-GAN: Training Generative Neural Samplers using Variational Divergence Minimization'
           ' (Nowozin, Cseke, Tomioka)',
-          2016, '`generative.fgan`', 'reproduced', 'fgan',
+          2016, '`generative` (f-GAN: `divergence`, `make_fgan_step`, ...)', 'reproduced', 'fgan',
           '(Table 3, quick): exact D_f and mu* within 7.3e-4 of all 15 published numbers; '
           'trained fits within 0.026 (mu) / 0.053 (sigma) of the optimum, F within 1.7% of D_f;'
           ' the trained-with-A / evaluated-with-B table is diagonal up to a 0.17% near-tie (the'
           " paper's own estimates have a 2.0% one); MNIST experiment planned"),
     Paper('QSGD: Communication-Efficient SGD via Gradient Quantization and Encoding (Alistarh, '
           'Grubic, Li, Tomioka, Vojnovic)',
-          2016, '`distributed.qsgd`', 'reproduced', 'qsgd',
+          2016, '`distributed` (`quantize`, `encode`, `quantized_tree_mean`)', 'reproduced', 'qsgd',
           '(bounds and parity): variance <= 0.71x the Lemma 3.1 bound, 2.77 bits/value at s = '
           'sqrt(n) (bound 2.8); no accuracy lost at 4 and 8 bits on 8x8 digits over 8 devices '
           '(quick: 0.00 and -0.45 points; full, every mode: +0.9 to +1.3 points over an '
@@ -137,7 +140,7 @@ PAPERS = [
           ''),
     Paper('Geometry of Optimization and Implicit Regularization in Deep Learning (Neyshabur, '
           'Tomioka, Salakhutdinov, Srebro)',
-          2017, '`optim.path_sgd`, `optim.capacity`', 'reproduced', 'path_sgd#geometry',
+          2017, '`optim.path_sgd`, `optim` (capacity measures)', 'reproduced', 'path_sgd#geometry',
           'on 8x8 digits for Path-SGD: final training CE unbalanced/balanced init 1.02 for '
           'Path-SGD vs 18.4 (SGD) and 0.41 (AdaGrad) after 4 epochs of a 2x1000 MLP (quick); '
           "2x4000, 30 epochs (full, Path-SGD's step scaled by 1000/4000): Path-SGD reaches CE "
@@ -146,7 +149,7 @@ PAPERS = [
           'DDP-SGD in `benchmarks/ddp.py`'),
     Paper('Multi-Level Variational Autoencoder: Learning Disentangled Representations from '
           'Grouped Observations (Bouchacourt, Tomioka, Nowozin)',
-          2017, '`generative.mlvae`, `core.gaussians`', 'reproduced', 'mlvae',
+          2017, '`generative` (`MLVAE`, `group_elbo`, `group_iwae`), `core.DiagonalNormal`', 'reproduced', 'mlvae',
           'on 8x8 digits (full run, 20000 steps; MNIST is not available offline): test ELBO per'
           ' image -40.2 (group of 1) to -21.2 (group of 16), +2.9 nats over the VAE at 16; '
           'content probe 98.7% vs style 21.6% (the reference port reports 99.7% vs 42.1% on '
@@ -170,7 +173,9 @@ PAPERS = [
           'growing with c. `pvae_digits` (full run, 80 epochs, 5 seeds, IWAE K=1000): P-VAE '
           'ahead at d = 2 (+0.35 +- 0.18 nats) and d = 5 (+0.15), behind at d = 10 (-0.13), the'
           " paper's MNIST pattern (quick mode's 80 steps are too few: -1.8 at d = 2). sample + "
-          "log_prob 1.35-1.96x NumPy's speed in wall time at d = 2 and 10 (CPU time 0.99-1.89x)"),
+          "log_prob on stock `jax.random` 1.05-1.36x NumPy's speed in wall time, 0.61-0.76x in "
+          "CPU time (3 speed claims NO: the hand-fused threefry path that gave 1.46-2.17x / "
+          "1.23-1.58x was removed so that the library runs on stock JAX)"),
     Paper('On Certifying Non-uniform Bound against Adversarial Attacks (Liu, Tomioka, Cevher)',
           2019, '`robust.nonuniform`', 'planned', '',
           ''),
