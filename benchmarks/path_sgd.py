@@ -116,19 +116,21 @@ def experiment_size(train, test, sizes, epochs: int) -> dict:
   return {"rows": rows}
 
 
-def run(quick: bool) -> _harness.Result:
+def run(quick: bool, smoke: bool = False) -> _harness.Result:
   name = "digits" if quick else "mnist"
   train, test = data.load(name, "train"), data.load(name, "test")
   tr = {"x": train.x.reshape(len(train.y), -1), "y": train.y}
   te = {"x": test.x.reshape(len(test.y), -1), "y": test.y}
   # The full mode's 100 epochs are for MNIST; on the 1347 training digits (the offline
   # fallback) 30 (630 steps).
-  hidden, epochs = (1000, 4) if quick else (4000, 30 if "digits" in train.source else 100)
+  hidden, epochs = (16, 1) if smoke else (1000, 4) if quick else (
+      4000, 30 if "digits" in train.source else 100)
   spread = math.log(10.0)  # per-unit scales log-uniform in [1/10, 10]
   rates = LEARNING_RATES if quick else FULL_LEARNING_RATES
   exp1 = experiment_init(tr, te, hidden, epochs, spread, rates)
-  sizes = (16, 128, 512) if quick else (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
-  exp2 = experiment_size(tr, te, sizes, epochs=100 if quick else 300)
+  sizes = (8, 16) if smoke else (16, 128, 512) if quick else (
+      4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+  exp2 = experiment_size(tr, te, sizes, epochs=2 if smoke else 100 if quick else 300)
 
   curves = exp1["curves"]
   final = {k: float(v["train_ce"][-1]) for k, v in curves.items()}

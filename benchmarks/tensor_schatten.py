@@ -62,9 +62,9 @@ def _solve(method, y, lam):
   return np.asarray(res.X), int(res.iterations), bool(res.converged)
 
 
-def _experiment_a(quick):
+def _experiment_a(quick, smoke=False):
   shape = (50, 50, 20)
-  rs = [5, 20, 50] if quick else list(range(5, 51, 5))
+  rs = [5, 20] if smoke else [5, 20, 50] if quick else list(range(5, 51, 5))
   reps = 1 if quick else 10
   grid = None if quick else LAMBDAS
   rng = np.random.default_rng(2013)
@@ -81,8 +81,9 @@ def _experiment_a(quick):
   return rs, fixed, best
 
 
-def _experiment_b(quick):
-  sizes = {(50, 50, 20): (5 if quick else 20, 1.0), (80, 80, 40): (1 if quick else 20, 1.6)}
+def _experiment_b(quick, smoke=False):
+  sizes = {(50, 50, 20): (1 if smoke else 5 if quick else 20, 1.0),
+           (80, 80, 40): (1 if quick else 20, 1.6)}
   reps = 1 if quick else 10
   rng = np.random.default_rng(1303)
   out = {}
@@ -190,15 +191,15 @@ def _figure(rs, fixed, best, scaling, fits):
   return fig
 
 
-def run(quick: bool) -> _harness.Result:
+def run(quick: bool, smoke: bool = False) -> _harness.Result:
   with jax.enable_x64(True):
     t0 = time.perf_counter()
-    rs, fixed, best = _experiment_a(quick)
+    rs, fixed, best = _experiment_a(quick, smoke)
     time_a = time.perf_counter() - t0
     t0 = time.perf_counter()
-    scaling = _experiment_b(quick)
+    scaling = _experiment_b(quick, smoke)
     time_b = time.perf_counter() - t0
-    speed = _speed(repeats=3 if quick else 10)
+    speed = _speed(repeats=1 if smoke else 3 if quick else 10)
 
   fits = {}
   for m in SOLVERS:
