@@ -33,7 +33,7 @@ from jax.sharding import PartitionSpec as P
 from benchmarks import _harness
 from tomioka_jax import core
 from tomioka_jax import data
-from tomioka_jax.distributed import _qsgd as qsgd
+from tomioka_jax import distributed
 
 PAPER = ("Alistarh, Grubic, Li, Tomioka, Vojnovic (2017), QSGD: Communication-Efficient SGD "
          "via Gradient Quantization and Encoding, arXiv:1610.02132")
@@ -93,7 +93,7 @@ def _theorem_3_2_bits(s: int, d: int) -> float:
 def _bounds(n: int, num_draws: int) -> list[dict]:
   x = jax.random.normal(jax.random.key(n), (n,))
   rows = []
-  configs = [(name, p["num_levels"], p["bucket_size"]) for name, p in qsgd.PRESETS.items()]
+  configs = [(name, p["num_levels"], p["bucket_size"]) for name, p in distributed.PRESETS.items()]
   configs.append(("s=sqrt(n)", round(math.sqrt(n)), None))
   for name, s, d in configs:
     for norm in ("l2", "max"):
@@ -105,22 +105,23 @@ def _bounds(n: int, num_draws: int) -> list[dict]:
       def draws(keys, x, opts=opts):
         # Squared errors of independent roundings (one at a time: lax.map keeps memory at one
         # copy of x), and the first rounding itself for the bit counts.
-        err = lambda k: jnp.sum((qsgd.dequantize(qsgd.quantize(k, x, **opts)) - x) ** 2)
-        return jax.lax.map(err, keys), qsgd.quantize(keys[0], x, **opts)
+        err = lambda k: jnp.sum(
+            (distributed.dequantize(distributed.quantize(k, x, **opts)) - x) ** 2)
+        return jax.lax.map(err, keys), distributed.quantize(keys[0], x, **opts)
 
       errors, q = draws(jax.random.split(jax.random.key(0), num_draws), x)
       measured = float(np.mean(np.asarray(errors)))
-      v = np.asarray(qsgd.as_buckets(x, d), np.float64)
+      v = np.asarray(distributed.as_buckets(x, d), np.float64)
       dd = v.shape[1]
       bound = min(dd / s**2, math.sqrt(dd) / s) * float((v**2).sum())
-      elias = qsgd.encoded_bits(q)
+      elias = distributed.encoded_bits(q)
       row = {"config": name, "n": n, "norm": norm, "s": s, "d": dd,
              "variance_over_bound": measured / bound,
              "elias_bits_per_value": elias / n,
              "elias_over_fp32": elias / (32 * n),
              "paper_elias_bound_over_fp32": v.shape[0] * _theorem_3_2_bits(s, dd) / (32 * n)}
       if d is not None:
-        row["dense_over_fp32"] = qsgd.wire_bits(q) / (32 * n)
+        row["dense_over_fp32"] = distributed.wire_bits(q) / (32 * n)
       rows.append(row)
   return rows
 
@@ -141,19 +142,20 @@ def _throughput(n: int, repeats: int) -> dict:
   base = _harness.timeit(double, x, repeats=repeats)
   base_cpu = _cpu_seconds(double, x, repeats=repeats)
   out = {"n": n, "x*2": {**base.as_dict(), "cpu_s": base_cpu}}
-  for name, preset in qsgd.PRESETS.items():
+  for name, preset in distributed.PRESETS.items():
     for rng in ("hash", "threefry"):
       if rng == "threefry" and name != "4bit":
         continue
-      rt = jax.jit(lambda k, x, p=preset, r=rng: qsgd.dequantize(qsgd.quantize(k, x, **p, rng=r)))
+      rt = jax.jit(lambda k, x, p=preset, r=rng: distributed.dequantize(
+          distributed.quantize(k, x, **p, rng=r)))
       t = _harness.timeit(rt, key, x, repeats=repeats)
       cpu = _cpu_seconds(rt, key, x, repeats=repeats)
       out[f"{name}/{rng}"] = {**t.as_dict(), "ratio": base.median_s / t.median_s,
                               "elements_per_s": n / t.median_s, "cpu_s": cpu,
                               "cpu_ratio": base_cpu / cpu}
-  q_only = jax.jit(lambda k, x: qsgd.quantize(k, x, **qsgd.PRESETS["4bit"]))
+  q_only = jax.jit(lambda k, x: distributed.quantize(k, x, **distributed.PRESETS["4bit"]))
   tq = _harness.timeit(q_only, key, x, repeats=repeats)
-  td = _harness.timeit(qsgd.dequantize, q_only(key, x), repeats=repeats)
+  td = _harness.timeit(distributed.dequantize, q_only(key, x), repeats=repeats)
   out["4bit/hash separate"] = {"quantize_s": tq.median_s, "dequantize_s": td.median_s,
                                "ratio": base.median_s / (tq.median_s + td.median_s)}
   return out
@@ -183,12 +185,12 @@ def _measured_payload(n: int) -> dict:
   mesh = jax.make_mesh((workers,), ("w",), axis_types=(jax.sharding.AxisType.Explicit,))
   xs = jax.ShapeDtypeStruct((workers, n), jnp.float32, sharding=jax.NamedSharding(mesh, P("w")))
   out = {}
-  for name, preset in qsgd.PRESETS.items():
+  for name, preset in distributed.PRESETS.items():
     for mode in ("all_gather", "reduce_scatter", "shared_scale"):
       bits = []
 
       def body(x, preset=preset, mode=mode, bits=bits):
-        r = qsgd.quantized_mean(jax.random.key(0), x[0], "w", mode=mode, **preset)
+        r = distributed.quantized_mean(jax.random.key(0), x[0], "w", mode=mode, **preset)
         bits.append(r.payload_bits)
         return r.mean[None]
 
@@ -215,7 +217,8 @@ def _train_classifier(train: dict, test: dict, num_classes: int, preset: str | N
   reduce = core.pmean_gradients
   if preset is not None:
     def reduce(key, grads, axis_name):
-      out = qsgd.quantized_tree_mean(key, grads, axis_name, mode=mode, **qsgd.PRESETS[preset])
+      out = distributed.quantized_tree_mean(key, grads, axis_name, mode=mode,
+                                            **distributed.PRESETS[preset])
       bits.append(out.payload_bits)
       return out.mean
   step = core.make_shard_map_train_step(graphdef, core.cross_entropy_loss, opt, mesh,
@@ -268,7 +271,7 @@ def _figure(model: dict, worker_counts: list[int]):
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("workers N")
-    ax.set_title(f"{name} (bucket {qsgd.PRESETS[name]['bucket_size']})")
+    ax.set_title(f"{name} (bucket {distributed.PRESETS[name]['bucket_size']})")
     ax.grid(True, which="both", alpha=0.3)
   axes[0].set_ylabel("bits received per worker / value")
   axes[0].legend(fontsize=8)
@@ -283,7 +286,7 @@ def experiment(config: dict) -> dict:
   model = {"fp32 ring all-reduce": [_received_bits("fp32 ring all-reduce", w, 1, 32, 1, 1)
                                     for w in WORKER_COUNTS]}
   for name, b in PRESET_BITS.items():
-    p = qsgd.PRESETS[name]
+    p = distributed.PRESETS[name]
     for mode in MODES:
       model[f"{name}/{mode}"] = [_received_bits(mode, w, 1, b, p["bucket_size"], p["num_levels"])
                                  for w in WORKER_COUNTS]

@@ -6,6 +6,7 @@
 from tomioka_jax.distributed._qsgd import PRESETS
 from tomioka_jax.distributed._qsgd import Quantized
 from tomioka_jax.distributed._qsgd import QuantizedMean
+from tomioka_jax.distributed._qsgd import as_buckets
 from tomioka_jax.distributed._qsgd import decode
 from tomioka_jax.distributed._qsgd import dequantize
 from tomioka_jax.distributed._qsgd import encode
@@ -13,11 +14,13 @@ from tomioka_jax.distributed._qsgd import encoded_bits
 from tomioka_jax.distributed._qsgd import quantize
 from tomioka_jax.distributed._qsgd import quantized_mean
 from tomioka_jax.distributed._qsgd import quantized_tree_mean
+from tomioka_jax.distributed._qsgd import wire_bits
 
 __all__ = [
     "PRESETS",
     "Quantized",
     "QuantizedMean",
+    "as_buckets",
     "decode",
     "dequantize",
     "encode",
@@ -25,4 +28,5 @@ __all__ = [
     "quantize",
     "quantized_mean",
     "quantized_tree_mean",
+    "wire_bits",
 ]
