@@ -1,0 +1,3 @@
+"""Placeholder: implemented by issue 17."""
+
+__all__: list[str] = []
