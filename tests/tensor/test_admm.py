@@ -101,7 +101,9 @@ def test_mixture_stop_certifies_its_gap_recomputed_independently(options):
     np.testing.assert_allclose(comps.sum(0), res.X, atol=1e-12)
     np.testing.assert_allclose(np.asarray(res.X)[tuple(idx.T)], y, atol=1e-12)
     p = sum(_nuclear(ops.unfold(comps[k], k)) for k in range(3))
-    np.testing.assert_allclose(p, float(res.primal), rtol=1e-9)
+    # rtol 1e-7: XLA's SVD and LAPACK's differ by ~1e-9 relative on these near-singular
+    # unfoldings (seen under pytest-xdist); the certificate below needs far less.
+    np.testing.assert_allclose(p, float(res.primal), rtol=1e-7)
     assert (p - float(res.dual)) / p <= tol
     ref = completion.mixture(shape, idx, y, tol=1e-7, max_iter=20000)
     assert float(ref.gap) <= 1e-4  # ref.dual <= P* <= ref.primal
