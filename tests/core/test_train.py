@@ -308,3 +308,89 @@ def test_scan_trainer_bad_arguments():
   bad = {"x": np.zeros((32, 5)), "y": np.zeros((31, 3))}
   with pytest.raises(ValueError, match="one leading example axis"):
     train(state, bad, jax.random.key(0))
+
+
+def _sampler(data, batch_size):
+  """Draws ``batch_size`` examples of ``data`` with replacement from a key (jittable)."""
+  arrays = jax.tree.map(jnp.asarray, data)
+  n = len(data["x"])
+
+  def sample(key):
+    idx = jax.random.randint(key, (batch_size,), 0, n)
+    return jax.tree.map(lambda x: x[idx], arrays)
+
+  return sample
+
+
+def test_sampler_trainer_equals_the_jitted_step_in_a_python_loop():
+  """make_sampler_trainer runs make_train_step's step on sample(fold_in(key, t)), t = 0, 1, ..."""
+  data = make_problem(n=40)
+  opt = optax.adam(0.05)
+  graphdef, state = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  sample = _sampler(data, 16)
+  hook = lambda batch: {"inputs": batch["x"]}  # reaches the (wrapped) optimizer, ignored
+  train = core.make_sampler_trainer(graphdef, noisy_loss, opt, sample=sample, steps=5,
+                                    extra_args=hook)
+  key = jax.random.key(5)
+  final, metrics = train(state, key)
+  assert {k: v.shape for k, v in metrics.items()} == {"loss": (5,), "noise": (5,)}
+  step = core.make_train_step(graphdef, noisy_loss, opt, extra_args=hook)
+  s, losses = state, []
+  for t in range(5):
+    s, m = step(s, jax.jit(sample)(jax.random.fold_in(key, t)))
+    losses.append(float(m["loss"]))
+  assert int(final.step) == int(s.step) == 5
+  for a, b in zip(jax.tree.leaves(final), jax.tree.leaves(s)):
+    if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+      a, b = jax.random.key_data(a), jax.random.key_data(b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics["loss"], losses, rtol=1e-5)
+
+
+def test_sampler_trainer_vmaps_over_seeds():
+  """States and keys of several seeds train in one call, each as it would alone."""
+  opt = optax.sgd(0.05)
+  graphdef, _ = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  train = core.make_sampler_trainer(graphdef, squared_loss, opt,
+                                    sample=_sampler(make_problem(n=32), 8), steps=4)
+
+  def init(seed):
+    _, state = core.create_train_state(Linear(5, 3, seed=seed), opt, jax.random.key(seed))
+    return state
+
+  states = [init(s) for s in (1, 2, 3)]
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *states)
+  keys = jax.random.split(jax.random.key(9), 3)
+  finals, metrics = jax.vmap(train)(stacked, keys)
+  assert metrics["loss"].shape == (3, 4)
+  for i, state in enumerate(states):
+    alone, alone_metrics = train(state, keys[i])
+    np.testing.assert_allclose(metrics["loss"][i], alone_metrics["loss"], rtol=1e-5)
+    np.testing.assert_allclose(finals.params["w"][...][i], alone.params["w"][...], rtol=1e-5,
+                               atol=1e-6)
+
+
+def test_sampler_trainer_bad_arguments():
+  opt = optax.sgd(0.1)
+  graphdef, state = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  sample = _sampler(make_problem(n=32), 8)
+  for steps in (0, -3, 2.0, True):
+    with pytest.raises(ValueError, match=rf"steps must be a positive integer, got "
+                       rf"steps={steps!r}"):
+      core.make_sampler_trainer(graphdef, squared_loss, opt, sample=sample, steps=steps)
+  with pytest.raises(TypeError, match="sample must be a function key -> batch, got "
+                     "sample='groups'"):
+    core.make_sampler_trainer(graphdef, squared_loss, opt, sample="groups", steps=2)
+  ragged = lambda key: {"x": jnp.zeros((8, 5)), "y": jnp.zeros((7, 3))}
+  train = core.make_sampler_trainer(graphdef, squared_loss, opt, sample=ragged, steps=2)
+  with pytest.raises(ValueError, match=r"sample\(key\) returned an unusable batch: batch must "
+                     "be a pytree of arrays sharing one leading"):
+    train(state, jax.random.key(0))
+
+
+def test_scan_trainer_rejects_a_boolean_batch_size():
+  opt = optax.sgd(0.1)
+  graphdef, _ = core.create_train_state(Linear(5, 3), opt, jax.random.key(0))
+  with pytest.raises(ValueError, match="batch_size must be a positive integer, got "
+                     "batch_size=True"):
+    core.make_scan_trainer(graphdef, squared_loss, opt, batch_size=True, epochs=1)

@@ -32,6 +32,7 @@ from tomioka_jax.core._train import TrainState
 from tomioka_jax.core._train import apply_model
 from tomioka_jax.core._train import create_train_state
 from tomioka_jax.core._train import make_eval_step
+from tomioka_jax.core._train import make_sampler_trainer
 from tomioka_jax.core._train import make_scan_trainer
 from tomioka_jax.core._train import make_shard_map_train_step
 from tomioka_jax.core._train import make_train_step
@@ -70,6 +71,7 @@ __all__ = [
     "apply_model",
     "create_train_state",
     "make_eval_step",
+    "make_sampler_trainer",
     "make_scan_trainer",
     "make_shard_map_train_step",
     "make_train_step",

@@ -14,9 +14,10 @@ Two ways to run a step over several devices are provided, both from the same los
   an explicit collective that takes an ``axis_name`` (``lax.pmean`` by default, a quantized
   all-reduce for QSGD), for methods whose communication is the point.
 
-The same pure step also runs a whole training run on the device: :func:`make_scan_trainer`
-scans it over shuffled minibatches of an in-memory data set, epoch after epoch, as one compiled
-function that ``vmap``-s over seeds and hyperparameters.
+The same pure step also runs a whole training run on the device, as one compiled function
+that ``vmap``-s over seeds and hyperparameters: :func:`make_scan_trainer` scans it over
+shuffled minibatches of an in-memory data set, epoch after epoch; :func:`make_sampler_trainer`
+scans it over batches that a sampler draws from each step's key (groups, tasks, synthetic data).
 
 Optimizers that need more than the gradient (DDP-SGD reads the minibatch's inputs) get it
 through one hook shared by every trainer: ``extra_args(batch) -> dict`` of keyword arguments
@@ -193,8 +194,8 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: LossFn,
   (:func:`tomioka_jax.optim.ddp_sgd`), which reads the minibatch's inputs:
   ``extra_args=lambda batch: {"inputs": batch["x"]}``. With a hook, the optimizer is wrapped
   with ``optax.with_extra_args_support``, so the transformations of a chain that do not know
-  an argument ignore it. The same hook is taken by :func:`make_shard_map_train_step` and
-  :func:`make_scan_trainer`.
+  an argument ignore it. The same hook is taken by :func:`make_shard_map_train_step`,
+  :func:`make_scan_trainer` and :func:`make_sampler_trainer`.
 
   Args:
     graphdef: from :func:`create_train_state`.
@@ -315,6 +316,25 @@ def make_shard_map_train_step(
                           out_shardings=(replicated, replicated)), num_shards)
 
 
+def _check_positive_ints(**values: Any) -> None:
+  """Raises ``ValueError`` naming the first argument that is not a positive integer."""
+  for name, value in values.items():
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+      raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+
+
+def _scan_steps(step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]],
+                state: TrainState, xs: Any, batch_of: Callable[[Any], Batch]
+                ) -> tuple[TrainState, Metrics]:
+  """``lax.scan`` of the pure ``step`` over ``xs``; each step's batch is ``batch_of(x)``.
+
+  The loop shared by the on-device trainers: ``xs`` are minibatch indices
+  (:func:`make_scan_trainer`) or step numbers (:func:`make_sampler_trainer`). Returns the final
+  state and the per-step metrics (leading axis: the steps).
+  """
+  return jax.lax.scan(lambda s, x: step(s, batch_of(x)), state, xs)
+
+
 def make_scan_trainer(graphdef: nnx.GraphDef, loss_fn: LossFn,
                       optimizer: optax.GradientTransformation, *, batch_size: int, epochs: int,
                       evaluate: Callable[[TrainState], Metrics] | None = None,
@@ -358,9 +378,7 @@ def make_scan_trainer(graphdef: nnx.GraphDef, loss_fn: LossFn,
     >>> metrics["loss"].shape
     (10,)
   """
-  for name, value in (("batch_size", batch_size), ("epochs", epochs)):
-    if not isinstance(value, (int, np.integer)) or value < 1:
-      raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+  _check_positive_ints(batch_size=batch_size, epochs=epochs)
   step = _make_step(graphdef, loss_fn, optimizer, extra_args)
 
   @jax.jit
@@ -375,15 +393,81 @@ def make_scan_trainer(graphdef: nnx.GraphDef, loss_fn: LossFn,
     steps = n // batch_size
 
     def epoch(state, key):
-      def minibatch(state, idx):
-        return step(state, jax.tree.map(lambda x: x[idx], data))
-
       order = jax.random.permutation(key, n)[:steps * batch_size].reshape(steps, batch_size)
-      state, metrics = jax.lax.scan(minibatch, state, order)
+      state, metrics = _scan_steps(step, state, order,
+                                   lambda idx: jax.tree.map(lambda x: x[idx], data))
       metrics = jax.tree.map(lambda m: jnp.mean(m, axis=0), metrics)
       return state, metrics if evaluate is None else {**metrics, **evaluate(state)}
 
     return jax.lax.scan(epoch, state, jax.random.split(key, epochs))
+
+  return train
+
+
+def make_sampler_trainer(graphdef: nnx.GraphDef, loss_fn: LossFn,
+                         optimizer: optax.GradientTransformation, *,
+                         sample: Callable[[jax.Array], Batch], steps: int,
+                         extra_args: ExtraArgsFn | None = None
+                         ) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
+  """A whole training run as one compiled function, each step's batch drawn by a sampler.
+
+  The form of :func:`make_scan_trainer` for training data that are *drawn*, not iterated:
+  groups of same-class images (the ML-VAE), tasks, synthetic data. ``train(state, key) ->
+  (state, metrics)`` runs ``steps`` steps of :func:`make_train_step`'s step (the same pure
+  function), step ``t`` (from 0) on the batch ``sample(jax.random.fold_in(key, t))``; the
+  step's own randomness comes from ``state.rng`` as in :func:`make_train_step`. The sampler
+  runs on the device inside the scan, so it must be a jittable function of a key returning a
+  pytree of arrays with one leading batch axis (for example
+  :func:`tomioka_jax.generative.make_group_sampler`'s indices, used to index arrays held in its
+  closure). ``train`` is jitted and ``jax.vmap``-s over states and keys (seeds).
+
+  Args:
+    graphdef, loss_fn, optimizer, extra_args: as in :func:`make_train_step` (``extra_args``
+      sees each sampled batch).
+    sample: ``sample(key) -> batch``, jittable.
+    steps: the number of steps, a positive integer.
+
+  Returns:
+    ``train(state, key)``, returning the final state and the metrics of every step (``loss``
+    and ``loss_fn``'s; leading axis of length ``steps``).
+
+  Raises:
+    TypeError: ``sample`` is not callable. ValueError: ``steps`` is not a positive integer;
+    (when ``train`` is traced) a sampled batch is not a pytree of arrays sharing one leading
+    batch axis.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> from tomioka_jax import core
+    >>> x, y = jnp.zeros((256, 64)), jnp.zeros(256, jnp.int32)  # on the device
+    >>> def sample(key):  # 32 examples drawn with replacement
+    ...   idx = jax.random.randint(key, (32,), 0, 256)
+    ...   return {"x": x[idx], "y": y[idx]}
+    >>> model = core.MLP(64, (32,), 10, rngs=nnx.Rngs(0))
+    >>> graphdef, state = core.create_train_state(model, optax.sgd(0.1), jax.random.key(0))
+    >>> train = core.make_sampler_trainer(graphdef, core.cross_entropy_loss, optax.sgd(0.1),
+    ...                                   sample=sample, steps=100)
+    >>> state, metrics = train(state, jax.random.key(1))
+    >>> int(state.step), metrics["loss"].shape
+    (100, (100,))
+  """
+  if not callable(sample):
+    raise TypeError(f"sample must be a function key -> batch, got sample={sample!r}")
+  _check_positive_ints(steps=steps)
+  step = _make_step(graphdef, loss_fn, optimizer, extra_args)
+
+  def draw(key: jax.Array, t: jax.Array) -> Batch:
+    batch = sample(jax.random.fold_in(key, t))
+    try:
+      _check_batch(batch, 1)  # at trace time: shapes are static
+    except ValueError as e:
+      raise ValueError(f"sample(key) returned an unusable batch: {e}") from None
+    return batch
+
+  @jax.jit
+  def train(state: TrainState, key: jax.Array) -> tuple[TrainState, Metrics]:
+    return _scan_steps(step, state, jnp.arange(steps), functools.partial(draw, key))
 
   return train
 
@@ -421,6 +505,7 @@ __all__ = [
     "make_train_step",
     "make_shard_map_train_step",
     "make_scan_trainer",
+    "make_sampler_trainer",
     "make_eval_step",
     "pmean_gradients",
     "apply_model",
