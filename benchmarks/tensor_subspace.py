@@ -9,10 +9,10 @@ Norm", NIPS 2015 (arXiv:1503.05479), the authors' ``test.m``.
 * Noise sweep (the paper's denoising comparison, redrawn at the demo's size): relative error
   against sigma for the subspace norm (H = 2), the latent and the overlapped trace norms,
   each at the best lambda of a grid proportional to sigma.
-* Speed: the demo solve against a plain NumPy version of the same primal-dual iteration
-  with explicit Kronecker bases (as the authors' MATLAB), same stopping rule.
+* Speed (``timings``): the demo solve against a plain NumPy version of the same primal-dual
+  iteration with explicit Kronecker bases (as the authors' MATLAB), same stopping rule.
 
-``--quick`` runs 3 demo draws, 3 noise levels and a 4-point lambda grid; the full mode 20
+Quick mode runs 3 demo draws, 3 noise levels and a 3-point lambda grid; the full mode 20
 draws, 6 noise levels and 6 lambdas, plus the error against H.
 """
 
@@ -37,6 +37,42 @@ SHAPE = (20, 30, 40)
 WEIGHTS = (10.0, 20.0)
 SIGMA0 = WEIGHTS[0] / np.prod(SHAPE) ** 0.25 * 0.1
 TOL = 1e-3
+
+CONFIGS = {
+    # demo_draws: noise draws of the demo; levels: noise levels of the sweep, in units of the
+    # demo's sigma; grid: lambda multipliers (quick: the three middle points; in quick runs
+    # with [0.25, 0.5, 1, 2] no method picked 0.25); sweep_draws: draws per level; hs: the
+    # subspace dimensions of the error-against-H curve (none: skipped), h_draws its draws;
+    # repeats: timed solves; x64: float64 data (smoke: float32, whose solves compile one
+    # loop instead of the float32 start's two).
+    "smoke": {"demo_draws": 1, "levels": (1.0, 16.0), "grid": (1.0,), "sweep_draws": 1,
+              "hs": (), "h_draws": 3, "repeats": 1, "x64": False},
+    "quick": {"demo_draws": 3, "levels": (1.0, 4.0, 16.0), "grid": (0.5, 1.0, 2.0),
+              "sweep_draws": 1, "hs": (), "h_draws": 3, "repeats": 3, "x64": True},
+    "full": {"demo_draws": 20, "levels": (0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
+             "grid": (0.125, 0.25, 0.5, 1.0, 2.0, 4.0), "sweep_draws": 5,
+             "hs": (1, 2, 3, 5, 10, 20), "h_draws": 3, "repeats": 10, "x64": True},
+}
+
+HEADLINE = (
+    "({mode}): the demo's relative error {rel_mean:.3f} +- {rel_std:.3f} over {draws} draw(s) "
+    "(paper 0.073) in {its} iterations (paper 6); {beats} latent and overlapped at every "
+    "noise level ({n_levels} levels, sigma {sig_lo:.3g}-{sig_hi:.3g}); the demo solve "
+    "{speedup:.1f}x faster than the same iteration in NumPy")
+
+NOTES = """\
+Factors of the truth: Q of QR of Gaussian matrices (the authors take the first two left
+singular vectors of randn(n)); noise draws differ from MATLAB's rng(941), so the demo is
+compared in distribution. Subspaces: leading H left singular vectors of each unfolding of Y.
+Noise sweep lambdas: subspace 1 x sigma/{sigma0:.4f}, latent and overlapped at sigma
+sqrt(N / n_min) (divided by 3 for overlapped) times the grid {grid}; took {sweep_s:.1f} s.
+NumPy baseline: explicit Kronecker V_k, numpy SVD, one BLAS thread, gap every iteration (as
+ours). Ours runs the tensor family's engine with its tuned defaults for this splitting
+(tensor.ADMMOptions(): float32 start certified in float64; residual balancing of the
+primal-dual steps is off here, it took more iterations on these instances); the speed table
+also times the paper's plain iteration (tensor.PAPER_ADMM). The speed solves are timed alone
+on an otherwise idle machine (the runner's timings phase), {repeats} timed call(s) each after
+a compiling one."""
 
 
 def _instance(rng, sigma):
@@ -89,7 +125,7 @@ def numpy_subspace(y, factors, lam, tol=TOL, max_iter=2000):
   return x, it, gap
 
 
-# ---------------------------------------------------------------- experiments
+# ---------------------------------------------------------------- experiment
 
 
 def _demo(draws):
@@ -138,32 +174,135 @@ def _error_vs_h(hs, draws):
   return out
 
 
-def _speed(repeats):
-  rng = np.random.default_rng(941)
-  x, y = _instance(rng, SIGMA0)
-  y_j = jnp.asarray(y)
-  factors = tensor.subspace_factors(y_j, 2)
-  timing = _harness.timeit(lambda: tensor.subspace_norm_denoising(y_j, 1.0, factors=factors,
-                                                                  tol=TOL), repeats=repeats)
-  res = tensor.subspace_norm_denoising(y_j, 1.0, factors=factors, tol=TOL)
-  # The paper's plain iteration (fixed eta, float64 throughout): what ran before the engine.
-  plain = _harness.timeit(lambda: tensor.subspace_norm_denoising(
-      y_j, 1.0, factors=factors, tol=TOL, options=tensor.PAPER_ADMM.replace(check_every=1)),
-                          repeats=repeats)
-  fac_np = [np.asarray(u) for u in factors]
-  with threadpoolctl.threadpool_limits(1):
-    runs = []
-    for _ in range(repeats):
-      t0 = time.perf_counter()
-      x_ref, it_ref, gap_ref = numpy_subspace(y, fac_np, 1.0)
-      runs.append(time.perf_counter() - t0)
-  ref_s = float(np.median(runs))
-  return {"ours": timing.as_dict(), "ours_iterations": int(res.iterations),
-          "plain": plain.as_dict(), "tuned_over_plain": timing.median_s / plain.median_s,
-          "numpy_s": ref_s, "numpy_iterations": int(it_ref), "numpy_gap": float(gap_ref),
-          "speedup": ref_s / timing.median_s,
-          "max_abs_diff": float(np.abs(np.asarray(res.X) - x_ref).max()),
-          "ours_rel_error": _rel(res.X, x), "numpy_rel_error": _rel(x_ref, x)}
+def experiment(config: dict) -> dict:
+  """The demo draws, the noise sweep and (full mode) the error against H."""
+  levels, grid, hs = list(config["levels"]), list(config["grid"]), list(config["hs"])
+  with jax.enable_x64(config["x64"]):
+    demo = _demo(config["demo_draws"])
+    t0 = time.perf_counter()
+    errors, best_lam = _sweep(levels, grid, config["sweep_draws"])
+    sweep_s = time.perf_counter() - t0
+    err_h = _error_vs_h(hs, config["h_draws"]) if hs else None
+  return {"demo": demo, "levels": levels, "levels_sigma": [c * SIGMA0 for c in levels],
+          "lambda_grid": grid, "errors": errors, "best_lambda": best_lam, "H": hs,
+          "error_vs_H": err_h, "sweep_s": sweep_s}
+
+
+# ---------------------------------------------------------------- timings
+
+
+def timings(config: dict) -> dict:
+  """The demo solve (tuned and plain) against the NumPy iteration, compiled first."""
+  repeats = config["repeats"]
+  with jax.enable_x64(config["x64"]):
+    rng = np.random.default_rng(941)
+    x, y = _instance(rng, SIGMA0)
+    y_j = jnp.asarray(y)
+    factors = tensor.subspace_factors(y_j, 2)
+    timing = _harness.timeit(lambda: tensor.subspace_norm_denoising(y_j, 1.0, factors=factors,
+                                                                    tol=TOL), repeats=repeats)
+    res = tensor.subspace_norm_denoising(y_j, 1.0, factors=factors, tol=TOL)
+    # The paper's plain iteration (fixed eta, float64 throughout): what ran before the engine.
+    plain = _harness.timeit(lambda: tensor.subspace_norm_denoising(
+        y_j, 1.0, factors=factors, tol=TOL, options=tensor.PAPER_ADMM.replace(check_every=1)),
+                            repeats=repeats)
+    fac_np = [np.asarray(u) for u in factors]
+    with threadpoolctl.threadpool_limits(1):
+      runs = []
+      for _ in range(repeats):
+        t0 = time.perf_counter()
+        x_ref, it_ref, gap_ref = numpy_subspace(y, fac_np, 1.0)
+        runs.append(time.perf_counter() - t0)
+    ref_s = float(np.median(runs))
+    return {"ours": timing.as_dict(), "ours_iterations": int(res.iterations),
+            "plain": plain.as_dict(), "tuned_over_plain": timing.median_s / plain.median_s,
+            "numpy_s": ref_s, "numpy_iterations": int(it_ref), "numpy_gap": float(gap_ref),
+            "speedup": ref_s / timing.median_s,
+            "max_abs_diff": float(np.abs(np.asarray(res.X) - x_ref).max()),
+            "ours_rel_error": _rel(res.X, x), "numpy_rel_error": _rel(x_ref, x)}
+
+
+# ---------------------------------------------------------------- claims and report
+
+
+def claims(config: dict, exp: dict, times: dict) -> list[_harness.Claim]:
+  del config
+  demo, errors, levels, speed = exp["demo"], exp["errors"], exp["levels"], times
+  rel = np.array([r["rel_error"] for r in demo])
+  its = np.array([r["iterations"] for r in demo])
+  beats = _beats(exp)
+  return [
+      _harness.Claim("demo (test.m): relative error, 20x30x40, sigma~0.0803, H=2, lambda=1",
+                     "0.0729", f"{rel.mean():.4f} +- {rel.std():.4f} over {len(rel)} draws "
+                     f"(first draw {rel[0]:.4f})", bool(abs(rel.mean() - 0.0729) < 0.01)),
+      _harness.Claim("demo: iterations to relative gap 1e-3", "6 (gap 6.7e-4)",
+                     f"{int(np.median(its))} (median; range {its.min()}-{its.max()})",
+                     bool(np.median(its) <= 10)),
+      _harness.Claim("subspace norm (H=2) beats latent and overlapped at every noise level",
+                     "yes (paper's denoising figures) [mem]",
+                     ", ".join(f"sigma={c * SIGMA0:.3g}: "
+                               + "/".join(f"{errors[m][i].mean():.3f}" for m in errors)
+                               for i, c in enumerate(levels)) + " (subspace/latent/overlapped)",
+                     beats),
+      _harness.Claim("speed: demo solve vs NumPy of the same iteration", "-",
+                     f"{speed['ours']['median_s'] * 1e3:.1f} ms vs "
+                     f"{speed['numpy_s'] * 1e3:.1f} ms (x{speed['speedup']:.1f}); tuned engine "
+                     f"{speed['tuned_over_plain']:.2f}x the time of our plain iteration",
+                     None),
+  ]
+
+
+def _beats(exp: dict) -> bool:
+  errors = exp["errors"]
+  return bool(all(errors["subspace (H=2)"][i].mean() <= min(
+      errors["latent"][i].mean(), errors["overlapped"][i].mean())
+                  for i in range(len(exp["levels"]))))
+
+
+def report(config: dict, exp: dict, times: dict) -> _harness.Report:
+  demo, errors, best_lam, levels = exp["demo"], exp["errors"], exp["best_lambda"], exp["levels"]
+  hs, err_h, speed = exp["H"], exp["error_vs_H"], times
+  tables = [
+      "### Demo draws\n\n" + _harness.markdown_table(
+          ["draw", "iterations", "gap", "relative error", "noise ||E||/||X*||"],
+          [(i, r["iterations"], r["gap"], r["rel_error"], r["noise_rel"])
+           for i, r in enumerate(demo)]),
+      "### Noise sweep: relative error (best lambda of the grid), mean over draws\n\n" +
+      _harness.markdown_table(
+          ["sigma"] + [f"{m} (best lambda)" for m in errors],
+          [(c * SIGMA0,) + tuple(f"{errors[m][i].mean():.4f} ({np.median(best_lam[m][i]):.3g})"
+                                 for m in errors) for i, c in enumerate(levels)]),
+      "### Speed, float64, tol 1e-3, demo instance\n\n" + _harness.markdown_table(
+          ["ours median s", "ours compile s", "ours iters", "ours plain s",
+           "tuned / plain time", "NumPy s", "NumPy iters",
+           "speedup", "max |X_ours - X_numpy|", "ours rel. error", "NumPy rel. error"],
+          [(speed["ours"]["median_s"], speed["ours"]["compile_s"], speed["ours_iterations"],
+            speed["plain"]["median_s"], f"{speed['tuned_over_plain']:.2f}", speed["numpy_s"],
+            speed["numpy_iterations"], speed["speedup"], speed["max_abs_diff"],
+            speed["ours_rel_error"], speed["numpy_rel_error"])]),
+      "### Against the paper (the authors' test.m)\n\n" + _harness.markdown_table(
+          ["quantity", "paper", "ours (mean over draws)"],
+          [("demo relative error", "0.0729",
+            f"{np.mean([r['rel_error'] for r in demo]):.4f}"),
+           ("demo iterations (gap 1e-3)", "6",
+            f"{int(np.median([r['iterations'] for r in demo]))}")]),
+  ]
+  if hs:
+    tables.append("### Relative error against H (sigma = 4 x demo)\n\n" +
+                  _harness.markdown_table(["H", "relative error"],
+                                          [(h, err_h[i].mean()) for i, h in enumerate(hs)]))
+  rel = np.array([r["rel_error"] for r in demo])
+  sig = exp["levels_sigma"]
+  return _harness.Report(
+      tables=tables, figure=_figure(levels, errors, hs, err_h),
+      notes=NOTES.format(sigma0=SIGMA0, grid=exp["lambda_grid"], sweep_s=exp["sweep_s"],
+                         repeats=config["repeats"]),
+      headline=HEADLINE.format(mode=config["mode"], rel_mean=rel.mean(), rel_std=rel.std(),
+                               draws=len(rel),
+                               its=int(np.median([r["iterations"] for r in demo])),
+                               beats="beats" if _beats(exp) else "does not beat",
+                               n_levels=len(levels), sig_lo=min(sig), sig_hi=max(sig),
+                               speedup=times["speedup"]))
 
 
 def _figure(levels, errors, hs, err_h):
@@ -194,80 +333,3 @@ def _figure(levels, errors, hs, err_h):
     ax.grid(True, alpha=0.3)
   fig.tight_layout()
   return fig
-
-
-def run(quick: bool, smoke: bool = False) -> _harness.Result:
-  with jax.enable_x64(True):
-    demo = _demo(1 if smoke else 3 if quick else 20)
-    levels = [1.0, 16.0] if smoke else [1.0, 4.0, 16.0] if quick else [0.5, 1.0, 2.0, 4.0, 8.0, 16.0]
-    # Quick: the three middle points (in quick runs with [0.25, 0.5, 1, 2] no method picked 0.25).
-    grid = [1.0] if smoke else [0.5, 1.0, 2.0] if quick else [0.125, 0.25, 0.5, 1.0, 2.0, 4.0]
-    t0 = time.perf_counter()
-    errors, best_lam = _sweep(levels, grid, 1 if quick else 5)
-    sweep_s = time.perf_counter() - t0
-    hs = [] if quick else [1, 2, 3, 5, 10, 20]
-    err_h = _error_vs_h(hs, 3) if hs else None
-    speed = _speed(1 if smoke else 3 if quick else 10)
-
-  rel = np.array([r["rel_error"] for r in demo])
-  its = np.array([r["iterations"] for r in demo])
-  claims = [
-      _harness.Claim("demo (test.m): relative error, 20x30x40, sigma~0.0803, H=2, lambda=1",
-                     "0.0729", f"{rel.mean():.4f} +- {rel.std():.4f} over {len(rel)} draws "
-                     f"(first draw {rel[0]:.4f})", bool(abs(rel.mean() - 0.0729) < 0.01)),
-      _harness.Claim("demo: iterations to relative gap 1e-3", "6 (gap 6.7e-4)",
-                     f"{int(np.median(its))} (median; range {its.min()}-{its.max()})",
-                     bool(np.median(its) <= 10)),
-      _harness.Claim("subspace norm (H=2) beats latent and overlapped at every noise level",
-                     "yes (paper's denoising figures) [mem]",
-                     ", ".join(f"sigma={c * SIGMA0:.3g}: "
-                               + "/".join(f"{errors[m][i].mean():.3f}" for m in errors)
-                               for i, c in enumerate(levels)) + " (subspace/latent/overlapped)",
-                     bool(all(errors["subspace (H=2)"][i].mean() <= min(
-                         errors["latent"][i].mean(), errors["overlapped"][i].mean())
-                              for i in range(len(levels))))),
-      _harness.Claim("speed: demo solve vs NumPy of the same iteration", "-",
-                     f"{speed['ours']['median_s'] * 1e3:.1f} ms vs "
-                     f"{speed['numpy_s'] * 1e3:.1f} ms (x{speed['speedup']:.1f}); tuned engine "
-                     f"{speed['tuned_over_plain']:.2f}x the time of our plain iteration",
-                     None),
-  ]
-  tables = [
-      "### Demo draws\n\n" + _harness.markdown_table(
-          ["draw", "iterations", "gap", "relative error", "noise ||E||/||X*||"],
-          [(i, r["iterations"], r["gap"], r["rel_error"], r["noise_rel"])
-           for i, r in enumerate(demo)]),
-      "### Noise sweep: relative error (best lambda of the grid), mean over draws\n\n" +
-      _harness.markdown_table(
-          ["sigma"] + [f"{m} (best lambda)" for m in errors],
-          [(c * SIGMA0,) + tuple(f"{errors[m][i].mean():.4f} ({np.median(best_lam[m][i]):.3g})"
-                                 for m in errors) for i, c in enumerate(levels)]),
-      "### Speed, float64, tol 1e-3, demo instance\n\n" + _harness.markdown_table(
-          ["ours median s", "ours compile s", "ours iters", "ours plain s",
-           "tuned / plain time", "NumPy s", "NumPy iters",
-           "speedup", "max |X_ours - X_numpy|", "ours rel. error", "NumPy rel. error"],
-          [(speed["ours"]["median_s"], speed["ours"]["compile_s"], speed["ours_iterations"],
-            speed["plain"]["median_s"], f"{speed['tuned_over_plain']:.2f}", speed["numpy_s"], speed["numpy_iterations"], speed["speedup"],
-            speed["max_abs_diff"], speed["ours_rel_error"], speed["numpy_rel_error"])]),
-  ]
-  if hs:
-    tables.append("### Relative error against H (sigma = 4 x demo)\n\n" +
-                  _harness.markdown_table(["H", "relative error"],
-                                          [(h, err_h[i].mean()) for i, h in enumerate(hs)]))
-  notes = (
-      f"Factors of the truth: Q of QR of Gaussian matrices (the authors take the first two "
-      f"left singular vectors of randn(n)); noise draws differ from MATLAB's rng(941), so the "
-      f"demo is compared in distribution. Subspaces: leading H left singular vectors of each "
-      f"unfolding of Y. Noise sweep lambdas: subspace 1 x sigma/{SIGMA0:.4f}, latent and "
-      f"overlapped at sigma sqrt(N / n_min) (divided by 3 for overlapped) times the grid "
-      f"{grid}; took {sweep_s:.1f} s. NumPy baseline: explicit Kronecker V_k, numpy SVD, "
-      f"one BLAS thread, gap every iteration (as ours). Ours runs the tensor family's engine "
-      f"with its tuned defaults for this splitting (tensor.ADMMOptions(): float32 start "
-      f"certified in float64; residual balancing of the primal-dual steps is off here, it "
-      f"took more iterations on these instances); the speed table also times the paper's "
-      f"plain iteration (tensor.PAPER_ADMM).")
-  data = {"demo": demo, "levels_sigma": [c * SIGMA0 for c in levels], "lambda_grid": grid,
-          "errors": errors, "best_lambda": best_lam, "H": hs, "error_vs_H": err_h,
-          "speed": speed}
-  return _harness.Result(name=NAME, paper=PAPER, claims=claims, tables=tables, data=data,
-                         figure=_figure(levels, errors, hs, err_h), notes=notes)
