@@ -3,10 +3,12 @@
 Tomioka, Hayashi, Kashima, "Estimation of low-rank tensors via convex optimization", 2010,
 arXiv:1010.0789. The same iterations, defaults (the tuned engine's: residual balancing of
 eta for Constraint; Mixture over-relaxed at a fixed eta) and stopping rule (relative duality
-gap) as :mod:`tomioka_jax.tensor._completion` with ``tensor.ADMMOptions()``, written the way one would without JAX: a Python loop,
-``numpy.linalg.svd`` of each unfolding for thresholding and norms, ``numpy.linalg.norm(., 2)``
-for spectral norms; like the JAX solvers, a check evaluates the exact gap only once a cheap
-estimate is within 10 tol. Used only by ``benchmarks/tensor_completion.py``.
+gap) as :mod:`tomioka_jax.tensor._completion` with ``tensor.ADMMOptions()``, written the way
+one would without JAX: a Python loop, ``numpy.linalg.svd`` of each unfolding for thresholding
+and norms, ``numpy.linalg.norm(., 2)`` for spectral norms; like the JAX solvers, a check
+evaluates the exact gap only once a cheap estimate is within 10 tol. Used by
+``benchmarks/tensor_completion.py`` and (fully observed, ``lam > 0``, the paper's plain ADMM)
+``benchmarks/tensor_schatten.py``.
 """
 
 from __future__ import annotations
