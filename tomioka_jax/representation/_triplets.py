@@ -77,7 +77,8 @@ def _check_positive_int(name: str, value: object) -> None:
 
 
 def _check_nonnegative(name: str, value: object) -> None:
-  if core.is_concrete(value) and not (np.all(np.isfinite(value)) and np.all(np.asarray(value) >= 0)):
+  if core.is_concrete(value) and not (np.all(np.isfinite(value))
+                                      and np.all(np.asarray(value) >= 0)):
     raise ValueError(f"{name} must be finite and >= 0, got {name}={value!r}")
 
 
