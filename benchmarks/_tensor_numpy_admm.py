@@ -1,9 +1,9 @@
 """A plain NumPy reference for the Constraint and Mixture ADMMs (the speed baseline).
 
 Tomioka, Hayashi, Kashima, "Estimation of low-rank tensors via convex optimization", 2010,
-arXiv:1010.0789. The same iterations, defaults (the tuned engine's: residual balancing of
-eta for Constraint; Mixture over-relaxed at a fixed eta) and stopping rule (relative duality
-gap) as :mod:`tomioka_jax.tensor._completion` with ``tensor.ADMMOptions()``, written the way
+arXiv:1010.0789. The same iterations, defaults (the tuned engine's: a fixed eta, checked
+every 5 iterations; Mixture over-relaxed; residual balancing of eta as an option) and stopping
+rule (relative duality gap) as :mod:`tomioka_jax.tensor._completion` with ``tensor.ADMMOptions()``, written the way
 one would without JAX: a Python loop, ``numpy.linalg.svd`` of each unfolding for thresholding
 and norms, ``numpy.linalg.norm(., 2)`` for spectral norms; like the JAX solvers, a check
 evaluates the exact gap only once a cheap estimate is within 10 tol. Used by
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# As tensor.ADMMOptions(): the gap-estimate gate and residual balancing of eta.
+# As tensor.ADMMOptions(): the gap-estimate gate, and residual balancing of eta when it is on.
 _ESTIMATE_FACTOR = 10.0
 _BALANCE, _STEP_FACTOR, _ADAPT_ITERATIONS, _ADAPT_EVERY = 3.0, 3.0, 500, 5
 
@@ -48,7 +48,7 @@ def _nuclear(m):
 
 
 def constraint(mask, y, lam=0.0, tol=1e-3, max_iter=2000, eta=None, check_every=5,
-               adaptive_eta=True, relaxation=1.0):
+               adaptive_eta=False, relaxation=1.0):
   """Overlapped trace norm completion by ADMM; returns (X, iterations, gap)."""
   shape, k = y.shape, y.ndim
   eta = 1 / (10 * np.std(y[mask], ddof=1)) if eta is None else eta

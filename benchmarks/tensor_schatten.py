@@ -74,8 +74,8 @@ HEADLINE = (
 
 NOTES = """\
 Solvers: the fully observed Constraint (overlapped) and Mixture (latent) ADMMs, run by the
-tensor family's engine with its tuned defaults (tensor.ADMMOptions(): overlapped with
-residual balancing of eta, latent over-relaxed with 1.8, both starting in float32 and
+tensor family's engine with its tuned defaults (tensor.ADMMOptions(): the gap checked every
+5 iterations, latent over-relaxed with 1.8, both starting in float32 and
 certified in float64), tol {tol} on the relative duality gap (checked every 5 iterations),
 from the authors' default eta, float64 data; the speed table also times the paper's plain
 ADMM (tensor.PAPER_ADMM) on the same instance. Complexity measures: overlapped sigma^2

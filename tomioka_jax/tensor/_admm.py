@@ -34,9 +34,10 @@ The tuned defaults were chosen so as not to trade accuracy for speed: on Figure 
 of the 2011 paper (``benchmarks/tensor_completion.py``) the tuned solve's error stays within
 1.5x of the plain ADMM's at the same ``tol``. Residual balancing did not pass that test for
 the Mixture ADMM (at 80% observed it stopped, at the same certified gap, at up to 8x the
-plain ADMM's error, and it bought no iterations elsewhere over over-relaxation alone), so
-each splitting carries its own tuned choice of balancing and over-relaxation, which the
-options' ``None`` select.
+plain ADMM's error, and it bought no iterations elsewhere over over-relaxation alone) nor
+for Constraint (up to 1.74x at 40%, for a third fewer iterations), so each splitting
+carries its own tuned choice of balancing and over-relaxation, which the options' ``None``
+select; balancing stays on only for the subspace norm, and as an option everywhere.
 
 ``ADMMOptions()`` is the tuned solver; :data:`PAPER_ADMM` the paper's plain ADMM (fixed
 ``eta``, no over-relaxation, float64 throughout, gap alone).
@@ -67,10 +68,11 @@ class ADMMOptions:
     check_every: evaluate the duality gap every this many iterations (the authors: 1). A
       check costs about an iteration.
     adaptive_eta: residual balancing of ``eta`` (He, Yang, Wang 2000; Boyd et al. 2011,
-      Section 3.4.1); ``None`` takes the splitting's tuned choice (on for Constraint,
-      As-a-Matrix and the subspace norm; off for Mixture and the latent norm, where it
-      bought no iterations over over-relaxation alone except at 80% observed, where it
-      stopped at up to 8x the plain ADMM's error). ``False``: the authors' fixed step.
+      Section 3.4.1); ``None`` takes the splitting's tuned choice (on for the subspace
+      norm; off for Constraint, As-a-Matrix, Mixture and the latent norm: on Figure 1's
+      instances it stopped Constraint at up to 1.74x and Mixture at up to 8x the plain
+      ADMM's error, as the gap does not bound the distance to an exact fit's solution).
+      ``False``: the authors' fixed step.
     relaxation: over-relaxation ``rho`` in ``(0, 2)`` (Eckstein, Bertsekas 1992; Boyd et
       al. 2011, Section 3.4.3); ``None`` takes the splitting's tuned value (Constraint and
       As-a-Matrix 1, Mixture and the latent norm 1.8, subspace norm 1). 1: the paper's ADMM.
