@@ -2,7 +2,7 @@
 
 Run ``python -m benchmarks [NAME ...] [--quick]``. Every non-underscore module here is a
 benchmark: it defines ``PAPER``, ``CONFIGS`` and the phases ``experiment``, (``timings``),
-``claims`` and ``report`` (see ``_harness.py``), or, until converted, ``run(quick)``.
+``claims`` and ``report`` (see ``_harness.py``).
 """
 
 import importlib
@@ -33,7 +33,7 @@ def load(name: str):
   """Imports benchmark ``name``; unknown names raise ``ValueError`` listing the known ones."""
   module = importlib.import_module(check(name))
   phases = all(hasattr(module, a) for a in ("CONFIGS", "experiment", "claims", "report"))
-  if not hasattr(module, "PAPER") or not (phases or hasattr(module, "run")):
+  if not hasattr(module, "PAPER") or not phases:
     raise ValueError(f"benchmarks/{name}.py must define PAPER, CONFIGS, experiment, claims and "
-                     "report (or, until converted, run(quick))")
+                     "report")
   return module

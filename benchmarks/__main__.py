@@ -11,15 +11,13 @@ job's small scale; ``--smoke``: seconds, into a temporary directory). It goes in
 
 A benchmark that raises (or whose worker dies) is reported in the summary and makes the exit
 status non-zero, without stopping the others; a claim that does not hold is a result, marked NO.
-Modules still on ``run(quick)`` run whole in phase 1, or in phase 2 if they time a claim
-inside ``_harness.exclusive()``. ``--readme`` rewrites README.md's paper table from the results.
+``--readme`` rewrites README.md's paper table from the results.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import inspect
 import os
 import pathlib
 import pickle
@@ -51,16 +49,11 @@ def _worker(name: str, phase: str, mode: str, results_dir: pathlib.Path) -> dict
   compile0, cpu0, t0 = _harness.compile_seconds(), time.process_time(), time.perf_counter()
   if phase == "experiment":
     value = module.experiment(_harness.config(module, mode))
-  elif phase == "timings":
+  else:  # "timings"
     value = _harness.run_timings(module, mode)
-  else:  # "legacy": run(quick) does everything
-    value = _harness.run_legacy(module, mode)
   cost = {"cpu_s": time.process_time() - cpu0}
   cost.update({f"{k}_s": v - compile0[k] for k, v in _harness.compile_seconds().items()})
   out = {"elapsed_s": time.perf_counter() - t0, "cost": cost, "env": _harness.environment()}
-  if phase == "legacy":
-    _harness.write_result(value, results_dir, mode, out["elapsed_s"], cost, out["env"])
-    value = _summary(value, out["elapsed_s"], cost)
   print(f"   {name}: {phase} took {out['elapsed_s']:.1f} s", flush=True)
   return {**out, "value": value}
 
@@ -100,28 +93,21 @@ def run(names: list[str], mode: str, jobs: int, results_dir: pathlib.Path) -> li
   import benchmarks  # pylint: disable=g-import-not-at-top
   from benchmarks import _harness  # pylint: disable=g-import-not-at-top
   modules = {n: benchmarks.load(n) for n in names}
-  legacy = {n for n, m in modules.items() if _harness.is_legacy(m)}
-  timed_legacy = {n for n in legacy if "exclusive(" in inspect.getsource(modules[n])}
-  # 1. Experiments (and untimed legacy modules), `jobs` at a time.
+  # 1. Experiments, `jobs` at a time.
   os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", f"{0.9 / jobs:.2f}")
-  first = [n for n in _longest_first(names, mode, results_dir) if n not in timed_legacy]
+  first = _longest_first(names, mode, results_dir)
   with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-    outs = pool.map(lambda n: _in_process(n, "legacy" if n in legacy else "experiment", mode,
-                                          results_dir), first)
-    phase1 = dict(zip(first, outs))
-  # 2. Timings (and timed legacy modules), one at a time.
-  phase2 = {}
-  for n in names:
-    if n in timed_legacy:
-      phase1[n] = _in_process(n, "legacy", mode, results_dir)
-    elif n not in legacy and phase1[n] and hasattr(modules[n], "timings"):
-      phase2[n] = _in_process(n, "timings", mode, results_dir)
+    phase1 = dict(zip(first, pool.map(
+        lambda n: _in_process(n, "experiment", mode, results_dir), first)))
+  # 2. Timings, one at a time.
+  phase2 = {n: _in_process(n, "timings", mode, results_dir) for n in names
+            if phase1[n] and hasattr(modules[n], "timings")}
   # 3. Claims and reports.
   summaries = []
   for n in names:
     exp, times = phase1[n], phase2.get(n, {"value": {}, "elapsed_s": 0.0, "cost": {}})
-    if n in legacy or exp is None or times is None:
-      summaries.append(exp and exp["value"] if n in legacy else None)
+    if exp is None or times is None:
+      summaries.append(None)
       continue
     try:
       result = _harness.finish(modules[n], mode, exp["value"], times["value"])
@@ -191,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
   parser.add_argument("--readme", action="store_true",
                       help="rewrite README.md's paper table from benchmarks/results and exit")
   parser.add_argument("--mode", help=argparse.SUPPRESS)  # worker: smoke, quick or full
-  parser.add_argument("--phase", help=argparse.SUPPRESS)  # worker: experiment, timings, legacy
+  parser.add_argument("--phase", help=argparse.SUPPRESS)  # worker: experiment or timings
   parser.add_argument("--out", type=pathlib.Path, help=argparse.SUPPRESS)  # worker's pickle
   args = parser.parse_args(argv)
   if args.readme:

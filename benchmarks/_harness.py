@@ -41,13 +41,10 @@ an f-string inside a function.
 generated from it by ``python -m benchmarks --readme``), ``results/NAME.md`` (the tables, with
 the paper's numbers beside ours) and ``results/NAME.png`` (the paper's figure, redrawn).
 
-Modules not yet converted define ``run(quick: bool) -> Result`` instead; :func:`run_legacy`
-adapts them (no smoke mode unless ``run`` accepts ``smoke=True``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -56,7 +53,7 @@ import os
 import pathlib
 import statistics
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -64,13 +61,6 @@ import numpy as np
 
 RESULTS_DIR = pathlib.Path(__file__).resolve().parent / "results"  # = benchmarks.RESULTS_DIR
 MODES = ("smoke", "quick", "full")
-
-
-@contextlib.contextmanager
-def exclusive() -> Iterator[None]:
-  """Legacy marker for modules still on ``run(quick)``: does nothing itself. The runner runs a
-  legacy module that uses it alone, after the others; converted modules use ``timings``."""
-  yield
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,7 +216,7 @@ class Report:
 
 @dataclasses.dataclass
 class Result:
-  """What a benchmark run produced (built by :func:`run_benchmark`, or by a legacy ``run``).
+  """What a benchmark run produced (built by :func:`run_benchmark` or the runner).
 
   Attributes:
     name: the benchmark's name (its module name).
@@ -237,7 +227,7 @@ class Result:
       after :func:`to_jsonable`.
     figure: a matplotlib figure redrawing the paper's figure, or None.
     notes: free text for the markdown file (setup, caveats, what differs from the paper).
-    headline: the README paragraph ("" for legacy modules: the README keeps its text).
+    headline: the README paragraph ("": the README keeps the text in ``_readme.py``).
   """
 
   name: str
@@ -248,11 +238,6 @@ class Result:
   figure: Any = None
   notes: str = ""
   headline: str = ""
-
-
-def is_legacy(module: Any) -> bool:
-  """Whether ``module`` still has the old single ``run(quick)`` instead of the phases."""
-  return not hasattr(module, "CONFIGS")
 
 
 def config(module: Any, mode: str) -> dict[str, Any]:
@@ -278,23 +263,8 @@ def finish(module: Any, mode: str, exp: dict[str, Any], times: dict[str, Any]) -
                 data={"config": cfg, "experiment": exp, "timings": times})
 
 
-def run_legacy(module: Any, mode: str) -> Result:
-  """Adapter for a module still on ``run(quick)``: smoke mode only if ``run`` takes ``smoke``."""
-  if mode not in MODES:
-    raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
-  if mode == "smoke":
-    import inspect  # pylint: disable=g-import-not-at-top
-    if "smoke" not in inspect.signature(module.run).parameters:
-      raise NotImplementedError(f"benchmarks/{module.__name__.split('.')[-1]}.py has no smoke "
-                                "mode yet (convert it, or give run() a smoke=False argument)")
-    return module.run(quick=True, smoke=True)
-  return module.run(quick=mode == "quick")
-
-
 def run_benchmark(module: Any, mode: str) -> Result:
   """Runs every phase of one benchmark in this process (the test suite's smoke runs)."""
-  if is_legacy(module):
-    return run_legacy(module, mode)
   exp = module.experiment(config(module, mode))
   return finish(module, mode, exp, run_timings(module, mode))
 

@@ -24,7 +24,8 @@ STATUS = {"reproduced": "**reproduced**", "available": "available", "planned": "
 @dataclasses.dataclass(frozen=True)
 class Paper:
   """One row. ``benchmark``: ``NAME`` (or ``NAME#KEY`` when the benchmark's report gives a dict
-  of headlines, one per paper); ``text``: the headline while the benchmark writes none."""
+  of headlines, one per paper; several joined by ``+``, whose headlines follow ``text``);
+  ``text``: the headline while the benchmark writes none (with several: the row's opening)."""
 
   title: str
   year: int
@@ -165,17 +166,10 @@ PAPERS = [
           ''),
     Paper('Continuous Hierarchical Representations with Poincaré Variational Auto-Encoders '
           '(Mathieu, Le Lan, Maddison et al.)',
-          2019, '`generative.pvae`', 'reproduced', 'pvae_tree',
-          'on the tree data and on 8x8 digits (MNIST is not available offline): Poincaré-ball '
-          'geometry, wrapped and Riemannian normals (exact log-normalizer, implicit-gradient '
-          'sampler), gyroplane and Möbius layers, the N-/P-VAE family with IWAE. `pvae_tree` '
-          '(quick, 5 seeds): P-VAE above the N-VAE at every c by +1.5 to +2.1 nats, the gap '
-          'growing with c. `pvae_digits` (full run, 80 epochs, 5 seeds, IWAE K=1000): P-VAE '
-          'ahead at d = 2 (+0.35 +- 0.18 nats) and d = 5 (+0.15), behind at d = 10 (-0.13), the'
-          " paper's MNIST pattern (quick mode's 80 steps are too few: -1.8 at d = 2). sample + "
-          "log_prob on stock `jax.random` 1.05-1.36x NumPy's speed in wall time, 0.61-0.76x in "
-          "CPU time (3 speed claims NO: the hand-fused threefry path that gave 1.46-2.17x / "
-          "1.23-1.58x was removed so that the library runs on stock JAX)"),
+          2019, '`generative.pvae`', 'reproduced', 'pvae_tree+pvae_digits+pvae',
+          'Poincaré-ball geometry, wrapped and Riemannian normals (exact log-normalizer, '
+          'implicit-gradient sampler), gyroplane and Möbius layers, the N-/P-VAE family with '
+          'IWAE'),
     Paper('On Certifying Non-uniform Bound against Adversarial Attacks (Liu, Tomioka, Cevher)',
           2019, '`robust.nonuniform`', 'planned', '',
           ''),
@@ -217,7 +211,11 @@ FOUNDATION_TEXT = ("the loss trajectory on 8 simulated devices equals 1 device's
 
 
 def headline(source: str, text: str, results_dir: pathlib.Path) -> str:
-  """The headline of benchmark ``source`` (``NAME`` or ``NAME#KEY``), else ``text``."""
+  """The headline of benchmark ``source`` (``NAME`` or ``NAME#KEY``), else ``text``; for
+  ``A+B+...``, ``text`` followed by each one's headline."""
+  if "+" in source:
+    found = [f"`{s}` " + headline(s, "", results_dir) for s in source.split("+")]
+    return " ".join(t.rstrip(".") + "." for t in [text, *found] if t.strip("` "))
   if not source:
     return text
   name, _, key = source.partition("#")

@@ -37,13 +37,10 @@ def test_unknown_benchmark_name_and_bad_jobs():
 def test_smoke(name, tmp_path):
   """Every benchmark runs at its smoke config; each claim gets a value (not judged here)."""
   module = benchmarks.load(name)
-  try:
-    result = _harness.run_benchmark(module, "smoke")
-  except NotImplementedError as e:  # a legacy run(quick) without smoke=
-    pytest.skip(f"pending: {e}")
+  result = _harness.run_benchmark(module, "smoke")
   assert result.claims and all(c.claim and c.ours for c in result.claims)
   assert all(c.holds in (True, False, None) for c in result.claims)
-  assert result.tables and (result.headline or _harness.is_legacy(module))
+  assert result.tables and result.headline
   paths = _harness.write_result(result, tmp_path, mode="smoke")
   payload = json.loads(paths["json"].read_text())
   assert payload["mode"] == "smoke" and len(payload["claims"]) == len(result.claims)
