@@ -7,6 +7,10 @@ Subpackages (see the README's paper -> module table for what each provides):
 * :mod:`tomioka_jax.tensor` -- convex low-rank tensor estimation.
 * :mod:`tomioka_jax.matrix` -- algebraic-combinatorial matrix completion.
 * :mod:`tomioka_jax.distributed` -- QSGD and distributed-training simulation.
+* :mod:`tomioka_jax.optim` -- Path-SGD, data-dependent path normalization, norm-based capacity.
+* :mod:`tomioka_jax.generative` -- f-GANs, Poincaré-ball VAEs, the multi-level VAE.
+* :mod:`tomioka_jax.representation` -- distribution shift, triplet similarities, Gaussian
+  attention for knowledge bases.
 
 Subpackages are imported on demand (``import tomioka_jax.tensor``) so that importing one
 family never pays for another.
