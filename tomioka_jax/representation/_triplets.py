@@ -82,6 +82,11 @@ def _check_nonnegative(name: str, value: object) -> None:
     raise ValueError(f"{name} must be finite and >= 0, got {name}={value!r}")
 
 
+def _check_positive_float(name: str, value: object) -> None:
+  if core.is_concrete(value) and not (np.isfinite(value) and value > 0):
+    raise ValueError(f"{name} must be finite and > 0, got {name}={value!r}")
+
+
 def check_triplets(triplets: ArrayLike, num_objects: int, num_views: int = 1, *,
                    name: str = "triplets") -> jax.Array:
   """Checks triplet comparisons and returns them as an ``(n, 4)`` int32 array of ``(i, j, k, t)``.
@@ -288,13 +293,12 @@ def tste_probability(d_ij: ArrayLike, d_ik: ArrayLike, alpha: float) -> jax.Arra
     0.8
   """
   _check_positive_float("alpha", alpha)
-  log_k = lambda d: -(alpha + 1) / 2 * jnp.log1p(jnp.asarray(d) / alpha)
-  return jax.nn.sigmoid(log_k(d_ij) - log_k(d_ik))
+  return jax.nn.sigmoid(_log_student_kernel(d_ij, alpha) - _log_student_kernel(d_ik, alpha))
 
 
-def _check_positive_float(name: str, value: object) -> None:
-  if core.is_concrete(value) and not (np.isfinite(value) and value > 0):
-    raise ValueError(f"{name} must be finite and > 0, got {name}={value!r}")
+def _log_student_kernel(d: ArrayLike, alpha: float) -> jax.Array:
+  """``log (1 + d / alpha)^(-(alpha + 1) / 2)``, t-STE's kernel of a squared distance."""
+  return -(alpha + 1) / 2 * jnp.log1p(jnp.asarray(d) / alpha)
 
 
 def triplet_loss(d_ij: ArrayLike, d_ik: ArrayLike, loss: str = "hinge", *,
@@ -324,8 +328,7 @@ def triplet_loss(d_ij: ArrayLike, d_ik: ArrayLike, loss: str = "hinge", *,
   if loss == "logistic":
     return jax.nn.softplus(d_ij - d_ik)
   _check_positive_float("alpha", alpha)
-  log_k = lambda d: -(alpha + 1) / 2 * jnp.log1p(d / alpha)
-  return jax.nn.softplus(log_k(d_ik) - log_k(d_ij))
+  return jax.nn.softplus(_log_student_kernel(d_ik, alpha) - _log_student_kernel(d_ij, alpha))
 
 
 def triplet_error(view_emb: ArrayLike, triplets: ArrayLike,
