@@ -260,8 +260,13 @@ def test_split_holds_out_a_fact_with_its_inverse(small_kb):
   train = {tuple(x) for x in train_t.tolist()}
   for s, r, o in test_t.tolist():
     assert (s, r, o) not in train and (o, int(kb.inverse[r]), s) not in train
-  frac = len(test_t) / len(kb.triples)
-  assert 0.1 < frac < 0.3
+  assert len(test_t) == 2 * round(0.2 * len(kb.triples) / 2)  # facts count once
+  seen = {e for s, _, o in train for e in (s, o)}
+  assert all(s in seen and o in seen for s, _, o in test_t.tolist())  # keep_entities
+  # Without keep_entities an entity may lose all its facts (a player with all 3 held out).
+  _, test_all = ga.split_kb(kb, 0.9, seed=0, keep_entities=False)
+  _, test_keep = ga.split_kb(kb, 0.9, seed=0)
+  assert len(test_keep) < len(test_all)
 
 
 def test_path_and_conjunctive_answers_match_brute_force(small_kb):

@@ -581,17 +581,22 @@ def conjunctive_queries(kb: KnowledgeBase, train_triples: ArrayLike, *,
 # ------------------------------------------------------------------------------------------ data
 
 
-def split_kb(kb: KnowledgeBase, test_fraction: float, seed: int = 0
-             ) -> tuple[np.ndarray, np.ndarray]:
+def split_kb(kb: KnowledgeBase, test_fraction: float, seed: int = 0, *,
+             keep_entities: bool = True) -> tuple[np.ndarray, np.ndarray]:
   """Random train/test split of the facts; a held-out fact's inverse is held out with it.
 
   Holding out both directions keeps the test from being answered by the inverse triple alone
-  (the leak of the original WN18 split).
+  (the leak of the original WN18 split). With ``keep_entities`` a fact is held out only if
+  both its entities keep another training fact, so that every test entity has an embedding
+  trained on something (a WordNet leaf with one hypernym would otherwise be unknowable); the
+  facts are visited in random order and the test set stops at ``test_fraction`` of them, or
+  is smaller when too few facts can be held out.
 
   Args:
     kb: the knowledge base.
     test_fraction: in ``(0, 1)``, the fraction of facts (a fact and its inverse count once).
     seed: the split's seed.
+    keep_entities: keep every entity in the training graph (see above).
 
   Returns:
     ``(train_triples, test_triples)``, ``(n, 3)`` int32 arrays.
@@ -611,7 +616,18 @@ def split_kb(kb: KnowledgeBase, test_fraction: float, seed: int = 0
   forward = np.where((t[:, 1] <= inv_r)[:, None], t, np.stack([t[:, 2], inv_r, t[:, 0]], 1))
   facts, fact_of = np.unique(forward, axis=0, return_inverse=True)
   rng = np.random.default_rng(seed)
-  held = rng.random(len(facts)) < test_fraction
+  target = int(round(test_fraction * len(facts)))
+  held = np.zeros(len(facts), bool)
+  degree = np.bincount(facts[:, [0, 2]].ravel(), minlength=kb.num_entities)
+  for i in rng.permutation(len(facts)):
+    if held.sum() == target:
+      break
+    s, o = facts[i, 0], facts[i, 2]
+    if keep_entities and (degree[s] <= 1 + (s == o) or degree[o] <= 1 + (s == o)):
+      continue
+    held[i] = True
+    degree[s] -= 1
+    degree[o] -= 1
   test = held[np.ravel(fact_of)]
   return t[~test].astype(np.int32), t[test].astype(np.int32)
 
