@@ -682,6 +682,9 @@ def fit_discrete_encoder(key: jax.Array, train: ArrayLike, test: ArrayLike, crit
                      ("check_every", check_every), ("max_iterations", max_iterations)):
     if not isinstance(value, (int, np.integer)) or value < 1:
       raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+  if max_iterations < initial_iterations:
+    raise ValueError(f"max_iterations must be >= initial_iterations ({initial_iterations}), got "
+                     f"{max_iterations!r}")
   for arg, value in (("learning_rate", learning_rate), ("tolerance", tolerance)):
     if not float(value) > 0:
       raise ValueError(f"{arg} must be a positive number, got {value!r}")
@@ -722,21 +725,27 @@ def _fit(key, train, test, lam, criterion, num_codes, learning_rate, initial_ite
       return optax.apply_updates(logits, updates), opt_state
     return lax.fori_loop(0, n, body, (logits, opt_state))
 
+  # One compiled block of check_every steps serves both phases (half the compile time of a
+  # separate initial loop): the first initial_iterations steps are blocks whose checks do not
+  # stop, preceded by the remainder when initial_iterations is not a multiple of check_every.
   logits = core.flat_normal(key, (num_codes, train.shape[2]), train.dtype)
-  logits, opt_state = steps(initial_iterations, logits, optimizer.init(logits))
-  train_ce, test_ce = predictor_cross_entropy(logits, train, test)
-  state = _FitState(logits, opt_state, jnp.asarray(initial_iterations), train_ce, test_ce,
-                    jnp.asarray(False))
+  opt_state = optimizer.init(logits)
+  head = initial_iterations % check_every
+  if head:
+    logits, opt_state = steps(head, logits, opt_state)
+  nan = jnp.asarray(jnp.nan, train.dtype)
+  state = _FitState(logits, opt_state, jnp.asarray(head), nan, nan, jnp.asarray(False))
 
   def cond(s):
     return ~s.converged & (s.iterations + check_every <= max_iterations)
 
   def body(s):
     logits, opt_state = steps(check_every, s.logits, s.opt_state)
+    iterations = s.iterations + check_every
     train_ce, test_ce = predictor_cross_entropy(logits, train, test)
     moved = jnp.sqrt((train_ce - s.train_ce) ** 2 + (test_ce - s.test_ce) ** 2)
-    return _FitState(logits, opt_state, s.iterations + check_every, train_ce, test_ce,
-                     moved <= tolerance)
+    return _FitState(logits, opt_state, iterations, train_ce, test_ce,
+                     (iterations > initial_iterations) & (moved <= tolerance))
 
   state = lax.while_loop(cond, body, state)
   joint = encoded_joint(train, state.logits)
