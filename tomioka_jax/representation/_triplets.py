@@ -6,7 +6,8 @@ point ``x_i`` of a shared embedding ``X`` (``N x d``) and every view ``t`` a PSD
 either ``L_t L_t^T`` or diagonal; a triplet ``(i, j, k, t)`` says "in view ``t``, ``i`` is closer
 to ``j`` than to ``k``" and is fitted by a hinge or logistic loss on the margin
 ``d_t(i, k) - d_t(i, j)`` with ``d_t(i, j) = (x_i - x_j)^T M_t (x_i - x_j)``, plus the trace
-regularizer ``tr(X X^T) + sum_t tr(M_t)``.
+regularizer ``tr(X X^T) + sum_t tr(M_t)`` (the norm/trace regularizer as we read the paper;
+its exact weighting is not verified against the text).
 
 This module provides the kernels (view metrics and embeddings, triplet distances, margins,
 losses, STE and t-STE probabilities of van der Maaten and Weinberger 2012, the triplet error),
@@ -420,8 +421,9 @@ def triplet_objective(params: TripletParams, triplets: ArrayLike, weights: Array
   """The training objective: summed triplet losses plus the trace regularizer.
 
   ``sum_n w_n loss(d_t(i, j), d_t(i, k)) + reg * (||X||_F^2 + sum_t ||L_t||_F^2)``, where
-  ``||X||_F^2 = tr(X X^T)`` and ``||L_t||_F^2 = tr(M_t)`` (the paper's trace regularizer; for
-  the baselines, the sum of the embeddings' squared norms). Since ``X -> c X`` with
+  ``||X||_F^2 = tr(X X^T)`` and ``||L_t||_F^2 = tr(M_t)`` (the paper's norm/trace regularizer
+  as we read it, one weight for both terms; for the baselines, the sum of the embeddings'
+  squared norms). Since ``X -> c X`` with
   ``L_t -> L_t / c`` leaves every distance unchanged, the regularizer balances the two and
   acts on their product.
 
