@@ -46,6 +46,7 @@ __all__ = [
     "CRITERIA",
     "ENCODED_AXES",
     "DiscreteEncoderFit",
+    "adversarial_cross_entropy",
     "cmnist_distribution",
     "conditional",
     "criterion_loss",
@@ -53,12 +54,15 @@ __all__ = [
     "cross_entropy",
     "encoded_joint",
     "entropy",
+    "environment_risks",
     "feature_cross_entropies",
     "fit_discrete_encoder",
+    "irm_penalty",
     "marginal",
     "mutual_information",
     "predictor_cross_entropy",
     "split_environments",
+    "vrex_penalty",
 ]
 
 AxisSpec = int | str | Sequence[int | str] | None
@@ -753,3 +757,137 @@ def _fit(key, train, test, lam, criterion, num_codes, learning_rate, initial_ite
   loss = -mutual_information(joint, "y", "z", names=ENCODED_AXES) + lam * reg
   return DiscreteEncoderFit(state.logits, loss, reg, state.train_ce, state.test_ce,
                             state.iterations, state.converged)
+
+
+# ----------------------------------------------------------------------------- neural penalties
+#
+# The neural stand-ins of the criteria (the paper's Section 4) as pure functions on a batch with
+# environment labels: per-environment risks, the IRMv1 penalty (sufficiency), the VREx penalty
+# (sufficiency) and the adversarial cross-entropy of DANN / CDANN (independence / separation).
+
+
+def _environment_masks(environments: ArrayLike, num_environments: int) -> jax.Array:
+  if not isinstance(num_environments, (int, np.integer)) or num_environments < 1:
+    raise ValueError(f"num_environments must be a positive integer, got {num_environments!r}")
+  environments = jnp.asarray(environments)
+  if core.is_concrete(environments):
+    bad = np.asarray((environments < 0) | (environments >= num_environments))
+    if bad.any():
+      raise ValueError(f"environments must lie in 0..{num_environments - 1}; got "
+                       f"{int(np.asarray(environments)[bad][0])}")
+  return jax.nn.one_hot(environments, num_environments)
+
+
+def environment_risks(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
+                      num_environments: int, scale: ArrayLike = 1.0) -> jax.Array:
+  """The mean cross-entropy of ``softmax(scale * logits)`` in each environment of a batch.
+
+  ``R_e(w) = sum_i [e_i = e] CE(w f_i, y_i) / sum_i [e_i = e]``; an environment absent from
+  the batch gets risk 0.
+
+  Args:
+    logits: predictor outputs ``(batch, num_classes)``.
+    labels: integer labels ``(batch,)``.
+    environments: integer environment labels ``(batch,)`` in ``0..num_environments - 1``
+      (checked when concrete).
+    num_environments: the number of environments.
+    scale: the IRMv1 dummy classifier ``w`` (a scalar) multiplying the logits.
+
+  Returns:
+    ``(num_environments,)`` risks in nats.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> r = environment_risks(jnp.zeros((4, 2)), jnp.array([0, 1, 0, 1]),
+    ...                       jnp.array([0, 0, 1, 1]), 2)
+    >>> np.asarray(r, float).round(4).tolist()
+    [0.6931, 0.6931]
+  """
+  masks = _environment_masks(environments, num_environments)
+  logits = jnp.asarray(logits)
+  losses = -jnp.take_along_axis(jax.nn.log_softmax(scale * logits, axis=-1),
+                                jnp.asarray(labels)[:, None], axis=-1)[:, 0]
+  counts = jnp.sum(masks, axis=0)
+  return jnp.sum(masks * losses[:, None], axis=0) / jnp.maximum(counts, 1.0)
+
+
+def irm_penalty(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
+                num_environments: int) -> jax.Array:
+  """The IRMv1 penalty: ``sum_e (d R_e(w) / d w at w = 1)^2``.
+
+  Arjovsky et al.'s relaxation of invariance (the paper's sufficiency family): the squared
+  gradient of each environment's risk with respect to a dummy scalar classifier ``w`` that
+  multiplies the logits, at ``w = 1``. Zero iff no environment's predictor would improve by
+  rescaling, which a sufficient representation's Bayes predictor satisfies in every environment.
+
+  Args:
+    logits: predictor outputs ``(batch, num_classes)``.
+    labels: integer labels ``(batch,)``.
+    environments: integer environment labels ``(batch,)``.
+    num_environments: the number of environments.
+
+  Returns:
+    A non-negative scalar.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.array([[0.0, 1.0], [1.0, 0.0], [0.5, 0.0], [0.0, 0.5]])
+    >>> penalty = irm_penalty(logits, jnp.array([1, 0, 1, 0]), jnp.array([0, 0, 1, 1]), 2)
+    >>> print(f"{penalty:.4f}")
+    0.1692
+  """
+  grads = jax.jacfwd(lambda w: environment_risks(logits, labels, environments,
+                                                 num_environments, w))(1.0)
+  return jnp.sum(grads ** 2)
+
+
+def vrex_penalty(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
+                 num_environments: int) -> jax.Array:
+  """The V-REx penalty: the variance of the per-environment risks.
+
+  ``Var_e R_e = mean_e (R_e - mean_e R_e)^2`` (Krueger et al.; the paper's sufficiency family).
+  dsit scales it as ``sqrt(batch size * variance)``; multiply outside when that is wanted.
+
+  Args:
+    logits: predictor outputs ``(batch, num_classes)``.
+    labels: integer labels ``(batch,)``.
+    environments: integer environment labels ``(batch,)``.
+    num_environments: the number of environments.
+
+  Returns:
+    A non-negative scalar.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> logits = jnp.array([[0.0, 2.0], [0.0, 2.0]])
+    >>> print(f"{vrex_penalty(logits, jnp.array([1, 0]), jnp.array([0, 1]), 2):.4f}")
+    1.0000
+  """
+  risks = environment_risks(logits, labels, environments, num_environments)
+  return jnp.mean((risks - jnp.mean(risks)) ** 2)
+
+
+def adversarial_cross_entropy(discriminator_logits: ArrayLike, environments: ArrayLike
+                              ) -> jax.Array:
+  """The discriminator's cross-entropy ``-mean_i log q(e_i | z_i)`` of DANN / CDANN.
+
+  The discriminator predicts the environment from ``z`` (DANN, independence) or from
+  ``(z, y)`` (CDANN, separation). Its minimum over discriminators is ``H(e | z)`` (or
+  ``H(e | z, y)``), so ``H(e) - min CE = I(e; z)`` (or ``I(e; z | y)`` with the conditional
+  prior ``H(e | y)``): the encoder maximises the discriminator's cross-entropy to drive the
+  regulariser of :data:`CRITERIA` to zero.
+
+  Args:
+    discriminator_logits: ``(batch, num_environments)``.
+    environments: integer environment labels ``(batch,)``.
+
+  Returns:
+    A scalar in nats.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> print(f"{adversarial_cross_entropy(jnp.zeros((2, 2)), jnp.array([0, 1])):.4f}")
+    0.6931
+  """
+  log_q = jax.nn.log_softmax(jnp.asarray(discriminator_logits), axis=-1)
+  return -jnp.mean(jnp.take_along_axis(log_q, jnp.asarray(environments)[:, None], axis=-1))
