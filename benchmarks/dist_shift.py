@@ -102,7 +102,8 @@ at most 1e-4 since the last check (the reference's rule: it watches the cross-en
 loss), capped at {max_it} steps; {restarts} restart(s) per lambda (with more than one, the
 one with the lowest final criterion is kept, re-evaluated in float64: in float32 the term
 lambda R at lambda = 1e6 is rounding noise of the order of I(y;z) itself).
-{num_lambdas} lambdas per criterion, exp(linspace(0, log(1e6), n)) - 1 (information bottleneck: exp(linspace(0, log 2, n)) - 1).
+{num_lambdas} lambdas per criterion, exp(linspace(0, log(1e6), n)) - 1 (information
+bottleneck: exp(linspace(0, log 2, n)) - 1).
 Solves that hit the cap: {capped}. Run time of the {num_solves} solves: {solve_s:.0f} s
 (compilation included, one compile per criterion).
 
