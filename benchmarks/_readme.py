@@ -91,7 +91,8 @@ PAPERS = [
           'rescaling; the path norm = min over rescalings of per-unit max norms is tested)'),
     Paper('Jointly Learning Multiple Measures of Similarities from Triplet Comparisons (Zhang, '
           'Maji, Tomioka)',
-          2015, '`representation.triplets`', 'planned', '',
+          2015, '`representation` (`fit_triplets`: joint, independent, pooled, STE, t-STE; '
+          '`make_multiview_triplets`)', 'available', 'triplets',
           ''),
     Paper('Interpolating Convex and Non-Convex Tensor Decompositions via the Subspace Norm '
           '(Zheng, Tomioka)',
@@ -133,7 +134,8 @@ PAPERS = [
           '`x*2` (target 0.25); the ImageNet speed-up is not reproducible on CPU'),
     Paper('Gaussian Attention Model and Its Application to Knowledge Base Embedding and '
           'Question Answering (Zhang, Winn, Tomioka)',
-          2016, '`representation.gaussian_attention`', 'planned', '',
+          2016, '`representation` (`TransGaussian`, `TransE`, `filtered_ranks`, '
+          '`load_wordnet_kb`; the QA half is planned)', 'available', 'gaussian_attention',
           ''),
     Paper('Batch Policy Gradient Methods for Improving Neural Conversation Models (Kandasamy, '
           'Bachrach, Tomioka et al.)',
@@ -181,7 +183,9 @@ PAPERS = [
           2021, '`rl.reward_robust`', 'planned', '',
           ''),
     Paper('An Information-theoretic Approach to Distribution Shifts (Federici, Tomioka, Forré)',
-          2021, '`representation.dist_shift`', 'planned', '',
+          2021, '`representation` (`fit_discrete_encoder`, `cmnist_distribution`, '
+          '`mutual_information`, `irm_penalty`, `vrex_penalty`; the neural sweep is planned)',
+          'available', 'dist_shift',
           ''),
     Paper('DistIR: An Intermediate Representation and Simulator for Efficient Neural Network '
           'Distribution (Santhanam, Krishna, Tomioka et al.)',
