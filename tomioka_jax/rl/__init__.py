@@ -47,6 +47,30 @@ from tomioka_jax.rl._reward_robust import (
 # --- _implicit_exploration exports ---
 # --- end implicit_exploration ---
 # --- _batch_pg exports ---
+from tomioka_jax.rl._batch_pg import (
+    ActorCritic,
+    CriticWeight,
+    GTDState,
+    TokenPolicy,
+    batch_policy_gradient_loss,
+    batch_policy_gradient_surrogate,
+    constant_baseline,
+    enumerate_token_sequences,
+    exact_gradients,
+    gtd_lambda,
+    gtd_lambda_init,
+    gtd_lambda_step,
+    gtd_values,
+    importance_weights,
+    lambda_returns,
+    make_actor_critic_loss,
+    make_batch_pg_loss,
+    make_reinforce_loss,
+    sample_tokens,
+    sequence_mask,
+    terminal_rewards,
+    token_log_probs,
+)
 # --- end batch_pg ---
 
 __all__ = [
@@ -78,4 +102,26 @@ __all__ = [
     "worst_case_reward",
     # implicit_exploration
     # batch_pg
+    "ActorCritic",
+    "CriticWeight",
+    "GTDState",
+    "TokenPolicy",
+    "batch_policy_gradient_loss",
+    "batch_policy_gradient_surrogate",
+    "constant_baseline",
+    "enumerate_token_sequences",
+    "exact_gradients",
+    "gtd_lambda",
+    "gtd_lambda_init",
+    "gtd_lambda_step",
+    "gtd_values",
+    "importance_weights",
+    "lambda_returns",
+    "make_actor_critic_loss",
+    "make_batch_pg_loss",
+    "make_reinforce_loss",
+    "sample_tokens",
+    "sequence_mask",
+    "terminal_rewards",
+    "token_log_probs",
 ]
