@@ -1,0 +1,45 @@
+"""Adversarial robustness: certified non-uniform bounds (Liu, Tomioka, Cevher 2019) and
+adversarial training with periodic adversarial scheduling (Liu, Salzmann, Lin, Tomioka,
+Süsstrunk 2020).
+
+The API of this family (implementation in the private modules ``_bounds``, ``_nonuniform``,
+``_attacks``, ``_pas`` and ``_landscape``):
+
+* bounds (``_bounds``) -- interval and linear (Fast-Lin/CROWN-style) bound propagation through
+  MLPs given as layer lists, on logits and on margins; a converter from an NNX MLP.
+* non-uniform certification (``_nonuniform``) -- the augmented-Lagrangian search for the
+  largest-volume certified box, the feasibility shrink and the uniform baseline by bisection.
+* attacks (``_attacks``) -- PGD (l_inf, l_2) and APGD-CE inside a box or an epsilon ball.
+* PAS (``_pas``) -- periodic epsilon and learning-rate schedules, the adversarial training
+  step and end-of-cycle snapshot ensembles.
+* landscape (``_landscape``) -- top Hessian eigenvalues by Lanczos, gradient statistics and
+  loss scans.
+"""
+
+# --- _bounds / _nonuniform exports (certification) ---
+# --- end certification ---
+# --- _attacks / _pas / _landscape exports (attacks and training) ---
+from tomioka_jax.robust._attacks import apgd
+from tomioka_jax.robust._attacks import apgd_ce
+from tomioka_jax.robust._attacks import apgd_checkpoints
+from tomioka_jax.robust._attacks import dlr_loss
+from tomioka_jax.robust._attacks import logit_cross_entropy
+from tomioka_jax.robust._attacks import margin_loss
+from tomioka_jax.robust._attacks import pgd
+from tomioka_jax.robust._attacks import project
+from tomioka_jax.robust._attacks import robust_accuracy
+# --- end attacks and training ---
+
+__all__ = [
+    # certification
+    # attacks and training
+    "apgd",
+    "apgd_ce",
+    "apgd_checkpoints",
+    "dlr_loss",
+    "logit_cross_entropy",
+    "margin_loss",
+    "pgd",
+    "project",
+    "robust_accuracy",
+]
