@@ -17,6 +17,15 @@ The API of this family (implementation in the private modules ``_bounds``, ``_no
 """
 
 # --- _bounds / _nonuniform exports (certification) ---
+from tomioka_jax.robust._bounds import ACTIVATIONS
+from tomioka_jax.robust._bounds import DenseLayer
+from tomioka_jax.robust._bounds import apply_layers
+from tomioka_jax.robust._bounds import as_layers
+from tomioka_jax.robust._bounds import interval_bounds
+from tomioka_jax.robust._bounds import layers_from_nnx
+from tomioka_jax.robust._bounds import linear_bounds
+from tomioka_jax.robust._bounds import linear_relaxation
+from tomioka_jax.robust._bounds import margin_bounds
 # --- end certification ---
 # --- _attacks / _pas / _landscape exports (attacks and training) ---
 from tomioka_jax.robust._attacks import apgd
@@ -32,6 +41,15 @@ from tomioka_jax.robust._attacks import robust_accuracy
 
 __all__ = [
     # certification
+    "ACTIVATIONS",
+    "DenseLayer",
+    "apply_layers",
+    "as_layers",
+    "interval_bounds",
+    "layers_from_nnx",
+    "linear_bounds",
+    "linear_relaxation",
+    "margin_bounds",
     # attacks and training
     "apgd",
     "apgd_ce",
