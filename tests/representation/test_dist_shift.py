@@ -397,3 +397,51 @@ def test_penalty_arguments_are_checked():
     rep.irm_penalty(jnp.asarray(logits), labels, envs, 2)
   with pytest.raises(ValueError, match="num_environments must be a positive integer, got 0"):
     rep.vrex_penalty(jnp.asarray(logits), labels, envs, 0)
+
+
+def test_unbiased_irm_penalty_is_the_half_batch_product():
+  """dsit's estimator: per environment, even- and odd-ranked halves' dummy-scale gradients."""
+  logits, labels, envs = _batch(2)
+  h = 1e-5
+
+  def half_grad(idx, e):
+    risk = lambda s: np.mean([_np_ce(s * logits[i], labels[i]) for i in idx])
+    return (risk(1 + h) - risk(1 - h)) / (2 * h)
+
+  expected = 0.0
+  for e in range(3):
+    members = np.flatnonzero(envs == e)
+    expected += half_grad(members[::2], e) * half_grad(members[1::2], e)
+  with jax.enable_x64(True):
+    np.testing.assert_allclose(
+        rep.irm_penalty(jnp.asarray(logits), labels, envs, 3, unbiased=True), expected,
+        rtol=1e-7)
+    # When each example is repeated, the halves coincide and the product is the square.
+    rep2 = lambda a: np.repeat(a, 2, axis=0)
+    np.testing.assert_allclose(
+        rep.irm_penalty(jnp.asarray(rep2(logits)), rep2(labels), rep2(envs), 3, unbiased=True),
+        rep.irm_penalty(jnp.asarray(logits), labels, envs, 3), rtol=1e-10)
+    # Calibrated halves: stationary in the scale in every half, so the product vanishes.
+    post = np.log(np.array([[0.75, 0.25]] * 16))
+    labels = np.array([0, 0, 0, 0, 0, 0, 1, 1] * 2)   # each half: 3 of 4 labels are 0
+    envs = np.array([0] * 8 + [1] * 8)
+    assert abs(float(rep.irm_penalty(jnp.asarray(post), labels, envs, 2, unbiased=True))) < 1e-12
+
+
+def test_vrex_batch_std_and_absent_environments():
+  logits, labels, envs = _batch(3)
+  with jax.enable_x64(True):
+    risks = _np_risks(logits, labels, envs, 3)
+    np.testing.assert_allclose(
+        rep.vrex_penalty(jnp.asarray(logits), labels, envs, 3, batch_std=True),
+        np.sqrt(len(labels) * np.var(risks)), rtol=1e-12)
+    # An environment absent from the batch does not enter the variance.
+    np.testing.assert_allclose(rep.vrex_penalty(jnp.asarray(logits), labels, envs, 4),
+                               np.var(risks), rtol=1e-12)
+    # Equal risks (environment 1 is a copy of environment 0): zero, with a finite gradient.
+    x = np.concatenate([logits[:6], logits[:6]])
+    y = np.concatenate([labels[:6], labels[:6]])
+    e = np.array([0] * 6 + [1] * 6)
+    f = lambda z: rep.vrex_penalty(z, y, e, 2, batch_std=True)
+    assert float(f(jnp.asarray(x))) == 0.0
+    assert np.all(np.isfinite(jax.grad(f)(jnp.asarray(x))))

@@ -804,15 +804,11 @@ def environment_risks(logits: ArrayLike, labels: ArrayLike, environments: ArrayL
     [0.6931, 0.6931]
   """
   masks = _environment_masks(environments, num_environments)
-  logits = jnp.asarray(logits)
-  losses = -jnp.take_along_axis(jax.nn.log_softmax(scale * logits, axis=-1),
-                                jnp.asarray(labels)[:, None], axis=-1)[:, 0]
-  counts = jnp.sum(masks, axis=0)
-  return jnp.sum(masks * losses[:, None], axis=0) / jnp.maximum(counts, 1.0)
+  return _masked_risks(logits, labels, masks, scale)
 
 
 def irm_penalty(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
-                num_environments: int) -> jax.Array:
+                num_environments: int, *, unbiased: bool = False) -> jax.Array:
   """The IRMv1 penalty: ``sum_e (d R_e(w) / d w at w = 1)^2``.
 
   Arjovsky et al.'s relaxation of invariance (the paper's sufficiency family): the squared
@@ -820,14 +816,23 @@ def irm_penalty(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
   multiplies the logits, at ``w = 1``. Zero iff no environment's predictor would improve by
   rescaling, which a sufficient representation's Bayes predictor satisfies in every environment.
 
+  The plug-in square of a minibatch gradient is biased upwards by the gradient's variance.
+  ``unbiased=True`` gives the estimator of Arjovsky et al.'s code and of dsit
+  (``src/models/IRM.py``): each environment's examples, in batch order, are split into the
+  even-ranked and the odd-ranked half, and the penalty is ``sum_e g_e^even g_e^odd``, the
+  product of the two halves' dummy-scale gradients. The halves are independent given the
+  model, so its expectation is ``sum_e (E g_e)^2``; it may be negative on a batch. An
+  environment with fewer than two examples in the batch contributes 0.
+
   Args:
     logits: predictor outputs ``(batch, num_classes)``.
     labels: integer labels ``(batch,)``.
     environments: integer environment labels ``(batch,)``.
     num_environments: the number of environments.
+    unbiased: the even/odd half-batch product instead of the square.
 
   Returns:
-    A non-negative scalar.
+    A scalar (non-negative unless ``unbiased``).
 
   Example:
     >>> import jax.numpy as jnp
@@ -836,23 +841,46 @@ def irm_penalty(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
     >>> print(f"{penalty:.4f}")
     0.1692
   """
-  grads = jax.jacfwd(lambda w: environment_risks(logits, labels, environments,
-                                                 num_environments, w))(1.0)
-  return jnp.sum(grads ** 2)
+  if not unbiased:
+    grads = jax.jacfwd(lambda w: environment_risks(logits, labels, environments,
+                                                   num_environments, w))(1.0)
+    return jnp.sum(grads ** 2)
+  masks = _environment_masks(environments, num_environments)
+  rank = jnp.cumsum(masks, axis=0) - 1.0          # each example's rank within its environment
+  even = masks * (jnp.mod(rank, 2.0) == 0.0)
+  odd = masks - even
+
+  def half_grads(half):
+    return jax.jacfwd(lambda w: _masked_risks(logits, labels, half, w))(1.0)
+
+  return jnp.sum(half_grads(even) * half_grads(odd))
+
+
+def _masked_risks(logits: ArrayLike, labels: ArrayLike, masks: jax.Array,
+                  scale: ArrayLike) -> jax.Array:
+  """Mean cross-entropy of ``softmax(scale * logits)`` over each column of 0/1 ``masks``."""
+  logits = jnp.asarray(logits)
+  losses = -jnp.take_along_axis(jax.nn.log_softmax(scale * logits, axis=-1),
+                                jnp.asarray(labels)[:, None], axis=-1)[:, 0]
+  counts = jnp.sum(masks, axis=0)
+  return jnp.sum(masks * losses[:, None], axis=0) / jnp.maximum(counts, 1.0)
 
 
 def vrex_penalty(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
-                 num_environments: int) -> jax.Array:
+                 num_environments: int, *, batch_std: bool = False) -> jax.Array:
   """The V-REx penalty: the variance of the per-environment risks.
 
-  ``Var_e R_e = mean_e (R_e - mean_e R_e)^2`` (Krueger et al.; the paper's sufficiency family).
-  dsit scales it as ``sqrt(batch size * variance)``; multiply outside when that is wanted.
+  ``Var_e R_e = mean_e (R_e - mean_e R_e)^2`` over the environments present in the batch
+  (Krueger et al.; the paper's sufficiency family). ``batch_std=True`` gives dsit's default
+  scaling (``src/models/VREx.py``, ``use_std`` and ``sum_batch_penalty``):
+  ``sqrt(batch size * Var_e R_e)``, whose gradient is taken as 0 where the variance is 0.
 
   Args:
     logits: predictor outputs ``(batch, num_classes)``.
     labels: integer labels ``(batch,)``.
     environments: integer environment labels ``(batch,)``.
     num_environments: the number of environments.
+    batch_std: return ``sqrt(batch * variance)`` instead of the variance.
 
   Returns:
     A non-negative scalar.
@@ -863,8 +891,17 @@ def vrex_penalty(logits: ArrayLike, labels: ArrayLike, environments: ArrayLike,
     >>> print(f"{vrex_penalty(logits, jnp.array([1, 0]), jnp.array([0, 1]), 2):.4f}")
     1.0000
   """
-  risks = environment_risks(logits, labels, environments, num_environments)
-  return jnp.mean((risks - jnp.mean(risks)) ** 2)
+  masks = _environment_masks(environments, num_environments)
+  risks = _masked_risks(logits, labels, masks, 1.0)
+  present = (jnp.sum(masks, axis=0) > 0).astype(risks.dtype)
+  num_present = jnp.maximum(jnp.sum(present), 1.0)
+  mean = jnp.sum(present * risks) / num_present
+  variance = jnp.sum(present * (risks - mean) ** 2) / num_present
+  if not batch_std:
+    return variance
+  scaled = masks.shape[0] * variance
+  positive = scaled > 0
+  return jnp.where(positive, jnp.sqrt(jnp.where(positive, scaled, 1.0)), 0.0)
 
 
 def adversarial_cross_entropy(discriminator_logits: ArrayLike, environments: ArrayLike
