@@ -45,6 +45,30 @@ from tomioka_jax.rl._reward_robust import (
 )
 # --- end reward_robust ---
 # --- _implicit_exploration exports ---
+from tomioka_jax.rl._implicit_exploration import (
+    CELL_BINS,
+    DQNConfig,
+    DQNHyperparams,
+    OBS_BOUNDS,
+    Q_ACTIVATIONS,
+    ReplayBuffer,
+    Transitions,
+    cell_index,
+    default_hyperparams,
+    dqn_loss,
+    env_transition,
+    epsilon_greedy,
+    epsilon_schedule,
+    init_q_network,
+    init_replay_buffer,
+    learning_curve,
+    make_dqn,
+    mark_visited,
+    q_values,
+    replay_add,
+    replay_sample,
+    td_target,
+)
 # --- end implicit_exploration ---
 # --- _batch_pg exports ---
 from tomioka_jax.rl._batch_pg import (
@@ -101,6 +125,28 @@ __all__ = [
     "tabular_mdp",
     "worst_case_reward",
     # implicit_exploration
+    "CELL_BINS",
+    "DQNConfig",
+    "DQNHyperparams",
+    "OBS_BOUNDS",
+    "Q_ACTIVATIONS",
+    "ReplayBuffer",
+    "Transitions",
+    "cell_index",
+    "default_hyperparams",
+    "dqn_loss",
+    "env_transition",
+    "epsilon_greedy",
+    "epsilon_schedule",
+    "init_q_network",
+    "init_replay_buffer",
+    "learning_curve",
+    "make_dqn",
+    "mark_visited",
+    "q_values",
+    "replay_add",
+    "replay_sample",
+    "td_target",
     # batch_pg
     "ActorCritic",
     "CriticWeight",
