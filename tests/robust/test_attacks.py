@@ -66,18 +66,18 @@ def test_linf_projection_is_the_exact_box_projection():
   x = jax.random.uniform(key, (5, 7))
   eps = jnp.linspace(0.0, 0.3, 7)  # per-feature box, one width zero
   v = x + jax.random.normal(jax.random.key(2), (5, 7))
-  p = attacks.project(v, x, eps=eps, lower=0.0, upper=1.0)
+  p = attacks.project_perturbation(v, x, eps=eps, lower=0.0, upper=1.0)
   # brute force: each coordinate independently minimizes (p - v)^2 on the interval
   x_np, eps_np = np.asarray(x), np.asarray(eps)
   lo, hi = np.maximum(x_np - eps_np, 0.0), np.minimum(x_np + eps_np, 1.0)
   np.testing.assert_allclose(p, np.clip(v, lo, hi), atol=0)
-  np.testing.assert_allclose(attacks.project(p, x, eps=eps, lower=0.0, upper=1.0), p, atol=0)
+  np.testing.assert_allclose(attacks.project_perturbation(p, x, eps=eps, lower=0.0, upper=1.0), p, atol=0)
 
 
 def test_l2_projection_scales_into_the_ball():
   x = jnp.zeros((3, 4))
   v = jnp.array([[3.0, 4.0, 0, 0], [0.1, 0, 0, 0], [0, 0, 0, -2.0]])
-  p = attacks.project(v, x, eps=1.0, norm="l2")
+  p = attacks.project_perturbation(v, x, eps=1.0, norm="l2")
   np.testing.assert_allclose(p, [[0.6, 0.8, 0, 0], [0.1, 0, 0, 0], [0, 0, 0, -1.0]], atol=1e-6)
 
 

@@ -35,8 +35,28 @@ from tomioka_jax.robust._attacks import dlr_loss
 from tomioka_jax.robust._attacks import logit_cross_entropy
 from tomioka_jax.robust._attacks import margin_loss
 from tomioka_jax.robust._attacks import pgd
-from tomioka_jax.robust._attacks import project
+from tomioka_jax.robust._attacks import project_perturbation
 from tomioka_jax.robust._attacks import robust_accuracy
+from tomioka_jax.robust._landscape import filter_normalized_direction
+from tomioka_jax.robust._landscape import gradient_statistics
+from tomioka_jax.robust._landscape import hessian_top_eigenvalues
+from tomioka_jax.robust._landscape import hessian_vector_product
+from tomioka_jax.robust._landscape import lanczos_tridiagonal
+from tomioka_jax.robust._landscape import loss_scan_1d
+from tomioka_jax.robust._landscape import loss_scan_2d
+from tomioka_jax.robust._pas import constant_schedule
+from tomioka_jax.robust._pas import cos_cycle_jump
+from tomioka_jax.robust._pas import cycle_cos
+from tomioka_jax.robust._pas import cycle_jump
+from tomioka_jax.robust._pas import cycle_linear
+from tomioka_jax.robust._pas import cycle_ratio
+from tomioka_jax.robust._pas import ensemble_logits
+from tomioka_jax.robust._pas import linear_schedule
+from tomioka_jax.robust._pas import make_adversarial_loss
+from tomioka_jax.robust._pas import make_pas_trainer
+from tomioka_jax.robust._pas import optax_schedule
+from tomioka_jax.robust._pas import pas_eps_schedule
+from tomioka_jax.robust._pas import step_decay
 # --- end attacks and training ---
 
 __all__ = [
@@ -58,6 +78,26 @@ __all__ = [
     "logit_cross_entropy",
     "margin_loss",
     "pgd",
-    "project",
+    "project_perturbation",
     "robust_accuracy",
+    "filter_normalized_direction",
+    "gradient_statistics",
+    "hessian_top_eigenvalues",
+    "hessian_vector_product",
+    "lanczos_tridiagonal",
+    "loss_scan_1d",
+    "loss_scan_2d",
+    "constant_schedule",
+    "cos_cycle_jump",
+    "cycle_cos",
+    "cycle_jump",
+    "cycle_linear",
+    "cycle_ratio",
+    "ensemble_logits",
+    "linear_schedule",
+    "make_adversarial_loss",
+    "make_pas_trainer",
+    "optax_schedule",
+    "pas_eps_schedule",
+    "step_decay",
 ]

@@ -153,7 +153,7 @@ def _clip_range(x: jax.Array, lower: Any, upper: Any) -> jax.Array:
   return x
 
 
-def project(x_adv: jax.Array, x: jax.Array, *, eps: Any, norm: str = "linf",
+def project_perturbation(x_adv: jax.Array, x: jax.Array, *, eps: Any, norm: str = "linf",
             lower: Any = None, upper: Any = None) -> jax.Array:
   """Maps ``x_adv`` into ``{||x' - x|| <= eps} and [lower, upper]`` (see the module docstring).
 
@@ -161,7 +161,7 @@ def project(x_adv: jax.Array, x: jax.Array, *, eps: Any, norm: str = "linf",
   l_2: ``x + d min(1, eps / ||d||)`` with ``d = x_adv - x`` per example, then clipped to the
   data range (feasible; the reference implementations' map).
   """
-  _check_norm(norm)
+  check_norm(norm)
   x = jnp.asarray(x)
   eps = _eps_array(eps, x, norm)
   return _project(x_adv, x, eps, norm, lower, upper)
@@ -180,12 +180,12 @@ def _project(x_adv, x, eps, norm, lower, upper):
 # --------------------------------------------------------------------------- checks
 
 
-def _check_norm(norm: str) -> None:
+def check_norm(norm: str) -> None:
   if norm not in NORMS:
     raise ValueError(f"norm must be one of {NORMS}, got norm={norm!r}")
 
 
-def _check_steps(name: str, steps: Any) -> None:
+def check_positive_int(name: str, steps: Any) -> None:
   if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
     raise ValueError(f"{name} must be a positive integer, got {name}={steps!r}")
 
@@ -224,8 +224,8 @@ def _short(v: np.ndarray) -> str:
 
 
 def _check_common(x, y, norm, steps):
-  _check_norm(norm)
-  _check_steps("steps", steps)
+  check_norm(norm)
+  check_positive_int("steps", steps)
   x, y = jnp.asarray(x), jnp.asarray(y)
   if x.ndim < 2:
     raise ValueError(f"x must be a batch with a leading example axis (ndim >= 2), got shape "
@@ -322,7 +322,7 @@ def apgd_checkpoints(steps: int) -> list[int]:
   Periods start at ``max(int(0.22 N), 1)`` and shrink by ``max(int(0.03 N), 1)`` per check to
   at least ``max(int(0.06 N), 1)`` (fra31/auto-attack's integer rounding of ``p_j``).
   """
-  _check_steps("steps", steps)
+  check_positive_int("steps", steps)
   k = max(int(0.22 * steps), 1)
   decr, k_min = max(int(0.03 * steps), 1), max(int(0.06 * steps), 1)
   out, t = [], 0
@@ -427,7 +427,7 @@ def apgd(logits_fn: LogitsFn, x: jax.Array, y: jax.Array, key: jax.Array, *, eps
   per-example losses``.
   """
   x, y = _check_common(x, y, norm, steps)
-  _check_steps("restarts", restarts)
+  check_positive_int("restarts", restarts)
   if not 0.0 < float(rho) < 1.0:
     raise ValueError(f"rho must lie in (0, 1), got rho={rho!r}")
   if not 0.0 < float(momentum) <= 1.0:
