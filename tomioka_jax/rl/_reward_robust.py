@@ -561,8 +561,14 @@ def policy_evaluation(P: ArrayLike, r: ArrayLike, gamma: float, policy: ArrayLik
   P, r = _check_mdp(P, r, gamma)
   _check_lam(lam)
   policy = _check_policy(policy, r.shape, P.dtype)
-  penalty = _kl(policy, _check_pi0(pi0, r.shape, entropy, P.dtype))
-  r_pi = jnp.sum(policy * r, axis=-1) - lam * penalty
+  reference = _check_pi0(pi0, r.shape, entropy, P.dtype)
+  return _evaluate(P, r.astype(P.dtype), jnp.asarray(gamma, P.dtype), policy,
+                   jnp.asarray(lam, P.dtype), reference)
+
+
+@jax.jit
+def _evaluate(P, r, gamma, policy, lam, reference):
+  r_pi = jnp.sum(policy * r, axis=-1) - lam * _kl(policy, reference)
   eye = jnp.eye(P.shape[0], dtype=P.dtype)
   v = jnp.linalg.solve(eye - gamma * _transition_under(P, policy), r_pi)
   return PolicyValues(_q_of(P, r, gamma, v), v)
@@ -584,6 +590,11 @@ def occupancy_measure(P: ArrayLike, gamma: float, mu0: ArrayLike,
   _check_gamma(gamma)
   mu0 = _check_mu0(mu0, P.shape[0], P.dtype)
   policy = _check_policy(policy, P.shape[:2], P.dtype)
+  return _occupancy(P, jnp.asarray(gamma, P.dtype), mu0, policy)
+
+
+@jax.jit
+def _occupancy(P, gamma, mu0, policy):
   eye = jnp.eye(P.shape[0], dtype=P.dtype)
   d_s = jnp.linalg.solve(eye - gamma * _transition_under(P, policy).T, mu0)
   return d_s[:, None] * policy
@@ -704,16 +715,25 @@ def solve_policy_regularized(P: ArrayLike, r: ArrayLike, gamma: float, mu0: Arra
   the feasibility residuals that certify it (see :class:`RegularizedSolution`).
   """
   P, r = _check_mdp(P, r, gamma)
+  r = r.astype(P.dtype)
   mu0 = _check_mu0(mu0, P.shape[0], P.dtype)
-  sol = soft_value_iteration(P, r, gamma, lam, pi0, entropy=entropy, tol=tol,
-                             max_iters=max_iters)
+  _check_lam(lam)
+  if max_iters < 1:
+    raise ValueError(f"max_iters must be >= 1, got {max_iters}")
   pi0_full = _check_pi0(pi0, r.shape, entropy, P.dtype)
-  d = occupancy_measure(P, gamma, mu0, sol.policy)
+  gamma = jnp.asarray(gamma, P.dtype)
   lam = jnp.asarray(lam, P.dtype)
-  primal = jnp.sum(r * d) - _policy_omega(d, pi0_full, lam)
+  tol = _default_tol(r, gamma, lam) if tol is None else jnp.asarray(tol, P.dtype)
+  return _policy_regularized(P, r, gamma, mu0, lam, pi0_full, tol, int(max_iters))
+
+
+@functools.partial(jax.jit, static_argnames=("max_iters",))
+def _policy_regularized(P, r, gamma, mu0, lam, pi0, tol, max_iters):
+  sol = _soft_vi(P, r, gamma, lam, pi0, tol, max_iters)
+  d = _occupancy(P, gamma, mu0, sol.policy)
+  primal = jnp.sum(r * d) - _policy_omega(d, pi0, lam)
   dual = jnp.dot(mu0, sol.v)
-  q = _q_of(P, r, gamma, sol.v)
-  v_backup, _ = _backup(q, pi0_full, lam)
+  v_backup, _ = _backup(_q_of(P, r, gamma, sol.v), pi0, lam)
   delta = sol.q - sol.v[:, None]
   return RegularizedSolution(
       d=d, v=sol.v, policy=sol.policy, perturbation=delta, worst_case_reward=r - delta,
@@ -771,7 +791,13 @@ def _occupancy_kl_newton(P, r, gamma, mu0, lam, d0, tol, max_iters):
                                             jnp.asarray(False)))
   adv = advantage(v)
   d = d0 * jnp.exp(adv / lam)
-  return v, d, adv, it
+  primal = jnp.sum(r * d) - lam * jnp.sum(xlogy(d, d) - xlogy(d, d0) - d + d0)
+  dual = jnp.dot(mu0, v) + lam * jnp.sum(d0 * jnp.expm1(adv / lam))
+  return RegularizedSolution(
+      d=d, v=v, policy=d / jnp.sum(d, axis=1, keepdims=True), perturbation=adv,
+      worst_case_reward=r - adv, primal_value=primal, dual_value=dual, gap=dual - primal,
+      flow_residual=jnp.max(jnp.abs(flow_residual(P, gamma, mu0, d))),
+      dual_violation=jnp.zeros((), P.dtype), iterations=it)
 
 
 def solve_occupancy_regularized(P: ArrayLike, r: ArrayLike, gamma: float, mu0: ArrayLike,
@@ -819,16 +845,8 @@ def solve_occupancy_regularized(P: ArrayLike, r: ArrayLike, gamma: float, mu0: A
   lam_a = jnp.asarray(lam, P.dtype)
   if tol is None:
     tol = 1e4 * jnp.finfo(P.dtype).eps / (1.0 - gamma_a)
-  v, d, adv, it = _occupancy_kl_newton(P, r, gamma_a, mu0, lam_a, d0,
-                                       jnp.asarray(tol, P.dtype), int(max_iters))
-  d_s = jnp.sum(d, axis=1, keepdims=True)
-  primal = jnp.sum(r * d) - occupancy_kl_regularizer(d, d0, lam_a)
-  dual = jnp.dot(mu0, v) + occupancy_kl_conjugate(adv, d0, lam_a)
-  return RegularizedSolution(
-      d=d, v=v, policy=d / d_s, perturbation=adv, worst_case_reward=r - adv,
-      primal_value=primal, dual_value=dual, gap=dual - primal,
-      flow_residual=jnp.max(jnp.abs(flow_residual(P, gamma_a, mu0, d))),
-      dual_violation=jnp.zeros((), P.dtype), iterations=it)
+  return _occupancy_kl_newton(P, r, gamma_a, mu0, lam_a, d0, jnp.asarray(tol, P.dtype),
+                              int(max_iters))
 
 
 # ----------------------------------------------------------------------------- the exact LP
