@@ -1,0 +1,382 @@
+"""Periodic adversarial scheduling (PAS) against vanilla adversarial training, over a grid of
+learning rates; the top Hessian eigenvalue of adversarially trained models against epsilon.
+
+Paper: Liu, Salzmann, Lin, Tomioka, Süsstrunk, "On the Loss Landscape of Adversarial
+Training: Identifying Challenges and How to Overcome Them", NeurIPS 2020 (arXiv 2006.08403).
+Reference code: liuchen11/AdversaryLossLandscape.
+
+Both methods train the same network by PGD adversarial training (l_inf, target eps, PGD step
+eps/4, random start within one step) with SGD (momentum 0.9) for ``epochs`` epochs, at each
+learning rate of the grid and several seeds:
+
+* vanilla: constant eps; the plain step learning rate (x0.1 at 50 % and 75 % of training,
+  the reference's plain schedule);
+* PAS: three cycles ending at 50 %, 75 % and 100 % of training (the reference's 100/150/200);
+  in each, the cosine eps warm-up from 0 with eps_max = 2 x target, clipped at the target
+  (reached at mid-cycle), and the periodic learning rate (x0.1 at 50 % and 75 % of each
+  cycle); evaluated as the ensemble of the three end-of-cycle models (mean softmax).
+
+Every (method, learning rate, seed) run is one lane of one compiled program
+(``robust.make_pas_trainer`` over ``core.make_scan_trainer``; the optimizer is built inside the
+``vmap``-ed function). Evaluation: clean accuracy and robust accuracy on test points under
+PGD (``pgd_steps``, step eps/4, random start) and APGD-CE (``apgd_steps``, one restart), the
+ensemble attacked as one model (through log of its mean softmax, as the reference's
+``attack_list``). Sensitivity to the learning rate: the spread (max - min over the grid) of the
+seed-averaged robust accuracy. Curvature: vanilla models trained at increasing eps, the top
+eigenvalue of the Hessian of the adversarial training loss (PGD points of the final model,
+held fixed) by Lanczos (``robust.hessian_top_eigenvalues``).
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from benchmarks import _harness
+from tomioka_jax import core
+from tomioka_jax import data
+from tomioka_jax import robust
+
+PAPER = ("Liu, Salzmann, Lin, Tomioka, Süsstrunk 2020 (On the Loss Landscape of Adversarial "
+         "Training, NeurIPS, arXiv 2006.08403)")
+NAME = "pas"
+
+CONFIGS = {
+    # dataset; model ("mlp": 2 hidden layers of `width`; "cnn": LeNet-style, conv widths
+    # width/2, width and a dense layer of 2 width); train/test examples (None: all); target eps
+    # (l_inf, pixels in [0, 1]); epochs; SGD learning-rate grid; seeds; PGD steps in training;
+    # evaluation attack steps; eps grid and Lanczos steps of the curvature study.
+    "smoke": {"dataset": "digits", "model": "mlp", "width": 16, "train_examples": 256,
+              "test_examples": 64, "eps": 0.1, "epochs": 4, "lrs": (0.03, 0.3), "seeds": 1,
+              "train_steps": 2, "pgd_steps": 3, "apgd_steps": 3, "batch": 64,
+              "hessian_eps": (0.0, 0.1), "hessian_examples": 64, "lanczos_steps": 5},
+    "quick": {"dataset": "digits", "model": "mlp", "width": 64, "train_examples": None,
+              "test_examples": 450, "eps": 0.1, "epochs": 40, "lrs": (0.01, 0.03, 0.1, 0.3),
+              "seeds": 2, "train_steps": 5, "pgd_steps": 20, "apgd_steps": 20, "batch": 64,
+              "hessian_eps": (0.0, 0.05, 0.1, 0.2), "hessian_examples": 512,
+              "lanczos_steps": 20},
+    "full": {"dataset": "fashion_mnist", "model": "cnn", "width": 16, "train_examples": 10000,
+             "test_examples": 1000, "eps": 0.1, "epochs": 20, "lrs": (0.01, 0.03, 0.1, 0.3),
+             "seeds": 2, "train_steps": 5, "pgd_steps": 20, "apgd_steps": 20, "batch": 128,
+             "hessian_eps": (0.0, 0.05, 0.1, 0.2), "hessian_examples": 512,
+             "lanczos_steps": 20},
+}
+
+HEADLINE = (
+    "({mode}, {dataset}): over SGD learning rates {lrs}, the robust accuracy (APGD-CE, eps "
+    "{eps}) of vanilla adversarial training spans {van_lo:.3f}-{van_hi:.3f} and PAS's "
+    "end-of-cycle ensemble {pas_lo:.3f}-{pas_hi:.3f} (mean {van_mean:.3f} vs {pas_mean:.3f}); "
+    "top Hessian eigenvalue {eig_lo:.2f} at eps = 0 to {eig_hi:.2f} at eps = {eps_hi}")
+
+NOTES = """\
+Data: {source}, {n_train} training and {n_test} test images in [0, 1]; model: {model} (width
+{width}); eps = {eps} (l_inf); {epochs} epochs, batch {batch}, SGD with momentum 0.9; PGD with
+{train_steps} steps in training. The CPU scale is far below the paper's (MNIST LeNet for 100
+epochs, CIFAR-10 ResNet/VGG for 200 epochs); the learning-rate grid and the number of seeds
+({seeds}) are small, so differences of a few points are within the seed noise (the table gives
+the seed standard deviation). Robust accuracy counts a clean mistake as a success of the
+attack. 'PAS last' is the final single model of the PAS run, 'PAS ens.' the ensemble of its
+{n_snaps} end-of-cycle models. The eigenvalue is of the Hessian of the mean cross-entropy on
+{hessian_examples} training points at PGD points of each model (Lanczos, {lanczos_steps}
+Hessian-vector products, full reorthogonalization), for vanilla models trained at the learning
+rate {hessian_lr} and each eps. Training of all {n_runs} runs took {train_s:.0f} s, evaluation
+{eval_s:.0f} s, the curvature study {hess_s:.0f} s (compilation included)."""
+
+
+class LeNet(nnx.Module):
+  """LeNet as in the reference's MNIST model at a width factor: two 5x5 convolutions with
+  2x2 max pooling and one hidden dense layer."""
+
+  def __init__(self, width: int, num_classes: int, *, rngs: nnx.Rngs, in_hw: int = 28):
+    c1, c2, h = max(width // 2, 1), width, 2 * width
+    self.conv1 = nnx.Conv(1, c1, (5, 5), padding="SAME", rngs=rngs)
+    self.conv2 = nnx.Conv(c1, c2, (5, 5), padding="SAME", rngs=rngs)
+    self.fc = nnx.Linear(c2 * (in_hw // 4) ** 2, h, rngs=rngs)
+    self.out = nnx.Linear(h, num_classes, rngs=rngs)
+
+  def __call__(self, x):
+    pool = lambda z: nnx.max_pool(z, (2, 2), strides=(2, 2))  # noqa: E731
+    x = pool(jax.nn.relu(self.conv1(x)))
+    x = pool(jax.nn.relu(self.conv2(x)))
+    x = jnp.reshape(x, (x.shape[0], -1))
+    return self.out(jax.nn.relu(self.fc(x)))
+
+
+def _load(config: dict):
+  train, test = data.load(config["dataset"], "train"), data.load(config["dataset"], "test")
+  n = min(config["train_examples"] or len(train.y), len(train.y))
+  m = min(config["test_examples"] or len(test.y), len(test.y))
+  rng = np.random.default_rng(0)
+  itr = rng.permutation(len(train.y))[:n]
+  ite = rng.permutation(len(test.y))[:m]
+  tr = {"x": train.x[itr].astype(np.float32), "y": train.y[itr].astype(np.int32)}
+  te = {"x": test.x[ite].astype(np.float32), "y": test.y[ite].astype(np.int32)}
+  if config["model"] == "mlp":
+    tr["x"], te["x"] = tr["x"].reshape(n, -1), te["x"].reshape(m, -1)
+  return tr, te, train.source
+
+
+def _model(config: dict, in_shape, seed: int) -> nnx.Module:
+  rngs = nnx.Rngs(seed)
+  if config["model"] == "mlp":
+    return core.MLP(int(np.prod(in_shape)), (config["width"],) * 2, 10, rngs=rngs)
+  return LeNet(config["width"], 10, rngs=rngs, in_hw=in_shape[0])
+
+
+def _cycles(epochs: int) -> tuple[int, ...]:
+  return (epochs // 2, (3 * epochs) // 4, epochs)
+
+
+def _make_run(config: dict, graphdef, tr: dict):
+  """``run(params, model_state, key, lr, pas) -> (params, snapshots, metrics)``: one lane."""
+  epochs, batch = config["epochs"], config["batch"]
+  steps_per_epoch = len(tr["y"]) // batch
+  ckpts = _cycles(epochs)
+  eps = config["eps"]
+  pas_eps = robust.pas_eps_schedule(eps, ckpts=ckpts, warmup="cosine", ratio=2.0)
+  loss_fn = robust.make_adversarial_loss(steps=config["train_steps"], step_ratio=0.25,
+                                         lower=0.0, upper=1.0)
+
+  def run(params, model_state, key, lr, pas_flag):
+    def lr_factor(e):
+      periodic = robust.cycle_jump(e, ckpts=(0,) + ckpts, start=1.0, power=0.1,
+                                   drop_points=(0.5, 0.75))
+      plain = robust.step_decay(e, start=1.0, drops=(epochs / 2, 3 * epochs / 4), factor=0.1)
+      return jnp.where(pas_flag, periodic, plain)
+
+    schedule = robust.optax_schedule(lambda e: lr * lr_factor(e), steps_per_epoch)
+    opt = optax.sgd(schedule, momentum=0.9)
+    eps_schedule = lambda e: jnp.where(pas_flag, pas_eps(e), eps)  # noqa: E731
+    train = robust.make_pas_trainer(graphdef, loss_fn, opt, eps_schedule=eps_schedule,
+                                    batch_size=batch, epochs=epochs, snapshot_epochs=ckpts)
+    k1, k2 = jax.random.split(key)
+    state = core.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                            model_state=model_state, opt_state=opt.init(params), rng=k1)
+    state, metrics, snaps = train(state, tr, k2)
+    return state.params, snaps, metrics
+
+  return run
+
+
+def _evaluate(config: dict, graphdef, model_state, te: dict):
+  """``evaluate(params, snaps, key) -> accuracies`` of the final model and the ensemble."""
+  x, y, eps = jnp.asarray(te["x"]), jnp.asarray(te["y"]), config["eps"]
+
+  def accs(logits_fn, key):
+    k1, k2 = jax.random.split(key)
+    xp = robust.pgd(logits_fn, x, y, k1, eps=eps, steps=config["pgd_steps"], lower=0.0,
+                    upper=1.0)
+    xa = robust.apgd_ce(logits_fn, x, y, k2, eps=eps, steps=config["apgd_steps"], lower=0.0,
+                        upper=1.0)
+    clean = jnp.mean((jnp.argmax(logits_fn(x), -1) == y).astype(jnp.float32))
+    return jnp.stack([clean, robust.robust_accuracy(logits_fn, x, y, xp),
+                      robust.robust_accuracy(logits_fn, x, y, xa)])
+
+  def evaluate(params, snaps, key):
+    single = accs(lambda z: nnx.merge(graphdef, params, model_state)(z), key)
+    ens = accs(robust.ensemble_logits(graphdef, snaps, model_state), key)
+    return jnp.stack([single, ens])  # (2: final / ensemble, 3: clean / PGD / APGD)
+
+  return evaluate
+
+
+def _curvature(config: dict, graphdef, model_state, tr: dict, params0, hessian_lr: float):
+  """Top Hessian eigenvalue of the adversarial loss of vanilla models trained at each eps."""
+  epochs, batch = config["epochs"], config["batch"]
+  steps_per_epoch = len(tr["y"]) // batch
+  m = config["hessian_examples"]
+  xh, yh = jnp.asarray(tr["x"][:m]), jnp.asarray(tr["y"][:m])
+  loss_fn = robust.make_adversarial_loss(steps=config["train_steps"], step_ratio=0.25,
+                                         lower=0.0, upper=1.0)
+
+  def one(eps, key):
+    schedule = robust.optax_schedule(
+        lambda e: hessian_lr * robust.step_decay(e, start=1.0, drops=(epochs / 2,
+                                                                      3 * epochs / 4)),
+        steps_per_epoch)
+    opt = optax.sgd(schedule, momentum=0.9)
+    train = robust.make_pas_trainer(graphdef, loss_fn, opt, eps_schedule=lambda e: eps,
+                                    batch_size=batch, epochs=epochs)
+    k1, k2, k3, k4 = jax.random.split(key, 4)
+    state = core.TrainState(step=jnp.zeros((), jnp.int32), params=params0,
+                            model_state=model_state, opt_state=opt.init(params0), rng=k1)
+    state, _, _ = train(state, tr, k2)
+    f = lambda p: nnx.merge(graphdef, p, model_state)  # noqa: E731
+    xa = robust.pgd(f(state.params), xh, yh, k3, eps=eps, steps=config["pgd_steps"],
+                    lower=0.0, upper=1.0)
+    xa = jax.lax.stop_gradient(xa)
+    loss = lambda p: jnp.mean(robust.logit_cross_entropy(f(p)(xa), yh))  # noqa: E731
+    top = robust.hessian_top_eigenvalues(loss, state.params, 1, key=k4,
+                                         steps=config["lanczos_steps"])[0]
+    gnorm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(jax.grad(loss)(state.params))))
+    return top, gnorm, loss(state.params)
+
+  eps = jnp.asarray(config["hessian_eps"], jnp.float32)
+  keys = jax.random.split(jax.random.key(11), len(config["hessian_eps"]))
+  return jax.jit(jax.vmap(one))(eps, keys)
+
+
+def experiment(config: dict) -> dict:
+  tr, te, source = _load(config)
+  lrs, seeds = tuple(config["lrs"]), config["seeds"]
+  models = [_model(config, tr["x"].shape[1:], s) for s in range(seeds)]
+  graphdef, _, model_state = nnx.split(models[0], nnx.Param, ...)
+  params = [nnx.split(m, nnx.Param, ...)[1] for m in models]
+  # lanes: method (vanilla, PAS) x learning rate x seed
+  grid = [(p, lr, s) for p in (0, 1) for lr in lrs for s in range(seeds)]
+  stack = lambda trees: jax.tree.map(lambda *v: jnp.stack(v), *trees)  # noqa: E731
+  lane_params = stack([params[s] for _, _, s in grid])
+  lane_keys = jax.random.split(jax.random.key(0), len(grid))
+  lane_lr = jnp.asarray([lr for _, lr, _ in grid], jnp.float32)
+  lane_pas = jnp.asarray([bool(p) for p, _, _ in grid])
+
+  run = _make_run(config, graphdef, tr)
+  t0 = time.perf_counter()
+  final, snaps, metrics = jax.jit(jax.vmap(run, in_axes=(0, None, 0, 0, 0)))(
+      lane_params, model_state, lane_keys, lane_lr, lane_pas)
+  jax.block_until_ready(final)
+  train_s = time.perf_counter() - t0
+
+  evaluate = _evaluate(config, graphdef, model_state, te)
+  t0 = time.perf_counter()
+  acc = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))(final, snaps, jax.random.key(1))
+  acc = np.asarray(acc)  # (lanes, 2, 3)
+  eval_s = time.perf_counter() - t0
+
+  hessian_lr = lrs[len(lrs) // 2]
+  t0 = time.perf_counter()
+  top, gnorm, adv_loss = _curvature(config, graphdef, model_state, tr, params[0], hessian_lr)
+  top, gnorm, adv_loss = np.asarray(top), np.asarray(gnorm), np.asarray(adv_loss)
+  hess_s = time.perf_counter() - t0
+
+  shape = (2, len(lrs), seeds)
+  return {
+      "source": source, "n_train": len(tr["y"]), "n_test": len(te["y"]),
+      "acc": acc.reshape(shape + (2, 3)),  # method, lr, seed, (final, ensemble), metric
+      "train_loss": np.asarray(metrics["loss"]).reshape(shape + (-1,)),
+      "train_eps": np.asarray(metrics["eps"]).reshape(shape + (-1,))[0, 0, 0],
+      "pas_eps": np.asarray(metrics["eps"]).reshape(shape + (-1,))[1, 0, 0],
+      "hessian_top": top, "hessian_grad_norm": gnorm, "hessian_adv_loss": adv_loss,
+      "hessian_lr": hessian_lr, "train_s": train_s, "eval_s": eval_s, "hess_s": hess_s,
+  }
+
+
+def _summary(exp: dict) -> dict:
+  """Seed means per method and learning rate: vanilla (final model), PAS last, PAS ensemble."""
+  acc = np.asarray(exp["acc"])
+  rows = {"vanilla": acc[0, :, :, 0, :], "PAS last": acc[1, :, :, 0, :],
+          "PAS ens.": acc[1, :, :, 1, :]}
+  return {k: (v.mean(axis=1), v.std(axis=1)) for k, v in rows.items()}  # (lr, metric)
+
+
+def claims(config: dict, exp: dict, times: dict) -> list[_harness.Claim]:
+  s = _summary(exp)
+  van, pas = s["vanilla"][0], s["PAS ens."][0]
+  spread_v = {m: float(van[:, m].max() - van[:, m].min()) for m in (1, 2)}
+  spread_p = {m: float(pas[:, m].max() - pas[:, m].min()) for m in (1, 2)}
+  less_sensitive = spread_p[2] < spread_v[2]
+  better = float(pas[:, 2].mean()) >= float(van[:, 2].mean())
+  acc = np.asarray(exp["acc"])
+  gap = float(np.max(acc[..., 2] - acc[..., 1]))
+  apgd_stronger = gap <= 0.01
+  top = np.asarray(exp["hessian_top"])
+  increasing = bool(np.all(np.diff(top) > 0))
+  eps_list = ", ".join(f"{e:g}" for e in config["hessian_eps"])
+  return [
+      _harness.Claim(
+          "PAS is much less sensitive to the learning rate than vanilla adversarial training: "
+          "smaller spread (max - min over the learning-rate grid) of APGD-CE robust accuracy",
+          "qualitative (Sec. 5)",
+          f"spread {spread_p[2]:.3f} (PAS ens.) vs {spread_v[2]:.3f} (vanilla); PGD: "
+          f"{spread_p[1]:.3f} vs {spread_v[1]:.3f}",
+          less_sensitive,
+          reason="" if less_sensitive else "PAS's spread over the learning rates is not smaller"),
+      _harness.Claim(
+          "PAS (end-of-cycle ensemble) is at least as robust as vanilla adversarial training "
+          "(APGD-CE accuracy averaged over the learning-rate grid)",
+          "Table 1 (PAS > vanilla)",
+          f"{pas[:, 2].mean():.3f} vs {van[:, 2].mean():.3f}", better,
+          reason="" if better else "vanilla's mean robust accuracy is higher"),
+      _harness.Claim(
+          "APGD-CE is at least as strong as PGD with the same number of iterations (robust "
+          "accuracy not higher by more than 0.01 on any model)",
+          "Croce & Hein 2020",
+          f"largest APGD - PGD accuracy gap {gap:+.3f}", apgd_stronger,
+          reason="" if apgd_stronger else "APGD left some model more robust than PGD did"),
+      _harness.Claim(
+          "larger adversarial budgets give sharper minima: the top Hessian eigenvalue of the "
+          "adversarial loss increases with eps",
+          "Sec. 3 (Fig. 2)",
+          f"eps {eps_list}: " + ", ".join(f"{v:.2f}" for v in top), increasing,
+          reason="" if increasing else "the top eigenvalue is not increasing in eps"),
+  ]
+
+
+def report(config: dict, exp: dict, times: dict) -> _harness.Report:
+  s = _summary(exp)
+  lrs = config["lrs"]
+  rows = []
+  for name, (mean, std) in s.items():
+    for i, lr in enumerate(lrs):
+      rows.append((name, lr, f"{mean[i, 0]:.3f} ± {std[i, 0]:.3f}",
+                   f"{mean[i, 1]:.3f} ± {std[i, 1]:.3f}", f"{mean[i, 2]:.3f} ± {std[i, 2]:.3f}"))
+  spread = [(name, float(m[:, 2].max() - m[:, 2].min()), float(m[:, 2].mean()),
+             float(m[:, 1].max() - m[:, 1].min()), float(m[:, 1].mean()))
+            for name, (m, _) in s.items()]
+  curv = list(zip(config["hessian_eps"], np.asarray(exp["hessian_top"]).tolist(),
+                  np.asarray(exp["hessian_grad_norm"]).tolist(),
+                  np.asarray(exp["hessian_adv_loss"]).tolist()))
+  tables = [
+      "## Accuracy by learning rate (test points, mean ± sd over seeds)\n\n" +
+      _harness.markdown_table(["model", "SGD lr", "clean", "PGD", "APGD-CE"], rows),
+      "## Sensitivity to the learning rate\n\n" + _harness.markdown_table(
+          ["model", "APGD spread", "APGD mean", "PGD spread", "PGD mean"], spread),
+      "## Curvature against eps (vanilla, lr {})\n\n".format(exp["hessian_lr"]) +
+      _harness.markdown_table(["eps", "top Hessian eigenvalue", "gradient norm",
+                               "adversarial loss"], curv),
+  ]
+  van, pas = s["vanilla"][0][:, 2], s["PAS ens."][0][:, 2]
+  top = np.asarray(exp["hessian_top"])
+  n_runs = 2 * len(lrs) * config["seeds"]
+  return _harness.Report(
+      tables=tables, figure=_figure(config, exp, s),
+      notes=NOTES.format(**{**config, **exp}, n_snaps=len(_cycles(config["epochs"])),
+                         n_runs=n_runs),
+      headline=HEADLINE.format(mode=config["mode"], dataset=config["dataset"],
+                               lrs="/".join(f"{v:g}" for v in lrs), eps=config["eps"],
+                               van_lo=van.min(), van_hi=van.max(), pas_lo=pas.min(),
+                               pas_hi=pas.max(), van_mean=van.mean(), pas_mean=pas.mean(),
+                               eig_lo=top[0], eig_hi=top[-1],
+                               eps_hi=config["hessian_eps"][-1]))
+
+
+def _figure(config: dict, exp: dict, s: dict):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+  lrs = np.asarray(config["lrs"])
+  styles = {"vanilla": ("C0", "o-"), "PAS last": ("C1", "s--"), "PAS ens.": ("C3", "^-")}
+  for name, (mean, std) in s.items():
+    c, fmt = styles[name]
+    axes[0].errorbar(lrs, mean[:, 2], yerr=std[:, 2], fmt=fmt, color=c, label=name, capsize=3)
+    axes[0].plot(lrs, mean[:, 1], ":", color=c, alpha=0.6)
+  axes[0].set(xscale="log", xlabel="SGD learning rate",
+              ylabel="robust accuracy (APGD-CE; dotted: PGD)",
+              title=f"eps = {config['eps']}, {config['dataset']}")
+  axes[0].legend()
+  epochs = np.arange(config["epochs"])
+  axes[1].plot(epochs, exp["train_eps"], "C0-", label="vanilla eps")
+  axes[1].plot(epochs, exp["pas_eps"], "C3-", label="PAS eps (cosine warm-up per cycle)")
+  axes[1].set(xlabel="epoch", ylabel="eps", title="training budget")
+  axes[1].legend(fontsize=8)
+  axes[2].plot(config["hessian_eps"], exp["hessian_top"], "ko-")
+  axes[2].set(xlabel="training eps", ylabel="top Hessian eigenvalue",
+              title="curvature of the adversarial loss")
+  fig.tight_layout()
+  return fig
