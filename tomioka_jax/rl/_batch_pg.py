@@ -541,14 +541,19 @@ def _critic_values(model: ActorCritic, feats: jax.Array, logp: jax.Array, mask: 
 
 
 def make_batch_pg_loss(*, baseline: str = "constant", gamma: float = 1.0, lam: float = 1.0,
-                       alpha: float = 0.05, beta: float = 0.05, end_token: int = 0,
+                       alpha: float = 0.01, beta: float = 0.01, end_token: int = 0,
                        constant: float | jax.Array | None = None) -> LossFn:
   """The off-policy BPG loss for :func:`tomioka_jax.core.make_scan_trainer` on a fixed batch.
 
   The batch is ``{"tokens": (B, T), "behaviour_log_probs": (B, T), "reward": (B,)}`` drawn
   from :math:`q` with (noisy) rewards. ``baseline="constant"`` uses ``constant`` (default:
   the minibatch's mean reward) for :math:`V`; ``"gtd"`` uses the model's linear critic,
-  updated by GTD(lambda) on each minibatch with the current ratios.
+  updated by GTD(lambda) on each minibatch with the current ratios (``alpha``, ``beta``).
+
+  GTD(lambda)'s trace carries products of untruncated ratios: with ``lam`` near 1 and a
+  policy far from :math:`q` it can diverge (``benchmarks/batch_pg.py`` saw NaN at
+  ``lam = 1`` and at step sizes 0.05; ``lam = 0.5`` with 0.005 was stable). Keep the step
+  sizes small.
   """
   if baseline not in BASELINES:
     raise ValueError(f"baseline must be one of {BASELINES}, got {baseline!r}")
@@ -602,8 +607,8 @@ def make_reinforce_loss(score: Callable[[jax.Array, jax.Array], jax.Array], *,
 
 def make_actor_critic_loss(score: Callable[[jax.Array, jax.Array], jax.Array], *,
                            batch_size: int, length: int, noise: float = 0.0,
-                           gamma: float = 1.0, lam: float = 0.5, alpha: float = 0.05,
-                           beta: float = 0.05, end_token: int = 0) -> LossFn:
+                           gamma: float = 1.0, lam: float = 0.5, alpha: float = 0.01,
+                           beta: float = 0.01, end_token: int = 0) -> LossFn:
   """Online actor-critic for :func:`tomioka_jax.core.make_sampler_trainer`.
 
   Each step draws fresh sequences from the current policy, updates the linear critic by
