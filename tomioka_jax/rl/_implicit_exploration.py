@@ -96,7 +96,8 @@ class DQNConfig:
   The defaults are a reconstruction (the paper's PDF was not available to us): one
   environment and one gradient step of 32 transitions per environment step, as in classic
   DQN on control tasks; Adam 1e-3, two hidden layers of 64 units, a hard target copy every
-  200 steps; with these a greedy ReLU network solves MountainCar-v0 within 1e5 steps.
+  200 steps. With these, greedy one-hidden-layer networks reach MountainCar-v0's goal in over
+  90% of the late episodes of 2e5-step runs (``benchmarks/implicit_exploration.py``).
 
   Attributes:
     num_envs: parallel environments per run.
