@@ -139,7 +139,8 @@ PAPERS = [
           ''),
     Paper('Batch Policy Gradient Methods for Improving Neural Conversation Models (Kandasamy, '
           'Bachrach, Tomioka et al.)',
-          2017, '`rl.batch_pg`', 'planned', '',
+          2017, '`rl` (`lambda_returns`, `batch_policy_gradient_loss`, `gtd_lambda`, '
+          '`TokenPolicy`, `make_batch_pg_loss`)', 'available', 'batch_pg',
           ''),
     Paper('Geometry of Optimization and Implicit Regularization in Deep Learning (Neyshabur, '
           'Tomioka, Salakhutdinov, Srebro)',
@@ -164,8 +165,8 @@ PAPERS = [
           ''),
     Paper('Depth and nonlinearity induce implicit exploration for RL (Dauparas, Tomioka, '
           'Hofmann)',
-          2018, '`rl.implicit_exploration`', 'planned', '',
-          ''),
+          2018, '`rl` (`make_dqn`, `DQNConfig`, `learning_curve`)', 'available',
+          'implicit_exploration', ''),
     Paper('Continuous Hierarchical Representations with Poincaré Variational Auto-Encoders '
           '(Mathieu, Le Lan, Maddison et al.)',
           2019, '`generative.pvae`', 'reproduced', 'pvae_tree+pvae_digits+pvae',
@@ -180,8 +181,8 @@ PAPERS = [
           2020, '`robust.pas`', 'planned', '',
           ''),
     Paper('Regularized Policies are Reward Robust (Husain, Ciosek, Tomioka)',
-          2021, '`rl.reward_robust`', 'planned', '',
-          ''),
+          2021, '`rl` (`soft_value_iteration`, `worst_case_reward`, `occupancy_lp`, '
+          '`solve_occupancy_regularized`)', 'reproduced', 'reward_robust', ''),
     Paper('An Information-theoretic Approach to Distribution Shifts (Federici, Tomioka, Forré)',
           2021, '`representation` (`fit_discrete_encoder`, `cmnist_distribution`, '
           '`mutual_information`, `irm_penalty`, `vrex_penalty`; the neural sweep is planned)',
