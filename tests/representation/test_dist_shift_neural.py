@@ -23,9 +23,10 @@ from tomioka_jax.representation import _dist_shift_neural as dn
 @pytest.mark.parametrize("variant", ds.CMNIST_VARIANTS)
 def test_colored_digits_follow_the_discrete_process(variant):
   n_train, n_test = 30000, 10000
-  split = dn.colored_digits(variant, 3, num_train=n_train, num_test=n_test)
+  split = dn.colored_digits(variant, 3, num_train=n_train, num_valid=n_train, num_test=n_test)
   joint = np.asarray(ds.cmnist_distribution(variant), np.float64)
   for part, table, n, envs in ((split.train, joint[:2], n_train, (0, 1)),
+                               (split.valid, joint[:2], n_train, (0, 1)),
                                (split.test, joint[2:], n_test, (2,))):
     table = table / table.sum()
     counts = np.zeros(table.shape)
@@ -41,7 +42,8 @@ def test_colored_digits_follow_the_discrete_process(variant):
         assert abs(np.mean(part.c[m] == part.y[m]) - match) < 0.01
     assert np.all(np.isin(part.e, envs))
   # the picture: an image of class d in channel c, the other channel empty
-  for part, split_name in ((split.train, "train"), (split.test, "test")):
+  for part, split_name in ((split.train, "train"), (split.valid, "train"),
+                           (split.test, "test")):
     pool = data_lib.load_digits(split_name)
     images = {(img.tobytes(), int(k)) for img, k in zip(pool.x[..., 0], pool.y)}
     idx = np.arange(200)
@@ -217,7 +219,7 @@ def _toy_split(n=512, seed=0, y_depends_on_e=False):
   x = np.stack([y + 0.3 * rng.standard_normal(n), e + 0.3 * rng.standard_normal(n)], 1)
   part = dn.ColoredDigits(x=x.reshape(n, 2, 1, 1).astype(np.float32), y=y.astype(np.int32),
                           e=e.astype(np.int32), c=np.zeros(n, np.int32), d=np.zeros(n, np.int32))
-  return dn.ColoredDigitsSplit(train=part, test=part, source="toy")
+  return dn.ColoredDigitsSplit(train=part, valid=part, test=part, source="toy")
 
 
 _SMALL = dict(z_dim=4, encoder_hidden=(16,), predictor_hidden=(8,), discriminator_hidden=(16,),
@@ -284,7 +286,7 @@ def test_alternating_steps_are_k_discriminator_steps_then_one_encoder_step():
 
 
 def test_training_decreases_the_loss_and_vmap_matches_separate_runs():
-  split = dn.colored_digits("CMNIST", 0, num_train=1024, num_test=256)
+  split = dn.colored_digits("CMNIST", 0, num_train=1024, num_valid=256, num_test=256)
   kw = dict(steps=80, eval_every=40, beta_warmup=40, beta_increment=1e-3, **_SMALL)
   both = dn.train_dist_shift("VREx", split, seeds=(0, 1), **kw)
   one = dn.train_dist_shift("VREx", split, seeds=(1,), **kw)
@@ -292,7 +294,8 @@ def test_training_decreases_the_loss_and_vmap_matches_separate_runs():
   np.testing.assert_allclose(both.beta, [1e-5, 1e-5 + 39e-3], rtol=1e-5)
   assert np.all(both.train_cross_entropy[:, -1] < 0.6)            # from log 2 = 0.693
   assert np.all(both.test_cross_entropy[:, -1] > both.train_cross_entropy[:, -1])  # colour
-  for field in ("train_cross_entropy", "test_cross_entropy", "loss", "regularization"):
+  for field in ("train_cross_entropy", "valid_cross_entropy", "test_cross_entropy", "loss",
+                "regularization"):
     np.testing.assert_allclose(getattr(both, field)[1], getattr(one, field)[0], rtol=2e-4,
                                atol=1e-5, err_msg=field)
 

@@ -36,9 +36,17 @@ in one of two ways:
 * ``discriminator_steps=0``: **simultaneous** gradient reversal (Ganin and Lempitsky), one
   gradient step of everything on the loss above, run by
   :func:`tomioka_jax.core.make_sampler_trainer` like the other objectives. It is ``k + 1``
-  times cheaper, but on our toy checks the game oscillates: the discriminator lags and the
-  encoder learns to fool the stale discriminator instead of removing the information (see
-  ``tests/representation/test_dist_shift_neural.py``), so alternating is the default.
+  times cheaper; alternating is the default because it is dsit's.
+
+Neither form is a reliable eraser of information: on a toy check (two input features, one a
+noisy copy of ``e``, ``y`` independent of ``e``) a discriminator trained with the encoder still
+read ``e`` off ``z`` (cross-entropy ~0.1 nats, against ``log 2`` for none) after a few hundred
+steps at ``beta`` up to 10, with 4 or 16 discriminator steps: against a fixed discriminator
+the encoder raises the cross-entropy fastest by *flipping* the environment's code (its
+cross-entropy climbs far past ``log 2``), not by erasing it, and the discriminator follows. This
+is a known weakness of the ``max CE`` game. dsit runs 64 discriminator steps at a small
+learning rate and spectrally normalises the discriminator, which may be what keeps its game
+stable; we have not tested that (no spectral normalisation here).
 
 ``beta`` follows dsit's schedule, a pure function of the step (:func:`beta_schedule`): ``1e-5``
 during a warm-up, then rising linearly; evaluating along one run therefore traces the whole
@@ -176,9 +184,18 @@ class ColoredDigits(NamedTuple):
 
 
 class ColoredDigitsSplit(NamedTuple):
-  """Training environments (0, 1) and the test environment (2), from disjoint image pools."""
+  """Training environments (0, 1) and the test environment (2), from disjoint image pools.
+
+  Attributes:
+    train: the training examples (environments 0 and 1).
+    valid: fresh draws from the training environments (the training image pool, new labels
+      and colours): the training distribution's cross-entropy without the memorised noise.
+    test: the test environment (2), on the source's test images.
+    source: where the images came from (``tomioka_jax.data``'s ``source``).
+  """
 
   train: ColoredDigits
+  valid: ColoredDigits
   test: ColoredDigits
   source: str
 
@@ -220,8 +237,8 @@ def _draw(table: np.ndarray, n: int, images: np.ndarray, classes: np.ndarray,
 
 
 def colored_digits(variant: str = "CMNIST", seed: int = 0, *, source: str = "digits",
-                   num_train: int = 4000, num_test: int = 2000, pool: int | None = None
-                   ) -> ColoredDigitsSplit:
+                   num_train: int = 4000, num_valid: int = 2000, num_test: int = 2000,
+                   pool: int | None = None) -> ColoredDigitsSplit:
   """The paper's coloured-image processes (CMNIST, d-CMNIST, y-CMNIST) on real images.
 
   Each example draws ``(e, y, c, d)`` from :func:`cmnist_distribution` (``variant``)
@@ -238,6 +255,7 @@ def colored_digits(variant: str = "CMNIST", seed: int = 0, *, source: str = "dig
       ``"fashion_mnist"`` (28x28; needs the Debian ``dataset-fashion-mnist`` files or a prepared
       TFDS copy; ``tomioka_jax.data.DatasetUnavailableError`` otherwise).
     num_train: examples from the training environments.
+    num_valid: further examples from the training environments (the ``valid`` part).
     num_test: examples from the test environment.
     pool: average-pool the images by this factor (default: 1 for digits, 2 for Fashion-MNIST,
       giving 14x14).
@@ -254,7 +272,7 @@ def colored_digits(variant: str = "CMNIST", seed: int = 0, *, source: str = "dig
     raise ValueError(f"variant must be one of {ds.CMNIST_VARIANTS}, got {variant!r}")
   if source not in IMAGE_SOURCES:
     raise ValueError(f"source must be one of {IMAGE_SOURCES}, got {source!r}")
-  _check_positive_int(num_train=num_train, num_test=num_test)
+  _check_positive_int(num_train=num_train, num_valid=num_valid, num_test=num_test)
   pool = (1 if source == "digits" else 2) if pool is None else pool
   _check_positive_int(pool=pool)
   joint = np.asarray(ds.cmnist_distribution(variant, jnp.float32), np.float64)
@@ -264,8 +282,9 @@ def colored_digits(variant: str = "CMNIST", seed: int = 0, *, source: str = "dig
   train_images, train_classes, origin = _image_pool(source, "train", pool)
   test_images, test_classes, _ = _image_pool(source, "test", pool)
   train = _draw(train_table, num_train, train_images, train_classes, rng, 0)
+  valid = _draw(train_table, num_valid, train_images, train_classes, rng, 0)
   test = _draw(test_table, num_test, test_images, test_classes, rng, 2)
-  return ColoredDigitsSplit(train=train, test=test, source=origin)
+  return ColoredDigitsSplit(train=train, valid=valid, test=test, source=origin)
 
 
 # ----------------------------------------------------------------------------- model
@@ -496,9 +515,10 @@ class DistShiftFit(NamedTuple):
   Attributes:
     steps: ``(K,)`` the step after which each evaluation ran.
     beta: ``(K,)`` the regularisation strength of the last step before each evaluation.
-    train_cross_entropy, test_cross_entropy: ``(S, K)`` nats on the training environments
-      (all training examples) and on the test environment.
-    train_accuracy, test_accuracy: ``(S, K)``.
+    train_cross_entropy, valid_cross_entropy, test_cross_entropy: ``(S, K)`` nats on the
+      training examples, on the fresh draws from the training environments (``valid``), and
+      on the test environment.
+    train_accuracy, valid_accuracy, test_accuracy: ``(S, K)``.
     train_env_cross_entropy: ``(S, K, 2)`` per training environment.
     train_env_accuracy: ``(S, K, 2)``.
     loss: ``(S, K)`` the mean training ``objective`` metric over each evaluation interval.
@@ -511,8 +531,10 @@ class DistShiftFit(NamedTuple):
   steps: np.ndarray
   beta: np.ndarray
   train_cross_entropy: np.ndarray
+  valid_cross_entropy: np.ndarray
   test_cross_entropy: np.ndarray
   train_accuracy: np.ndarray
+  valid_accuracy: np.ndarray
   test_accuracy: np.ndarray
   train_env_cross_entropy: np.ndarray
   train_env_accuracy: np.ndarray
@@ -610,9 +632,10 @@ def train_dist_shift(objective: str, data: ColoredDigitsSplit, *, steps: int,
                      seeds: Sequence[int] = (0,), eval_every: int | None = None,
                      batch_size: int = 256, learning_rate: float = 1e-3,
                      discriminator_learning_rate: float | None = None,
-                     discriminator_steps: int = 64, beta_start: float = BETA_START, beta_warmup: int = BETA_WARMUP,
-                     beta_increment: float | None = None, z_dim: int = 16,
-                     encoder_hidden: Sequence[int] = (256,), predictor_hidden: Sequence[int] = (64,),
+                     discriminator_steps: int = 64, beta_start: float = BETA_START,
+                     beta_warmup: int = BETA_WARMUP, beta_increment: float | None = None,
+                     z_dim: int = 16, encoder_hidden: Sequence[int] = (256,),
+                     predictor_hidden: Sequence[int] = (64,),
                      discriminator_hidden: Sequence[int] = (128,), dropout: float = 0.25
                      ) -> DistShiftFit:
   """Trains one objective on coloured images for several seeds, as one compiled program.
@@ -695,6 +718,9 @@ def train_dist_shift(objective: str, data: ColoredDigitsSplit, *, steps: int,
   y_train, e_train = jnp.asarray(train.y), jnp.asarray(train.e)
   x_test = jnp.asarray(test.x.reshape(len(test.y), -1))
   y_test = jnp.asarray(test.y)
+  valid = data.valid
+  x_valid = jnp.asarray(valid.x.reshape(len(valid.y), -1))
+  y_valid = jnp.asarray(valid.y)
   n = x_train.shape[0]
   draw = batch_size * (discriminator_steps + 1) if alternating else batch_size
 
@@ -716,7 +742,9 @@ def train_dist_shift(objective: str, data: ColoredDigitsSplit, *, steps: int,
     model = nnx.merge(graphdef, *parts(state))
     tr = dist_shift_cross_entropies(model, x_train, y_train, e_train, NUM_TRAIN_ENVIRONMENTS)
     te = dist_shift_cross_entropies(model, x_test, y_test, jnp.zeros_like(y_test), 1)
+    va = dist_shift_cross_entropies(model, x_valid, y_valid, jnp.zeros_like(y_valid), 1)
     return {"train_cross_entropy": tr["cross_entropy"], "train_accuracy": tr["accuracy"],
+            "valid_cross_entropy": va["cross_entropy"], "valid_accuracy": va["accuracy"],
             "train_env_cross_entropy": tr["env_cross_entropy"],
             "train_env_accuracy": tr["env_accuracy"],
             "test_cross_entropy": te["cross_entropy"], "test_accuracy": te["accuracy"]}
