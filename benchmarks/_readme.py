@@ -185,9 +185,11 @@ PAPERS = [
           '`solve_occupancy_regularized`)', 'reproduced', 'reward_robust', ''),
     Paper('An Information-theoretic Approach to Distribution Shifts (Federici, Tomioka, Forré)',
           2021, '`representation` (`fit_discrete_encoder`, `cmnist_distribution`, '
-          '`mutual_information`, `irm_penalty`, `vrex_penalty`; the neural sweep is planned)',
-          'available', 'dist_shift',
-          ''),
+          '`mutual_information`; neural: `colored_digits`, `train_dist_shift`, '
+          '`make_dist_shift_loss`)',
+          'available', 'dist_shift+dist_shift_neural',
+          'exact discrete criteria and the neural objectives (ERM, VIB, DANN, CDANN, IRMv1, '
+          'VREx) on coloured images'),
     Paper('DistIR: An Intermediate Representation and Simulator for Efficient Neural Network '
           'Distribution (Santhanam, Krishna, Tomioka et al.)',
           2021, '`distributed.distir`', 'planned', '',

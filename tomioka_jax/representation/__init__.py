@@ -2,12 +2,15 @@
 2021), multiple similarity measures from triplet comparisons (Zhang, Maji, Tomioka 2015) and the
 Gaussian attention model for knowledge bases (Zhang, Winn, Tomioka 2016).
 
-The API of this family (implementation in the private modules ``_dist_shift``, ``_triplets``
-and ``_gaussian_attention``):
+The API of this family (implementation in the private modules ``_dist_shift``,
+``_dist_shift_neural``, ``_triplets``, ``_gaussian_attention`` and ``_kb_qa``):
 
 * distribution shift (``_dist_shift``) -- exact information quantities of discrete joints, the
   CMNIST-family data-generating processes, exact criterion optimization over a finite code space,
   and the penalties of the neural objectives (IRMv1, VREx, the DANN/CDANN discriminator loss).
+* neural distribution shift (``_dist_shift_neural``) -- the CMNIST-family processes on real
+  images (coloured 8x8 digits, coloured Fashion-MNIST), ERM/VIB/DANN/CDANN/IRM/VREx objectives
+  with the reference's beta schedule, and their training vmapped over seeds.
 * triplets (``_triplets``) -- a shared embedding with view-specific PSD metrics learned from
   triplet comparisons, independent and pooled baselines, STE and t-STE, a multi-view generator.
 * Gaussian attention (``_gaussian_attention``) -- TransGaussian and TransE scores, path and
@@ -37,6 +40,20 @@ from tomioka_jax.representation._dist_shift import mutual_information
 from tomioka_jax.representation._dist_shift import predictor_cross_entropy
 from tomioka_jax.representation._dist_shift import split_environments
 from tomioka_jax.representation._dist_shift import vrex_penalty
+from tomioka_jax.representation._dist_shift_neural import ADVERSARIAL_OBJECTIVES
+from tomioka_jax.representation._dist_shift_neural import DIST_SHIFT_OBJECTIVES
+from tomioka_jax.representation._dist_shift_neural import IMAGE_SOURCES
+from tomioka_jax.representation._dist_shift_neural import ColoredDigits
+from tomioka_jax.representation._dist_shift_neural import ColoredDigitsSplit
+from tomioka_jax.representation._dist_shift_neural import DistShiftFit
+from tomioka_jax.representation._dist_shift_neural import DistShiftModel
+from tomioka_jax.representation._dist_shift_neural import beta_schedule
+from tomioka_jax.representation._dist_shift_neural import colored_digits
+from tomioka_jax.representation._dist_shift_neural import default_beta_increment
+from tomioka_jax.representation._dist_shift_neural import dist_shift_cross_entropies
+from tomioka_jax.representation._dist_shift_neural import gradient_reversal
+from tomioka_jax.representation._dist_shift_neural import make_dist_shift_loss
+from tomioka_jax.representation._dist_shift_neural import train_dist_shift
 from tomioka_jax.representation._gaussian_attention import KBQueries
 from tomioka_jax.representation._gaussian_attention import KnowledgeBase
 from tomioka_jax.representation._gaussian_attention import TransE
@@ -103,6 +120,20 @@ __all__ = [
     "predictor_cross_entropy",
     "split_environments",
     "vrex_penalty",
+    "ADVERSARIAL_OBJECTIVES",
+    "DIST_SHIFT_OBJECTIVES",
+    "IMAGE_SOURCES",
+    "ColoredDigits",
+    "ColoredDigitsSplit",
+    "DistShiftFit",
+    "DistShiftModel",
+    "beta_schedule",
+    "colored_digits",
+    "default_beta_increment",
+    "dist_shift_cross_entropies",
+    "gradient_reversal",
+    "make_dist_shift_loss",
+    "train_dist_shift",
     "KnowledgeBase",
     "KBQueries",
     "TransE",
