@@ -28,6 +28,7 @@ from flax import nnx
 
 from benchmarks import _harness
 from tomioka_jax import representation as rep
+from tomioka_jax.representation import _kb_qa as qa
 
 PAPER = ("Zhang, Winn, Tomioka 2016, Gaussian Attention Model and Its Application to "
          "Knowledge Base Embedding and Question Answering (arXiv 1611.02266)")
@@ -36,16 +37,21 @@ NAME = "gaussian_attention"
 CONFIGS = {
     # players: synthetic KB size; wordnet: lexicographer files of the WordNet subset (() = none);
     # steps/batch/dim/negatives: training; queries: path and conjunctive queries per KB;
-    # eval_repeats: repeats of the timed evaluation.
+    # eval_repeats: repeats of the timed evaluation; qa_*: the question-answering part (steps,
+    # batch, LSTM width per direction = word dimension, queries per question shape (None: all),
+    # learning rate, whether to also rank the gold logical forms with the KB alone).
     "smoke": {"players": 40, "wordnet": (), "dim": 8, "steps": 10, "batch": 32, "negatives": 4,
               "seeds": (0,), "queries": 60, "test_fraction": 0.2, "lr": 0.02,
-              "eval_repeats": 1},
+              "eval_repeats": 1, "qa_steps": 4, "qa_batch": 16, "qa_hidden": 8,
+              "qa_keys": 8, "qa_lr": 0.005, "qa_gold": False},
     "quick": {"players": 300, "wordnet": (13,), "dim": 32, "steps": 3000, "batch": 192,
               "negatives": 16, "seeds": (0, 1, 2), "queries": 1000, "test_fraction": 0.2,
-              "lr": 0.01, "eval_repeats": 3},
+              "lr": 0.01, "eval_repeats": 3, "qa_steps": 600, "qa_batch": 64, "qa_hidden": 32,
+              "qa_keys": None, "qa_lr": 0.005, "qa_gold": True},
     "full": {"players": 600, "wordnet": (13,), "dim": 32, "steps": 6000, "batch": 192,
              "negatives": 32, "seeds": (0, 1, 2, 3), "queries": 2000, "test_fraction": 0.2,
-             "lr": 0.01, "eval_repeats": 5},
+             "lr": 0.01, "eval_repeats": 5, "qa_steps": 2000, "qa_batch": 128, "qa_hidden": 32,
+             "qa_keys": None, "qa_lr": 0.005, "qa_gold": True},
 }
 
 MODELS = ("trans_gaussian", "trans_e")
@@ -57,7 +63,10 @@ HEADLINE = (
     "compositional training {tg_path:.3f} / {te_path:.3f} on 2-hop paths and {tg_conj:.3f} / "
     "{te_conj:.3f} on conjunctions; compositional training moves TransGaussian's path MRR "
     "from {tg_path_nc:.3f} to {tg_path:.3f}. Filtered ranking of all {n_eval} test triples "
-    "against all entities in one compiled call: {speedup:.0f}x a NumPy loop")
+    "against all entities in one compiled call: {speedup:.0f}x a NumPy loop. Question "
+    "answering (LSTM over templated questions, held-out paraphrases and facts): MRR "
+    "TransGaussian / TransE {qa_tg_path:.3f} / {qa_te_path:.3f} on path and {qa_tg_conj:.3f} / "
+    "{qa_te_conj:.3f} on conjunctive questions")
 
 NOTES = """\
 Synthetic KB: {players} players, 8 countries x 3 clubs, 4 positions ({n_ent} entities, 8
@@ -85,6 +94,29 @@ Speed: the compiled evaluation (lax.map over chunks of 128 queries, every entity
 filtered ranks) against a NumPy loop over queries (each query vectorized over entities), on the
 {eval_kb} single-relation test set ({n_eval} queries x {eval_entities} entities), ranks compared
 (float32 against NumPy's float64: near-ties may order differently)."""
+
+QA_NOTES = """\
+Question answering: {templates} question templates over 16 query shapes of the synthetic KB
+(8 single relations, 5 two-hop paths, 3 conjunctions of two relations; 4 paraphrases each),
+{heldout} held out (the last paraphrase of each shape; the vocabulary of {vocabulary} words holds
+only the training paraphrases' words, so a new word is <unk>). Entity mentions are type tokens
+(<player>, <club>, ...) with the entity given (entity recognition is given, as in the paper).
+Training questions ({n_train} rows) use the training paraphrases and only answers that follow
+from the training facts; the main test asks the held-out paraphrase of a query for the answers
+that need a held-out fact (the second table separates the two: held-out facts with training
+paraphrases, and training facts with held-out paraphrases). A question is answered by a
+bidirectional LSTM (width {qa_hidden} per direction) whose heads give each of 2 conjuncts an
+anchor (attention over the mentions), relation attention for each of 2 steps (a second step
+exists with a learned probability) and a gate; the query Gaussian is the attention-weighted sum
+of the relations' offsets and covariances along the path, conjuncts multiplied (TransE: the
+translated points, distances summed). Each QA model starts from the embedding trained above
+(with or without compositional training) and trains jointly on margin ranking of the answers
+(same negatives and margin) plus the KB's own loss on its training pools, {qa_steps} steps of
+{qa_batch} questions (every template equally likely) and {qa_batch} KB rows, AdamW lr {qa_lr};
+{runs} runs per model (with/without compositional training x seeds) vmapped in one program.
+"gold logical form" ranks the same test answers with the jointly trained KB alone, given the
+query the question stands for: the gap to the QA row is what the encoder loses. The paper's
+WorldCup2014 questions are not public; ours are generated, so the numbers are not comparable."""
 
 WORDNET_NOTES = """\
 WordNet: noun.food (lexicographer file 13) synsets with hypernym, instance, part, member and
@@ -123,7 +155,8 @@ def _concatenate(parts: list[rep.KBQueries]) -> tuple[rep.KBQueries, list[tuple[
           [(int(a), int(b)) for a, b in zip(ends[:-1], ends[1:])])
 
 
-def _run_kb(kb: rep.KnowledgeBase, config: dict) -> dict:
+def _run_kb(kb: rep.KnowledgeBase, config: dict, trained: dict | None = None) -> dict:
+  """Trains and ranks the four variants; ``trained`` (if given) receives their states."""
   queries = _kb_queries(kb, config)
   train = {k: q[0] for k, q in queries.items()}
   test = {k: q[1] for k, q in queries.items()}
@@ -141,6 +174,8 @@ def _run_kb(kb: rep.KnowledgeBase, config: dict) -> dict:
           learning_rate=config["lr"], seeds=config["seeds"])
       jax.block_until_ready(metrics["loss"])
       seconds[f"{model}/{comp}"] = time.perf_counter() - t0
+      if trained is not None:
+        trained[(model, comp)] = (graphdef, states.params, pools)
       per_seed = {k: [] for k in KINDS + ("train",)}
       for i in range(len(config["seeds"])):
         net = nnx.merge(graphdef, jax.tree.map(lambda x, i=i: x[i], states.params))
@@ -158,6 +193,65 @@ def _run_kb(kb: rep.KnowledgeBase, config: dict) -> dict:
           "triples": int(len(kb.triples))}
 
 
+QA_SPLITS = ("test", "test_facts", "test_paraphrases")
+
+
+def _run_qa(kb: rep.KnowledgeBase, config: dict, trained: dict) -> dict:
+  """QA on top of each pretrained embedding: templated questions, one vmapped run per model.
+
+  For each model the runs (with and without compositional KB training) x seeds start from the
+  embeddings ``_run_kb`` trained and share one compiled program; the KB loss of each run keeps
+  its own pools (triples only, or triples, paths and conjunctions).
+  """
+  train_t, _ = rep.split_kb(kb, config["test_fraction"], seed=0)
+  qs = qa.kb_questions(kb, train_t, max_keys=config["qa_keys"], seed=0)
+  test_sets = [getattr(qs, split) for split in QA_SPLITS]
+  ends = np.cumsum([0] + [len(q.answers) for q in test_sets])
+  all_test = qa.KBQuestions(*(np.concatenate(f) for f in zip(*test_sets)))
+  seeds = tuple(config["seeds"])
+  rows, seconds = {}, {}
+  for model in MODELS:
+    runs = [(comp, s) for comp in (False, True) for s in range(len(seeds))]
+    kb_graphdef = trained[(model, False)][0]
+    params = jax.tree.map(lambda a, b: np.concatenate([a, b]), trained[(model, False)][1],
+                          trained[(model, True)][1])
+    pools = [trained[(model, comp)][2] for comp, _ in runs]
+    t0 = time.perf_counter()
+    graphdef, states, metrics = qa.train_kb_qa(
+        kb_graphdef, params, qs.train, len(qs.vocabulary), pools,
+        seeds=[seeds[i] for _, i in runs], word_dim=config["qa_hidden"],
+        hidden=config["qa_hidden"], steps=config["qa_steps"], batch_size=config["qa_batch"],
+        num_negatives=config["negatives"], learning_rate=config["qa_lr"])
+    jax.block_until_ready(metrics["loss"])
+    seconds[model] = time.perf_counter() - t0
+    per_run = {}
+    for j, (comp, _) in enumerate(runs):
+      net = nnx.merge(graphdef, jax.tree.map(lambda x, j=j: x[j], states.params))
+      ranks = np.asarray(qa.qa_filtered_ranks(net, all_test))
+      for split, q, lo, hi in zip(QA_SPLITS, test_sets, ends[:-1], ends[1:]):
+        for k, kind in enumerate(KINDS):
+          sel = ranks[lo:hi][q.kind == k]
+          per_run.setdefault(f"{split}/{model}/{comp}/{kind}", []).append(
+              rep.ranking_metrics(sel) if sel.size else {"hits@1": 0.0, "hits@10": 0.0,
+                                                         "mrr": 0.0})
+      if config["qa_gold"]:  # the same jointly trained KB, given the gold logical form
+        q = qs.test
+        gold = np.asarray(rep.filtered_ranks(net.kb, rep.KBQueries(q.anchors, q.relations,
+                                                                   q.answers, q.known)))
+        for k, kind in enumerate(KINDS):
+          per_run.setdefault(f"gold/{model}/{comp}/{kind}", []).append(
+              rep.ranking_metrics(gold[q.kind == k]))
+    for key, values in per_run.items():
+      rows[key] = {m: (float(np.mean([r[m] for r in values])),
+                       float(np.std([r[m] for r in values]))) for m in ("hits@1", "mrr")}
+  sizes = {f"{split}_{kind}": int(np.sum(getattr(qs, split).kind == k))
+           for split in ("train",) + QA_SPLITS for k, kind in enumerate(KINDS)}
+  return {"rows": {k[len("test/"):]: v for k, v in rows.items() if k.startswith("test/")},
+          "splits": rows, "train_s": seconds, "sizes": sizes,
+          "vocabulary": len(qs.vocabulary), "templates": len(qs.templates),
+          "heldout_templates": int(sum(qs.heldout))}
+
+
 def _wordnet(config: dict) -> rep.KnowledgeBase | None:
   if not config["wordnet"]:
     return None
@@ -168,9 +262,12 @@ def _wordnet(config: dict) -> rep.KnowledgeBase | None:
 
 
 def experiment(config: dict) -> dict:
-  """Train and evaluate the four variants on the synthetic KB and (if installed) WordNet."""
-  out = {"synthetic": _run_kb(rep.synthetic_soccer_kb(0, num_players=config["players"]),
-                              config)}
+  """Train and evaluate the four variants on the synthetic KB and (if installed) WordNet, and
+  question answering on top of the synthetic KB's four embeddings."""
+  kb = rep.synthetic_soccer_kb(0, num_players=config["players"])
+  trained = {}
+  out = {"synthetic": _run_kb(kb, config, trained)}
+  out["qa"] = _run_qa(kb, config, trained)
   wn = _wordnet(config)
   if wn is not None:
     out["wordnet"] = _run_kb(wn, config)
@@ -264,6 +361,23 @@ def claims(config: dict, exp: dict, times: dict) -> list[_harness.Claim]:
         reason = "smoke mode trains for a few steps"
       out.append(_harness.Claim(text, "higher MRR (WorldCup2014; numbers not retrieved)", ours,
                                 holds if judged else None, reason=reason, judged=judged))
+  res = exp.get("qa")
+  for text, (a, b, kind) in (
+      ("TransGaussian-QA beats TransE-QA on path questions (held-out facts and paraphrases, "
+       "compositional KB training)", (("trans_gaussian", True), ("trans_e", True), "path")),
+      ("TransGaussian-QA beats TransE-QA on conjunctive questions (held-out facts and "
+       "paraphrases, compositional KB training)",
+       (("trans_gaussian", True), ("trans_e", True), "conj")),
+      ("TransGaussian-QA beats TransE-QA on single-relation questions (held-out facts and "
+       "paraphrases, compositional KB training)",
+       (("trans_gaussian", True), ("trans_e", True), "single")),
+      ("compositional KB training helps TransGaussian-QA on path questions",
+       (("trans_gaussian", True), ("trans_gaussian", False), "path"))):
+    ours, holds, reason = _compare(res, a, b, kind, "", len(config["seeds"]))
+    if smoke:
+      reason = "smoke mode trains for a few steps"
+    out.append(_harness.Claim(text, "higher MRR (WorldCup2014 QA; numbers not retrieved)", ours,
+                              None if smoke else holds, reason=reason, judged=not smoke))
   speed = times["numpy"]["median_s"] / times["ours"]["median_s"]
   out.append(_harness.Claim(
       "filtered ranking of every test triple in one compiled call is faster than a NumPy loop",
@@ -296,8 +410,44 @@ def _table(res: dict, title: str) -> str:
        "conj H@1", "conj MRR", "train single MRR", "train s (all seeds)"], rows)
 
 
+def _qa_tables(res: dict) -> list[str]:
+  sz = res["sizes"]
+  rows = []
+  for model in MODELS:
+    for comp in (False, True):
+      row = [LABEL[model] + "-QA", "yes" if comp else "no"]
+      for kind in KINDS:
+        r = res["rows"][f"{model}/{comp}/{kind}"]
+        row += [f"{r['hits@1'][0]:.3f}", f"{r['mrr'][0]:.3f} ± {r['mrr'][1]:.3f}"]
+      row.append(f"{res['train_s'][model]:.1f}" if comp else "")
+      rows.append(row)
+  main = (f"## Question answering on the synthetic KB: held-out facts asked with held-out "
+          f"paraphrases, test H@1 and MRR ({sz['test_single']} single, {sz['test_path']} "
+          f"path, {sz['test_conj']} conjunctive questions)\n\n" + _harness.markdown_table(
+              ["model", "compositional KB training", "single H@1", "single MRR", "path H@1",
+               "path MRR", "conj H@1", "conj MRR", "QA train s (model, all runs)"], rows))
+  split_rows = []
+  names = {"test": "held-out facts, held-out paraphrases",
+           "test_facts": "held-out facts, training paraphrases",
+           "test_paraphrases": "training facts, held-out paraphrases",
+           "gold": "held-out facts, gold logical form (KB alone, no question)"}
+  for split, label in names.items():
+    if f"{split}/trans_gaussian/True/path" not in res["splits"]:
+      continue
+    for model in MODELS:
+      row = [label, LABEL[model]]
+      for kind in KINDS:
+        row.append(f"{res['splits'][f'{split}/{model}/True/{kind}']['mrr'][0]:.3f}")
+      split_rows.append(row)
+  by_split = ("## Question answering by split (compositional KB training): MRR\n\n" +
+              _harness.markdown_table(["questions", "model", "single", "path", "conj"],
+                                      split_rows))
+  return [main, by_split]
+
+
 def report(config: dict, exp: dict, times: dict) -> _harness.Report:
   tables = [_table(exp["synthetic"], "Synthetic WorldCup-shaped KB")]
+  tables += _qa_tables(exp["qa"])
   if "wordnet" in exp:
     tables.append(_table(exp["wordnet"], "WordNet 3.0 noun.food"))
   tables.append("## Speed of the filtered evaluation\n\n" + _harness.markdown_table(
@@ -316,6 +466,11 @@ def report(config: dict, exp: dict, times: dict) -> _harness.Report:
   speed = times["numpy"]["median_s"] / times["ours"]["median_s"]
   notes = NOTES.format(**config, n_ent=syn["entities"], wordnet_note=wordnet_note,
                        eval_kb=times["kb"], n_eval=times["n"], eval_entities=times["entities"])
+  q = exp["qa"]
+  notes += "\n\n" + QA_NOTES.format(
+      **config, templates=q["templates"], heldout=q["heldout_templates"],
+      vocabulary=q["vocabulary"], n_train=sum(q["sizes"][f"train_{k}"] for k in KINDS),
+      runs=2 * len(config["seeds"]))
   headline = HEADLINE.format(
       mode=config["mode"], wn="" if "wordnet" not in exp else "; WordNet in the tables",
       tg_path=_mrr(syn, "trans_gaussian", True, "path"),
@@ -323,7 +478,10 @@ def report(config: dict, exp: dict, times: dict) -> _harness.Report:
       tg_conj=_mrr(syn, "trans_gaussian", True, "conj"),
       te_conj=_mrr(syn, "trans_e", True, "conj"),
       tg_path_nc=_mrr(syn, "trans_gaussian", False, "path"), n_eval=times["n"],
-      speedup=speed)
+      speedup=speed, qa_tg_path=_mrr(q, "trans_gaussian", True, "path"),
+      qa_te_path=_mrr(q, "trans_e", True, "path"),
+      qa_tg_conj=_mrr(q, "trans_gaussian", True, "conj"),
+      qa_te_conj=_mrr(q, "trans_e", True, "conj"))
   return _harness.Report(tables=tables, figure=_figure(exp), notes=notes, headline=headline)
 
 
@@ -331,7 +489,7 @@ def _figure(exp: dict):
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  kbs = [k for k in ("synthetic", "wordnet") if k in exp]
+  kbs = [k for k in ("synthetic", "wordnet", "qa") if k in exp]
   fig, axes = plt.subplots(1, len(kbs), figsize=(6 * len(kbs), 4), squeeze=False)
   width = 0.2
   for ax, kb in zip(axes[0], kbs):
@@ -340,11 +498,13 @@ def _figure(exp: dict):
       vals = [res["rows"][f"{model}/{comp}/{k}"]["mrr"] for k in KINDS]
       ax.bar(np.arange(3) + (j - 1.5) * width, [v[0] for v in vals], width,
              yerr=[v[1] for v in vals],
-             label=f"{LABEL[model]}{' + compositional' if comp else ''}",
+             label=(f"{LABEL[model]}{'-QA' if kb == 'qa' else ''}"
+                    f"{' + compositional' if comp else ''}"),
              color=["C0", "C0", "C1", "C1"][j], alpha=[0.5, 1.0, 0.5, 1.0][j])
     ax.set_xticks(np.arange(3), ["single relation", "2-hop path", "conjunction"])
     ax.set(ylabel="filtered test MRR", ylim=(0, 1),
-           title="synthetic WorldCup-shaped KB" if kb == "synthetic" else "WordNet noun.food")
+           title={"synthetic": "synthetic WorldCup-shaped KB", "wordnet": "WordNet noun.food",
+                  "qa": "QA on the synthetic KB (held-out facts + paraphrases)"}[kb])
     ax.legend(fontsize=8)
   fig.tight_layout()
   return fig
