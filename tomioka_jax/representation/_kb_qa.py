@@ -58,6 +58,7 @@ __all__ = [
     "make_qa_trainer",
     "qa_filtered_ranks",
     "qa_margin_ranking_loss",
+    "qa_training_data",
     "question_query",
     "tokenize",
     "train_kb_qa",
