@@ -26,6 +26,13 @@ from tomioka_jax.robust._bounds import layers_from_nnx
 from tomioka_jax.robust._bounds import linear_bounds
 from tomioka_jax.robust._bounds import linear_relaxation
 from tomioka_jax.robust._bounds import margin_bounds
+from tomioka_jax.robust._nonuniform import REFERENCE_OPTIONS
+from tomioka_jax.robust._nonuniform import Certificate
+from tomioka_jax.robust._nonuniform import CertifyOptions
+from tomioka_jax.robust._nonuniform import certified_margin
+from tomioka_jax.robust._nonuniform import certify_nonuniform
+from tomioka_jax.robust._nonuniform import certify_uniform
+from tomioka_jax.robust._nonuniform import log_volume_ratio
 # --- end certification ---
 # --- _attacks / _pas / _landscape exports (attacks and training) ---
 from tomioka_jax.robust._attacks import apgd
@@ -70,6 +77,13 @@ __all__ = [
     "linear_bounds",
     "linear_relaxation",
     "margin_bounds",
+    "REFERENCE_OPTIONS",
+    "Certificate",
+    "CertifyOptions",
+    "certified_margin",
+    "certify_nonuniform",
+    "certify_uniform",
+    "log_volume_ratio",
     # attacks and training
     "apgd",
     "apgd_ce",
