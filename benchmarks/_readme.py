@@ -135,7 +135,8 @@ PAPERS = [
     Paper('Gaussian Attention Model and Its Application to Knowledge Base Embedding and '
           'Question Answering (Zhang, Winn, Tomioka)',
           2016, '`representation` (`TransGaussian`, `TransE`, `filtered_ranks`, '
-          '`load_wordnet_kb`; the QA half is planned)', 'available', 'gaussian_attention',
+          '`load_wordnet_kb`; QA: `kb_questions`, `GaussianQA`, `train_kb_qa`)', 'available',
+          'gaussian_attention',
           ''),
     Paper('Batch Policy Gradient Methods for Improving Neural Conversation Models (Kandasamy, '
           'Bachrach, Tomioka et al.)',

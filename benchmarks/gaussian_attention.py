@@ -28,7 +28,6 @@ from flax import nnx
 
 from benchmarks import _harness
 from tomioka_jax import representation as rep
-from tomioka_jax.representation import _kb_qa as qa
 
 PAPER = ("Zhang, Winn, Tomioka 2016, Gaussian Attention Model and Its Application to "
          "Knowledge Base Embedding and Question Answering (arXiv 1611.02266)")
@@ -204,10 +203,10 @@ def _run_qa(kb: rep.KnowledgeBase, config: dict, trained: dict) -> dict:
   its own pools (triples only, or triples, paths and conjunctions).
   """
   train_t, _ = rep.split_kb(kb, config["test_fraction"], seed=0)
-  qs = qa.kb_questions(kb, train_t, max_keys=config["qa_keys"], seed=0)
+  qs = rep.kb_questions(kb, train_t, max_keys=config["qa_keys"], seed=0)
   test_sets = [getattr(qs, split) for split in QA_SPLITS]
   ends = np.cumsum([0] + [len(q.answers) for q in test_sets])
-  all_test = qa.KBQuestions(*(np.concatenate(f) for f in zip(*test_sets)))
+  all_test = rep.KBQuestions(*(np.concatenate(f) for f in zip(*test_sets)))
   seeds = tuple(config["seeds"])
   rows, seconds = {}, {}
   for model in MODELS:
@@ -217,7 +216,7 @@ def _run_qa(kb: rep.KnowledgeBase, config: dict, trained: dict) -> dict:
                           trained[(model, True)][1])
     pools = [trained[(model, comp)][2] for comp, _ in runs]
     t0 = time.perf_counter()
-    graphdef, states, metrics = qa.train_kb_qa(
+    graphdef, states, metrics = rep.train_kb_qa(
         kb_graphdef, params, qs.train, len(qs.vocabulary), pools,
         seeds=[seeds[i] for _, i in runs], word_dim=config["qa_hidden"],
         hidden=config["qa_hidden"], steps=config["qa_steps"], batch_size=config["qa_batch"],
@@ -227,7 +226,7 @@ def _run_qa(kb: rep.KnowledgeBase, config: dict, trained: dict) -> dict:
     per_run = {}
     for j, (comp, _) in enumerate(runs):
       net = nnx.merge(graphdef, jax.tree.map(lambda x, j=j: x[j], states.params))
-      ranks = np.asarray(qa.qa_filtered_ranks(net, all_test))
+      ranks = np.asarray(rep.qa_filtered_ranks(net, all_test))
       for split, q, lo, hi in zip(QA_SPLITS, test_sets, ends[:-1], ends[1:]):
         for k, kind in enumerate(KINDS):
           sel = ranks[lo:hi][q.kind == k]

@@ -87,7 +87,7 @@ def test_tokenization_round_trips_and_unseen_words_are_unk(small):
     for i in range(0, len(q.answers), max(len(q.answers) // 40, 1)):
       template = qs.templates[q.template[i]]
       names = [kb.entity_names[e] for e in q.mention_entities[i] if e >= 0]
-      text = qa.detokenize(q.tokens[i], qs.vocabulary, names)
+      text = qa.detokenize_question(q.tokens[i], qs.vocabulary, names)
       expected, it = [], iter(names)
       for w in template.split():
         expected.append(next(it) if w.startswith("{") else
@@ -119,11 +119,11 @@ def test_bad_input_raises(small):
   with pytest.raises(ValueError, match="length=4 is shorter than the template"):
     qa.kb_questions(kb, train_t, length=4)
   with pytest.raises(ValueError, match="more than length=2"):
-    qa.tokenize("who plays for {club}", qs.vocabulary, 2)
+    qa.tokenize_question("who plays for {club}", qs.vocabulary, 2)
   with pytest.raises(ValueError, match="vocabulary must start with"):
-    qa.tokenize("who", ("who", "<pad>"), 3)
+    qa.tokenize_question("who", ("who", "<pad>"), 3)
   with pytest.raises(ValueError, match="tokens holds index 99 out of range"):
-    qa.detokenize([99], qs.vocabulary)
+    qa.detokenize_question([99], qs.vocabulary)
   with pytest.raises(ValueError, match="kb must be a TransGaussian or TransE"):
     qa.GaussianQA(nnx.Linear(2, 2, rngs=nnx.Rngs(0)), 5, rngs=nnx.Rngs(0))
   tg = ga.TransGaussian(kb.num_entities, kb.num_relations, 4, rngs=nnx.Rngs(0))

@@ -16,6 +16,10 @@ The API of this family (implementation in the private modules ``_dist_shift``,
 * Gaussian attention (``_gaussian_attention``) -- TransGaussian and TransE scores, path and
   conjunctive queries, margin-ranking training, filtered ranking, a synthetic compositional
   knowledge base and WordNet.
+* knowledge-base QA (``_kb_qa``) -- templated questions over the knowledge base with held-out
+  facts and paraphrases, and the QA model: an LSTM's attention over relations and mentioned
+  entities composes a Gaussian query (paths add, conjunctions multiply), ranked over all
+  entities.
 """
 
 from tomioka_jax.representation._dist_shift import CMNIST_AXES
@@ -76,6 +80,19 @@ from tomioka_jax.representation._gaussian_attention import synthetic_soccer_kb
 from tomioka_jax.representation._gaussian_attention import train_kb_embedding
 from tomioka_jax.representation._gaussian_attention import trans_e_score
 from tomioka_jax.representation._gaussian_attention import trans_gaussian_score
+from tomioka_jax.representation._kb_qa import GaussianQA
+from tomioka_jax.representation._kb_qa import KBQuestions
+from tomioka_jax.representation._kb_qa import QUESTION_TEMPLATES
+from tomioka_jax.representation._kb_qa import QuestionSplits
+from tomioka_jax.representation._kb_qa import detokenize_question
+from tomioka_jax.representation._kb_qa import kb_questions
+from tomioka_jax.representation._kb_qa import make_qa_trainer
+from tomioka_jax.representation._kb_qa import qa_filtered_ranks
+from tomioka_jax.representation._kb_qa import qa_margin_ranking_loss
+from tomioka_jax.representation._kb_qa import qa_training_data
+from tomioka_jax.representation._kb_qa import question_query
+from tomioka_jax.representation._kb_qa import tokenize_question
+from tomioka_jax.representation._kb_qa import train_kb_qa
 from tomioka_jax.representation._triplets import MultiviewTriplets
 from tomioka_jax.representation._triplets import TRIPLET_LOSSES
 from tomioka_jax.representation._triplets import TRIPLET_METRICS
@@ -156,6 +173,19 @@ __all__ = [
     "train_kb_embedding",
     "trans_e_score",
     "trans_gaussian_score",
+    "GaussianQA",
+    "KBQuestions",
+    "QUESTION_TEMPLATES",
+    "QuestionSplits",
+    "detokenize_question",
+    "kb_questions",
+    "make_qa_trainer",
+    "qa_filtered_ranks",
+    "qa_margin_ranking_loss",
+    "qa_training_data",
+    "question_query",
+    "tokenize_question",
+    "train_kb_qa",
     "TRIPLET_MODELS",
     "TRIPLET_LOSSES",
     "TRIPLET_METRICS",

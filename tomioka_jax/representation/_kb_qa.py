@@ -53,14 +53,14 @@ __all__ = [
     "KBQuestions",
     "QUESTION_TEMPLATES",
     "QuestionSplits",
-    "detokenize",
+    "detokenize_question",
     "kb_questions",
     "make_qa_trainer",
     "qa_filtered_ranks",
     "qa_margin_ranking_loss",
     "qa_training_data",
     "question_query",
-    "tokenize",
+    "tokenize_question",
     "train_kb_qa",
 ]
 
@@ -191,14 +191,15 @@ def _words(template: str) -> list[str]:
   return [w[1:-1].join("<>") if w.startswith("{") else w for w in template.lower().split()]
 
 
-def tokenize(text: str, vocabulary: Sequence[str], length: int) -> np.ndarray:
+def tokenize_question(text: str, vocabulary: Sequence[str], length: int) -> np.ndarray:
   """Word indices of a whitespace-tokenized, lower-cased text, padded with ``0`` to ``length``.
 
   Words outside the vocabulary map to ``<unk>`` (index 1); placeholders ``{player}`` become
   the type tokens ``<player>``.
 
   Example:
-    >>> tokenize("who plays for {club}", ("<pad>", "<unk>", "<club>", "for", "who"), 6).tolist()
+    >>> vocabulary = ("<pad>", "<unk>", "<club>", "for", "who")
+    >>> tokenize_question("who plays for {club}", vocabulary, 6).tolist()
     [4, 1, 3, 2, 0, 0]
   """
   if length < 1:
@@ -215,12 +216,13 @@ def tokenize(text: str, vocabulary: Sequence[str], length: int) -> np.ndarray:
   return out
 
 
-def detokenize(tokens: ArrayLike, vocabulary: Sequence[str],
-               mention_names: Sequence[str] = ()) -> str:
+def detokenize_question(tokens: ArrayLike, vocabulary: Sequence[str],
+                        mention_names: Sequence[str] = ()) -> str:
   """The text of a token row, padding dropped; mentions (in order) replaced by their names.
 
   Example:
-    >>> detokenize([4, 1, 3, 2, 0], ("<pad>", "<unk>", "<club>", "for", "who"), ["club_7"])
+    >>> vocabulary = ("<pad>", "<unk>", "<club>", "for", "who")
+    >>> detokenize_question([4, 1, 3, 2, 0], vocabulary, ["club_7"])
     'who <unk> for club_7'
   """
   words, names = [], list(mention_names)
@@ -376,7 +378,7 @@ def _question_arrays(rows: list, templates: list[str], vocabulary: tuple[str, ..
   template = np.zeros(n, np.int32)
   for i, ((key, paths, k, full, s), t, o) in enumerate(rows):
     words = _words(templates[t])
-    tokens[i] = tokenize(templates[t], vocabulary, length)
+    tokens[i] = tokenize_question(templates[t], vocabulary, length)
     placeholders = [w for w in words if w.startswith("<")]
     conj_types = [c[0] for c in QUESTION_TEMPLATES[s][2]]
     for m, pos in enumerate(j for j, w in enumerate(words) if w.startswith("<")):
