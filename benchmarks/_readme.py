@@ -179,8 +179,8 @@ PAPERS = [
           ''),
     Paper('On the Loss Landscape of Adversarial Training: Identifying Challenges and How to '
           'Overcome Them (Liu, Salzmann, Lin et al.)',
-          2020, '`robust.pas`', 'planned', '',
-          ''),
+          2020, '`robust` (`pgd`, `apgd_ce`, `pas_eps_schedule`, `make_pas_trainer`, '
+          '`hessian_top_eigenvalues`)', 'available', 'pas', ''),
     Paper('Regularized Policies are Reward Robust (Husain, Ciosek, Tomioka)',
           2021, '`rl` (`soft_value_iteration`, `worst_case_reward`, `occupancy_lp`, '
           '`solve_occupancy_regularized`)', 'reproduced', 'reward_robust', ''),

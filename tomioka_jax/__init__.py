@@ -10,7 +10,11 @@ Subpackages (see the README's paper -> module table for what each provides):
 * :mod:`tomioka_jax.optim` -- Path-SGD, data-dependent path normalization, norm-based capacity.
 * :mod:`tomioka_jax.generative` -- f-GANs, Poincaré-ball VAEs, the multi-level VAE.
 * :mod:`tomioka_jax.representation` -- distribution shift, triplet similarities, Gaussian
-  attention for knowledge bases.
+  attention for knowledge bases and question answering.
+* :mod:`tomioka_jax.robust` -- bound propagation, certified non-uniform boxes, PGD/APGD,
+  periodic adversarial scheduling and loss-landscape diagnostics.
+* :mod:`tomioka_jax.rl` -- reward robustness of regularized policies, DQN exploration, batch
+  policy gradient.
 
 Subpackages are imported on demand (``import tomioka_jax.tensor``) so that importing one
 family never pays for another.
