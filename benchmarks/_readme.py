@@ -175,8 +175,9 @@ PAPERS = [
           'implicit-gradient sampler), gyroplane and Möbius layers, the N-/P-VAE family with '
           'IWAE'),
     Paper('On Certifying Non-uniform Bound against Adversarial Attacks (Liu, Tomioka, Cevher)',
-          2019, '`robust.nonuniform`', 'planned', '',
-          ''),
+          2019, '`robust` (`interval_bounds`, `linear_bounds`, `margin_bounds`, '
+          '`certify_nonuniform`, `certify_uniform`, `layers_from_nnx`)', 'available',
+          'nonuniform', ''),
     Paper('On the Loss Landscape of Adversarial Training: Identifying Challenges and How to '
           'Overcome Them (Liu, Salzmann, Lin et al.)',
           2020, '`robust` (`pgd`, `apgd_ce`, `pas_eps_schedule`, `make_pas_trainer`, '
