@@ -217,7 +217,7 @@ def _bias_variance(config: dict, q: rl.TokenPolicy, seqs, lq, mask, scores) -> d
         d = per_sequence(params, values, lam, rewards + rl.terminal_rewards(
             jnp.ones_like(scores), mask)) - g0
         mean = q_prob @ g0
-        var = (float(q_prob @ jnp.sum((g0 - mean) ** 2, -1))
+        var = (float(q_prob @ jnp.sum((g0 - mean[None, :]) ** 2, -1))
                + sigma**2 * float(q_prob @ jnp.sum(d**2, -1)))
         rows.append({"point": point, "baseline": baseline, "lam": lam,
                      "bias_j": float(jnp.linalg.norm(mean - grad_j)) / norm,
