@@ -148,9 +148,11 @@ def test_compile_seconds_count_a_new_compilation_only():
 
 
 def test_the_library_imports_without_the_bench_extra():
-  """matplotlib, tensorly and threadpoolctl are the [bench] extra: no library module needs them."""
+  """The [bench] and [rl] extras (matplotlib, tensorly, threadpoolctl; gymnax, rlax): no library
+  module needs them to import (rl's DQN imports gymnax when it builds an environment)."""
   code = ("import sys, pkgutil, importlib, tomioka_jax\n"
-          "for m in ('matplotlib', 'tensorly', 'threadpoolctl'): sys.modules[m] = None\n"
+          "for m in ('matplotlib', 'tensorly', 'threadpoolctl', 'gymnax', 'rlax'):\n"
+          "  sys.modules[m] = None\n"
           "for info in pkgutil.walk_packages(tomioka_jax.__path__, 'tomioka_jax.'):\n"
           "  importlib.import_module(info.name)\n")
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
