@@ -271,3 +271,19 @@ def test_topology_and_device_validation():
     distir.Topology((distir.Device(0), distir.Device(0)), np.ones((2, 2)), 0.0)
   with pytest.raises(ValueError, match="jaxpr must be a ClosedJaxpr"):
     distir.import_jaxpr(lambda x: x)
+
+
+def test_random_keys_sorting_and_cond_import():
+  def f(key, x):
+    k1, k2 = jax.random.split(key)
+    y = jnp.where(jax.random.bernoulli(k2, 0.5, x.shape), x + jax.random.normal(k1, x.shape),
+                  0.0)
+    z = jnp.cumsum(jax.nn.gelu(y), axis=0) + jax.scipy.special.erf(y)
+    return (jnp.sort(z, axis=0)[0].max() + jnp.argmax(z).astype(jnp.float32)
+            + jax.lax.cond(z[0, 0] > 0, lambda: 1.0, lambda: 2.0))
+
+  key, x = jax.random.key(3), jnp.linspace(-1.0, 1.0, 12).reshape(4, 3)
+  fn = distir.trace(f, key, x)
+  assert fn.inputs[0].type.nbytes == 8  # a threefry key: two uint32 words
+  got, want = _run(fn, f, key, x)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6)

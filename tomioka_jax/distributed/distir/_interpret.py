@@ -128,10 +128,10 @@ def execute(fn: ir.Function, *args) -> tuple:
   """
   for value, arg in zip(fn.inputs, args):
     shape, dtype = np.shape(arg), jnp.result_type(arg)
-    if tuple(shape) != value.type.shape or np.dtype(dtype) != value.type.dtype:
+    if tuple(shape) != value.type.shape or dtype != value.type.dtype:
       raise ValueError(f"execute {fn.name}: input {value.name} must be "
                        f"{value.type.dtype}{list(value.type.shape)}, got "
-                       f"{np.dtype(dtype)}{list(shape)}")
+                       f"{dtype}{list(shape)}")
   outputs, _ = _EXECUTOR.run(fn, args)
   return outputs
 

@@ -152,7 +152,8 @@ class TensorType:
 
   def __post_init__(self):
     object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
-    object.__setattr__(self, "dtype", np.dtype(self.dtype))
+    if not jax.dtypes.issubdtype(self.dtype, jax.dtypes.extended):  # PRNG keys stay as is
+      object.__setattr__(self, "dtype", np.dtype(self.dtype))
 
   @property
   def size(self) -> int:
@@ -172,6 +173,8 @@ class TensorType:
 
 
 def _dtype_short(dtype: np.dtype) -> str:
+  if jax.dtypes.issubdtype(dtype, jax.dtypes.extended):
+    return str(dtype)
   names = {"float32": "f32", "float64": "f64", "float16": "f16", "bfloat16": "bf16",
            "int32": "i32", "int64": "i64", "uint32": "u32", "uint8": "u8", "int8": "i8",
            "bool": "bool"}
@@ -282,7 +285,7 @@ cos cosh digamma div eq erf erf_inv erfc exp exp2 expm1 floor ge gt igamma imag 
 is_finite le lgamma log log1p logistic lt max min mul ne neg nextafter not or pow real rem
 round rsqrt select_n shift_left shift_right_arithmetic shift_right_logical sign sin sinh
 sqrt square stop_gradient sub tan tanh xor population_count clz convert_element_type
-reduce_precision
+reduce_precision bitcast_convert_type
 """.split()
 _REDUCTION = """
 reduce_sum reduce_max reduce_min reduce_prod reduce_and reduce_or reduce_xor argmax argmin
