@@ -7,6 +7,8 @@ reference, infers its types and simulates its cost.
 
 * ``_ir`` -- values on devices, ops, functions, the jaxpr importer, the printer.
 * ``_interpret`` -- the abstract interpreter; reference execution and type inference.
+* ``_transforms`` -- data / horizontal (Megatron) / pipeline parallelism and their nesting.
+* ``_pipeline`` -- GPipe (FIFO) and 1F1B microbatch schedules.
 """
 
 from tomioka_jax.distributed.distir._interpret import AbstractInterpreter
@@ -24,6 +26,13 @@ from tomioka_jax.distributed.distir._ir import Value
 from tomioka_jax.distributed.distir._ir import format_function
 from tomioka_jax.distributed.distir._ir import import_jaxpr
 from tomioka_jax.distributed.distir._ir import trace
+from tomioka_jax.distributed.distir._pipeline import pipeline_schedule
+from tomioka_jax.distributed.distir._transforms import data_parallel
+from tomioka_jax.distributed.distir._transforms import gather_mlp_outputs
+from tomioka_jax.distributed.distir._transforms import mlp_reference_step
+from tomioka_jax.distributed.distir._transforms import mlp_training_step
+from tomioka_jax.distributed.distir._transforms import shard_batch
+from tomioka_jax.distributed.distir._transforms import shard_mlp_inputs
 
 __all__ = [
     "AbstractInterpreter",
@@ -36,9 +45,16 @@ __all__ = [
     "TensorType",
     "Topology",
     "Value",
+    "data_parallel",
     "execute",
     "format_function",
+    "gather_mlp_outputs",
     "import_jaxpr",
     "infer_types",
+    "mlp_reference_step",
+    "mlp_training_step",
+    "pipeline_schedule",
+    "shard_batch",
+    "shard_mlp_inputs",
     "trace",
 ]
