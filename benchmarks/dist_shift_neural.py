@@ -327,7 +327,10 @@ def _figure(exp: dict):
         if 2 * r + i == 2 * len(datasets) - 1:
           ax.set_xlabel("beta")
   axes[1, 0].legend(fontsize=7, loc="upper right")
+  # The title sits in a strip of its own above the panels (in inches, whatever the rows).
+  height = fig.get_figheight()
   fig.suptitle("Cross-entropy along dsit's beta schedule (seed mean, band: min-max over "
-               "3 seeds; the first points are the warm-up at beta = 1e-5)")
-  fig.tight_layout()
+               "3 seeds; the first points are the warm-up at beta = 1e-5)",
+               y=1 - 0.1 / height, va="top")
+  fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / height))
   return fig
