@@ -91,10 +91,10 @@ under our function: {pj_rate:.0f} env steps/s single seed. This run's JAX backen
 record on the 2-core CPU)."""
 
 
-def _hyper(config: dict) -> rl.DQNHyperparams:
+def _hyper(config: dict, policies=POLICIES) -> rl.DQNHyperparams:
   seeds = config["seeds"]
-  starts = np.repeat([p[1] for p in POLICIES], seeds).astype(np.float32)
-  ends = np.repeat([p[2] for p in POLICIES], seeds).astype(np.float32)
+  starts = np.repeat([p[1] for p in policies], seeds).astype(np.float32)
+  ends = np.repeat([p[2] for p in policies], seeds).astype(np.float32)
   return rl.DQNHyperparams(jnp.asarray(starts), jnp.asarray(ends),
                            jnp.full(starts.shape, 1e-3, jnp.float32))
 
@@ -105,40 +105,52 @@ def _dqn_config(total_steps: int, depth: int, activation: str, config: dict) -> 
                       epsilon_anneal_steps=max(total_steps // 10, 1))
 
 
+def _run_net(env_name: str, steps: int, depth: int, activation: str, net: str, config: dict,
+             policies=POLICIES) -> list[dict]:
+  """One network: its seeds x ``policies`` in one vmapped program; a run dict per policy.
+
+  Seeds are the full sweep's: policy ``p`` of :data:`POLICIES` trains from keys
+  ``p * seeds .. (p + 1) * seeds - 1`` of ``split(key(0), 3 * seeds)``, whichever subset runs.
+  """
+  seeds, bins = config["seeds"], config["bins"]
+  train = rl.make_dqn(env_name, _dqn_config(steps, depth, activation, config))
+
+  def run(keys, hyper):
+    _, metrics = jax.vmap(train)(keys, hyper)
+    curve = jax.vmap(lambda m: rl.learning_curve(m, bins))(metrics)
+    late = jax.vmap(lambda m: rl.learning_curve(m, 5))(metrics)
+    return curve, late
+  all_keys = jax.random.split(jax.random.key(0), len(POLICIES) * seeds)
+  index = np.concatenate([np.arange(seeds) + POLICIES.index(p) * seeds for p in policies])
+  t0 = time.perf_counter()
+  curve, late = jax.block_until_ready(jax.jit(run)(all_keys[index], _hyper(config, policies)))
+  wall = time.perf_counter() - t0
+  runs = []
+  for p, (policy, _, _) in enumerate(policies):
+    sel = slice(p * seeds, (p + 1) * seeds)
+    runs.append({
+        "env": env_name, "net": net, "policy": policy, "steps": steps,
+        "curve_return": np.asarray(curve["mean_return"][sel]),
+        "curve_success": np.asarray(curve["success_rate"][sel]),
+        "curve_cells": np.asarray(curve["cells_visited"][sel]),
+        "late_return": np.asarray(late["mean_return"][sel, -1]),
+        "late_success": np.asarray(late["success_rate"][sel, -1]),
+        "cells": np.asarray(late["cells_visited"][sel, -1]),
+        "episodes": np.asarray(jnp.sum(late["episodes"][sel], axis=1)),
+        "wall_s": wall})
+  return runs
+
+
 def experiment(config: dict) -> dict:
   """Every (env, network): seeds x policies in one vmapped program; curves and late stats."""
   import gymnax  # pylint: disable=g-import-not-at-top
-  seeds, bins = config["seeds"], config["bins"]
-  hyper = _hyper(config)
   runs = []
   limits = {}
   for env_name, (steps, nets) in config["envs"].items():
     limits[env_name] = int(gymnax.make(env_name)[1].max_steps_in_episode)
     for net in nets:
       depth, activation = NETS[net]
-      train = rl.make_dqn(env_name, _dqn_config(steps, depth, activation, config))
-
-      def run(keys, hyper, train=train):
-        _, metrics = jax.vmap(train)(keys, hyper)
-        curve = jax.vmap(lambda m: rl.learning_curve(m, bins))(metrics)
-        late = jax.vmap(lambda m: rl.learning_curve(m, 5))(metrics)
-        return curve, late
-      keys = jax.random.split(jax.random.key(0), len(POLICIES) * seeds)
-      t0 = time.perf_counter()
-      curve, late = jax.block_until_ready(jax.jit(run)(keys, hyper))
-      wall = time.perf_counter() - t0
-      for p, (policy, _, _) in enumerate(POLICIES):
-        sel = slice(p * seeds, (p + 1) * seeds)
-        runs.append({
-            "env": env_name, "net": net, "policy": policy, "steps": steps,
-            "curve_return": np.asarray(curve["mean_return"][sel]),
-            "curve_success": np.asarray(curve["success_rate"][sel]),
-            "curve_cells": np.asarray(curve["cells_visited"][sel]),
-            "late_return": np.asarray(late["mean_return"][sel, -1]),
-            "late_success": np.asarray(late["success_rate"][sel, -1]),
-            "cells": np.asarray(late["cells_visited"][sel, -1]),
-            "episodes": np.asarray(jnp.sum(late["episodes"][sel], axis=1)),
-            "wall_s": wall})
+      runs += _run_net(env_name, steps, depth, activation, net, config)
   return {"runs": runs, "limits": limits}
 
 
@@ -441,3 +453,216 @@ def _figure(exp: dict, config: dict):
   fig.suptitle(f"DQN learning curves, mean +- sd over {config['seeds']} seeds", fontsize=10)
   fig.tight_layout()
   return fig
+
+
+# ------------------------------------------------------------------------------------------
+# Depth 3: the full record's MountainCar sweep extended to three hidden layers, run in chunks
+#
+#   python -m benchmarks.implicit_exploration --depth3 relu --parts DIR   (one per activation)
+#   python -m benchmarks.implicit_exploration --depth3-report --parts DIR [--results-dir D]
+#
+# Each chunk is one activation's cells (greedy and epsilon = 0.1, 16 seeds each) in one
+# vmapped program; the report reads the chunks and the full record (depths 0-2, run on the
+# GPU: results/gpu/implicit_exploration.json) and writes results/implicit_exploration_depth3.*.
+
+DEPTH3_NAME = "implicit_exploration_depth3"
+DEPTH3 = {"env": "MountainCar-v0", "steps": 200_000, "seeds": 16, "learning_starts": 1_000,
+          "bins": 20, "depth": 3, "activations": ("relu", "tanh", "linear"),
+          "policies": ("greedy", "eps 0.1")}
+ACTIVATION_LABELS = {"relu": "ReLU", "tanh": "tanh", "linear": "identity"}
+SHALLOW_NETS = {(0, "relu"): LINEAR, (0, "tanh"): LINEAR, (0, "linear"): LINEAR,
+                (1, "relu"): "1x64 ReLU", (1, "tanh"): "1x64 tanh",
+                (2, "relu"): "2x64 ReLU", (2, "tanh"): "2x64 tanh", (2, "linear"): "2x64 identity"}
+
+DEPTH3_NOTES = """\
+The full record's MountainCar-v0 sweep (200-step limit, {steps} env steps per run, {seeds}
+seeds, the same DQN hyperparameters and seeds: see implicit_exploration.md) extended to three
+hidden layers of 64 units, for ReLU, tanh and identity activations, greedy (epsilon = 0) and
+epsilon = 0.1 fixed (the better epsilon-greedy schedule for the two-layer nets in the full
+record; the annealed 1 -> 0.05 schedule was not run at depth 3). Depths 0-2 are the full record's
+numbers (run on one GPU, {shallow_date}); depth 3 ran here on the {backend} in {chunks} chunks,
+one activation ({runs} runs vmapped) per chunk: {chunk_times}. The same code on another
+backend draws the same seeds but rounds differently, so single runs differ; the comparison is
+between seed means. Depth 0 has no activation: its row is repeated for each; the full record
+has no 1x64 identity net."""
+
+
+def depth3_net(activation: str) -> str:
+  return f"{DEPTH3['depth']}x64 {ACTIVATION_LABELS[activation]}"
+
+
+def depth3_part(activation: str, config: dict = DEPTH3) -> dict:
+  """One activation's depth-3 cells (greedy and epsilon = 0.1): plain data, as experiment's."""
+  if activation not in config["activations"]:
+    raise ValueError(f"activation={activation!r}; allowed: {config['activations']}")
+  policies = tuple(p for p in POLICIES if p[0] in config["policies"])
+  t0 = time.perf_counter()
+  runs = _run_net(config["env"], config["steps"], config["depth"], activation,
+                  depth3_net(activation), config, policies)
+  return {"activation": activation, "runs": runs, "backend": jax.default_backend(),
+          "elapsed_s": time.perf_counter() - t0}
+
+
+def _depth_grid(parts: list[dict], full: dict) -> dict:
+  """(activation, depth, policy) -> run dict, depths 0-2 from the full record, 3 from parts."""
+  grid = {}
+  for (depth, act), net in SHALLOW_NETS.items():
+    for policy in DEPTH3["policies"]:
+      grid[(act, depth, policy)] = _find(full, DEPTH3["env"], net, policy)
+  for part in parts:
+    for r in part["runs"]:
+      grid[(part["activation"], DEPTH3["depth"], r["policy"])] = r
+  return grid
+
+
+def depth3_claims(parts: list[dict], full: dict) -> list[_harness.Claim]:
+  grid = _depth_grid(parts, full)
+  done = {p["activation"] for p in parts}
+  out = []
+  for act in ("relu", "tanh"):
+    text = (f"MountainCar-v0, 3x64 {ACTIVATION_LABELS[act]}: greedy (epsilon = 0) reaches the "
+            "goal as often as epsilon = 0.1 (within 0.1, last 20% of training)")
+    if act not in done:
+      out.append(_not_run(text, "greedy as good or better", f"the 3x64 {act} net"))
+      continue
+    g, e = grid[(act, 3, "greedy")], grid[(act, 3, "eps 0.1")]
+    gs, es = _mean(g["late_success"]), _mean(e["late_success"])
+    holds = bool(gs >= es - TOL_SUCCESS)
+    out.append(_harness.Claim(
+        text, "greedy as good or better", f"success {gs:.2f} (return "
+        f"{_mean(g['late_return']):.0f}) vs {es:.2f} ({_mean(e['late_return']):.0f})", holds,
+        reason="" if holds else f"greedy {gs:.2f} < {es:.2f} - {TOL_SUCCESS}"))
+  text = ("MountainCar-v0: nonlinearity is needed at depth 3 too: a 3x64 identity net greedy "
+          "fails (success <= 0.1)")
+  if "linear" not in done:
+    out.append(_not_run(text, "both depth and nonlinearity needed", "the 3x64 identity net"))
+  else:
+    s = _mean(grid[("linear", 3, "greedy")]["late_success"])
+    out.append(_harness.Claim(text, "both depth and nonlinearity needed", f"success {s:.2f}",
+                              bool(s <= TOL_SUCCESS),
+                              reason="" if s <= TOL_SUCCESS else f"success {s:.2f}"))
+  for act in ("relu", "tanh"):
+    text = (f"MountainCar-v0, {ACTIVATION_LABELS[act]} greedy: depth helps, success at "
+            "depth 3 at least depth 2's and depth 1's (within 0.1)")
+    if act not in done:
+      out.append(_not_run(text, "depth needed", f"the 3x64 {act} net"))
+      continue
+    s = [_mean(grid[(act, d, "greedy")]["late_success"]) for d in range(4)]
+    holds = bool(s[3] >= max(s[1], s[2]) - TOL_SUCCESS)
+    shown = " / ".join(f"{v:.2f}" for v in s)
+    out.append(_harness.Claim(text, "depth needed", f"depth 0/1/2/3: {shown}", holds,
+                              reason="" if holds else f"depth 0/1/2/3 success {shown}"))
+  return out
+
+
+def depth3_report(parts: list[dict], full: dict, full_date: str,
+                  config: dict = DEPTH3) -> _harness.Report:
+  grid = _depth_grid(parts, full)
+  rows = []
+  for act in DEPTH3["activations"]:
+    for depth in range(4):
+      for policy in DEPTH3["policies"]:
+        r = grid.get((act, depth, policy))
+        if r is None:
+          continue
+        rows.append((ACTIVATION_LABELS[act], depth, r["net"], policy,
+                     "full record (GPU)" if depth < 3 else "this run",
+                     _mean(r["late_return"]), float(np.nanstd(np.asarray(r["late_return"],
+                                                                         float))),
+                     _mean(r["late_success"]), _mean(r["cells"]), _mean(r["episodes"])))
+  tables = ["## MountainCar-v0 by depth and activation (episodes ending in the last 20% of "
+            f"training; mean and sd over {config['seeds']} seeds)\n\n" +
+            _harness.markdown_table(["activation", "depth", "Q-network", "policy", "source",
+                                     "return", "sd", "success", "distinct cells", "episodes"],
+                                    rows)]
+  notes = DEPTH3_NOTES.format(
+      steps=config["steps"], seeds=config["seeds"], shallow_date=full_date,
+      backend=", ".join(sorted({p["backend"] for p in parts})) or "-", chunks=len(parts),
+      runs=len(DEPTH3["policies"]) * DEPTH3["seeds"],
+      chunk_times=", ".join(f"{p['activation']} {p['elapsed_s']:.0f} s (compile included)"
+                            for p in parts) or "none")
+  return _harness.Report(tables=tables, figure=_depth3_figure(grid, config), notes=notes)
+
+
+def _depth3_figure(grid: dict, config: dict):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+  colours = {"relu": "tab:blue", "tanh": "tab:orange", "linear": "tab:gray"}
+  styles = {"greedy": "-o", "eps 0.1": "--s"}
+  for ax, (key, label) in zip(axes, (("late_success", "success rate (late episodes)"),
+                                     ("late_return", "return (late episodes)"))):
+    for act in DEPTH3["activations"]:
+      for policy in DEPTH3["policies"]:
+        pts = [(d, grid[(act, d, policy)]) for d in range(4) if (act, d, policy) in grid]
+        if not pts:
+          continue
+        x = np.array([d for d, _ in pts])
+        vals = [np.asarray(r[key], float) for _, r in pts]
+        mean = np.array([np.nanmean(v) for v in vals])
+        sem = np.array([np.nanstd(v) / np.sqrt(max(np.isfinite(v).sum(), 1)) for v in vals])
+        ax.errorbar(x + (0.04 if policy != "greedy" else -0.04), mean, yerr=sem,
+                    fmt=styles[policy], color=colours[act], capsize=2, ms=4,
+                    label=f"{ACTIVATION_LABELS[act]}, {policy}")
+    ax.set_xticks(range(4))
+    ax.set_xlabel("hidden layers (depth 3: this run; 0-2: full record)")
+    ax.set_ylabel(label)
+  axes[0].legend(fontsize=7)
+  fig.suptitle(f"MountainCar-v0 (200-step limit), {config['steps']} env steps at depth 3, "
+               f"mean +- s.e. over {config['seeds']} seeds", fontsize=10)
+  fig.tight_layout()
+  return fig
+
+
+def _depth3_main(argv: list[str] | None = None) -> int:
+  import argparse  # pylint: disable=g-import-not-at-top
+  import json  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(prog="python -m benchmarks.implicit_exploration",
+                                   description="the depth-3 extension of the full record")
+  parser.add_argument("--depth3", choices=DEPTH3["activations"],
+                      help="run one activation's depth-3 cells into --parts")
+  parser.add_argument("--depth3-report", action="store_true",
+                      help="write results/implicit_exploration_depth3.* from --parts")
+  parser.add_argument("--parts", type=pathlib.Path, required=True,
+                      help="folder of the chunks (one ACTIVATION.json each)")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="env steps per run (default: the full record's; for a timing probe)")
+  parser.add_argument("--results-dir", type=pathlib.Path, default=_harness.RESULTS_DIR)
+  args = parser.parse_args(argv)
+  if bool(args.depth3) == args.depth3_report:
+    parser.error("give exactly one of --depth3 ACTIVATION and --depth3-report")
+  if args.depth3:
+    config = DEPTH3 if args.steps is None else {**DEPTH3, "steps": args.steps}
+    part = depth3_part(args.depth3, config)
+    args.parts.mkdir(parents=True, exist_ok=True)
+    path = args.parts / f"{args.depth3}.json"
+    path.write_text(json.dumps(_harness.to_jsonable({**part, "config": config})) + "\n")
+    print(f"{args.depth3}: {part['elapsed_s']:.0f} s -> {path}")
+    return 0
+  parts = [json.loads(p.read_text()) for p in sorted(args.parts.glob("*.json"))]
+  if not parts:
+    parser.error(f"no chunks in {args.parts}")
+  config = parts[0]["config"]
+  if any(p["config"] != config for p in parts):
+    parser.error("the chunks ran different configs")
+  if config != _harness.to_jsonable(DEPTH3) and args.results_dir == _harness.RESULTS_DIR:
+    parser.error(f"the chunks ran a probe config ({config}); write its report elsewhere")
+  shallow = json.loads((_harness.RESULTS_DIR / "gpu" / f"{NAME}.json").read_text())
+  full = shallow["data"]["experiment"]
+  rep = depth3_report(parts, full, shallow["date"], config)
+  result = _harness.Result(
+      name=DEPTH3_NAME, paper=PAPER, claims=depth3_claims(parts, full), tables=rep.tables,
+      figure=rep.figure, notes=rep.notes,
+      data={"config": config, "parts": parts, "shallow_record": f"gpu/{NAME}.json",
+            "shallow_date": shallow["date"]})
+  paths = _harness.write_result(result, args.results_dir, mode="full",
+                                elapsed_s=sum(p["elapsed_s"] for p in parts))
+  print("wrote", ", ".join(str(v) for v in paths.values()))
+  return 0
+
+
+if __name__ == "__main__":
+  import sys  # pylint: disable=g-import-not-at-top
+  sys.exit(_depth3_main())
