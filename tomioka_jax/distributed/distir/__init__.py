@@ -9,6 +9,7 @@ reference, infers its types and simulates its cost.
 * ``_interpret`` -- the abstract interpreter; reference execution and type inference.
 * ``_transforms`` -- data / horizontal (Megatron) / pipeline parallelism and their nesting.
 * ``_pipeline`` -- GPipe (FIFO) and 1F1B microbatch schedules.
+* ``_project`` -- rank projection to per-device programs; running them on local devices.
 """
 
 from tomioka_jax.distributed.distir._interpret import AbstractInterpreter
@@ -27,6 +28,10 @@ from tomioka_jax.distributed.distir._ir import format_function
 from tomioka_jax.distributed.distir._ir import import_jaxpr
 from tomioka_jax.distributed.distir._ir import trace
 from tomioka_jax.distributed.distir._pipeline import pipeline_schedule
+from tomioka_jax.distributed.distir._project import gather_projected_outputs
+from tomioka_jax.distributed.distir._project import project
+from tomioka_jax.distributed.distir._project import project_inputs
+from tomioka_jax.distributed.distir._project import run_projected
 from tomioka_jax.distributed.distir._transforms import data_parallel
 from tomioka_jax.distributed.distir._transforms import gather_mlp_outputs
 from tomioka_jax.distributed.distir._transforms import mlp_reference_step
@@ -49,11 +54,15 @@ __all__ = [
     "execute",
     "format_function",
     "gather_mlp_outputs",
+    "gather_projected_outputs",
     "import_jaxpr",
     "infer_types",
     "mlp_reference_step",
     "mlp_training_step",
     "pipeline_schedule",
+    "project",
+    "project_inputs",
+    "run_projected",
     "shard_batch",
     "shard_mlp_inputs",
     "trace",
