@@ -122,3 +122,12 @@ def test_run_projected_bad_input():
   with pytest.raises(ValueError, match="needs 9 local devices"):
     distir.run_projected(distir.project(big), {r: [np.ones((1, 2), np.float32)]
                                                for r in range(9)})
+
+
+def test_run_projected_runs_gpt_inference():
+  from tests.distributed.test_distir_transforms import NB, NH, NL, S, V, D, gpt_problem
+
+  params, tokens = gpt_problem()
+  fn = distir.gpt_inference(2, 2, 2, num_layers=NL, d_model=D, num_heads=NH, seq_len=S,
+                            batch=NB, vocab=V)
+  _check_against_execute(fn, distir.shard_gpt_inputs(params, tokens, 2, 2, 2))

@@ -217,3 +217,92 @@ def test_bad_input_is_named():
   with pytest.raises(ValueError, match="batch_argnums entry 2 is out of range"):
     distir.data_parallel(jnp.sum, (np.ones((4, 2), np.float32),), batch_argnums=(2,),
                          devices=2)
+
+
+# --------------------------------------------------------------------------------------
+# GPT inference
+# --------------------------------------------------------------------------------------
+
+D, NH, S, V, NL, NB = 8, 4, 5, 11, 2, 4
+
+
+def gpt_problem(seed=0):
+  rng = np.random.default_rng(seed)
+
+  def normal(*shape, scale=0.3):
+    return (rng.normal(size=shape) * scale).astype(np.float32)
+
+  shapes = {"w_fc": (D, 4 * D), "b_fc": (4 * D,), "w_proj": (4 * D, D)}
+  blocks = []
+  for _ in range(NL):
+    block = {}
+    for key in distir.GPT_BLOCK_SPLITS:
+      shape = shapes.get(key, (D, D) if key.startswith("w") else (D,))
+      block[key] = 1 + normal(*shape) if key.endswith("scale") else normal(*shape)
+    blocks.append(block)
+  params = {"wte": normal(V, D), "wpe": normal(S, D), "lnf_scale": 1 + normal(D),
+            "lnf_bias": normal(D), "blocks": blocks}
+  tokens = rng.integers(0, V, size=(NB, S)).astype(np.int32)
+  return params, tokens
+
+
+def _plain_gpt(params, tokens):
+  """GPT-2 forward written directly (all heads at once, no splitting)."""
+  def ln(x, s, b):
+    mu = x.mean(-1, keepdims=True)
+    var = ((x - mu) ** 2).mean(-1, keepdims=True)
+    return (x - mu) / jnp.sqrt(var + 1e-5) * s[None, None, :] + b[None, None, :]
+
+  batch, seq = tokens.shape
+  dh = D // NH
+  x = params["wte"][tokens] + params["wpe"][None]
+  for blk in params["blocks"]:
+    a = ln(x, blk["ln1_scale"], blk["ln1_bias"])
+    q, k, v = ((a @ blk[w] + blk[b][None, None, :]).reshape(batch, seq, NH, dh)
+               for w, b in (("wq", "bq"), ("wk", "bk"), ("wv", "bv")))
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / np.sqrt(dh)
+    scores = jnp.where(jnp.tril(jnp.ones((seq, seq), bool))[None, None], scores, -jnp.inf)
+    o = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, -1), v).reshape(batch, seq, D)
+    x = x + o @ blk["wo"] + blk["bo"][None, None, :]
+    a = ln(x, blk["ln2_scale"], blk["ln2_bias"])
+    hidden = jax.nn.gelu(a @ blk["w_fc"] + blk["b_fc"][None, None, :], approximate=True)
+    x = x + hidden @ blk["w_proj"] + blk["b_proj"][None, None, :]
+  return ln(x, params["lnf_scale"], params["lnf_bias"]) @ params["wte"].T
+
+
+@pytest.mark.parametrize("d,h,p,m", [(1, 1, 1, 1), (2, 1, 1, 2), (1, 2, 1, 1),
+                                     (1, 1, 2, 2), (2, 2, 2, 1), (1, 4, 1, 1)])
+def test_gpt_inference_equals_a_plain_gpt_forward(d, h, p, m):
+  params, tokens = gpt_problem()
+  want = np.asarray(_plain_gpt(params, tokens))
+  fn = distir.gpt_inference(d, h, p, num_layers=NL, d_model=D, num_heads=NH, seq_len=S,
+                            batch=NB, vocab=V, num_microbatches=m)
+  assert fn.devices == tuple(range(d * h * p))
+  distir.infer_types(fn)
+  outs = distir.execute(fn, *distir.shard_gpt_inputs(params, tokens, d, h, p))
+  np.testing.assert_allclose(distir.gather_gpt_outputs(outs, d, m), want, rtol=1e-5,
+                             atol=1e-5)
+  # causality: changing the last token changes only the last position's logits
+  changed = tokens.copy()
+  changed[:, -1] = (changed[:, -1] + 1) % V
+  outs2 = distir.execute(fn, *distir.shard_gpt_inputs(params, changed, d, h, p))
+  delta = np.abs(distir.gather_gpt_outputs(outs2, d, m) - want).max(axis=(0, 2))
+  assert np.all(delta[:-1] < 1e-5) and delta[-1] > 1e-3
+  # Megatron: two allreduces per block and microbatch; one send per stage boundary
+  names = [op.name for op in fn.ops if op.is_communication]
+  assert names.count("allreduce") == (d * m * NL * 2 if h > 1 else 0)
+  assert names.count("send") == d * h * m * (p - 1)
+
+
+def test_gpt_bad_input_is_named():
+  kw = dict(num_layers=2, d_model=8, seq_len=5, batch=4, vocab=11)
+  with pytest.raises(ValueError, match="num_heads = 4 must be divisible by h = 3"):
+    distir.gpt_inference(1, 3, 1, num_heads=4, **kw)
+  with pytest.raises(ValueError, match="d_model = 8 must be divisible by num_heads = 3"):
+    distir.gpt_inference(1, 1, 1, num_heads=3, **kw)
+  with pytest.raises(ValueError, match="num_layers = 2 must be divisible by p = 3"):
+    distir.gpt_inference(1, 1, 3, num_heads=4, **kw)
+  with pytest.raises(ValueError, match="num_microbatches = 3 must divide"):
+    distir.gpt_inference(1, 1, 1, num_heads=4, num_microbatches=3, **kw)
+  with pytest.raises(ValueError, match="expected d \\* num_microbatches = 2 outputs"):
+    distir.gather_gpt_outputs([np.zeros((1, 5, 11))], 2)

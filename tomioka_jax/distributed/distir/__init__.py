@@ -32,11 +32,15 @@ from tomioka_jax.distributed.distir._project import gather_projected_outputs
 from tomioka_jax.distributed.distir._project import project
 from tomioka_jax.distributed.distir._project import project_inputs
 from tomioka_jax.distributed.distir._project import run_projected
+from tomioka_jax.distributed.distir._transforms import GPT_BLOCK_SPLITS
 from tomioka_jax.distributed.distir._transforms import data_parallel
+from tomioka_jax.distributed.distir._transforms import gather_gpt_outputs
 from tomioka_jax.distributed.distir._transforms import gather_mlp_outputs
+from tomioka_jax.distributed.distir._transforms import gpt_inference
 from tomioka_jax.distributed.distir._transforms import mlp_reference_step
 from tomioka_jax.distributed.distir._transforms import mlp_training_step
 from tomioka_jax.distributed.distir._transforms import shard_batch
+from tomioka_jax.distributed.distir._transforms import shard_gpt_inputs
 from tomioka_jax.distributed.distir._transforms import shard_mlp_inputs
 
 __all__ = [
@@ -45,6 +49,7 @@ __all__ = [
     "Device",
     "Function",
     "FunctionBuilder",
+    "GPT_BLOCK_SPLITS",
     "Op",
     "PRIMITIVE_CATEGORIES",
     "TensorType",
@@ -53,8 +58,10 @@ __all__ = [
     "data_parallel",
     "execute",
     "format_function",
+    "gather_gpt_outputs",
     "gather_mlp_outputs",
     "gather_projected_outputs",
+    "gpt_inference",
     "import_jaxpr",
     "infer_types",
     "mlp_reference_step",
@@ -64,6 +71,7 @@ __all__ = [
     "project_inputs",
     "run_projected",
     "shard_batch",
+    "shard_gpt_inputs",
     "shard_mlp_inputs",
     "trace",
 ]

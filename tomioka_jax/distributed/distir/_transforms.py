@@ -594,3 +594,269 @@ def mlp_training_step(d: int, h: int, p: int, *, num_layers: int, hidden: int, b
   outputs = [new[di, hi, layer] for di in range(d) for hi in range(h) for pi in range(p)
              for layer in range(pi * per_stage, (pi + 1) * per_stage)]
   return em.finish(outputs)
+
+
+# --------------------------------------------------------------------------------------
+# GPT-2-style inference with (d, h, p)
+# --------------------------------------------------------------------------------------
+
+#: Parameters of one GPT block and how Megatron splits them over ``h`` ranks: ``col``
+#: (columns of a matrix: whole heads for q/k/v, a slice of the MLP's hidden units),
+#: ``vec`` (the matching slice of a bias), ``row`` (rows: the output projections, whose
+#: partial products are allreduced), ``rep`` (replicated).
+GPT_BLOCK_SPLITS: dict[str, str] = {
+    "ln1_scale": "rep", "ln1_bias": "rep",
+    "wq": "col", "bq": "vec", "wk": "col", "bk": "vec", "wv": "col", "bv": "vec",
+    "wo": "row", "bo": "rep",
+    "ln2_scale": "rep", "ln2_bias": "rep",
+    "w_fc": "col", "b_fc": "vec", "w_proj": "row", "b_proj": "rep",
+}
+
+_LN_EPS = 1e-5
+
+
+def _layer_norm(x, scale, bias):
+  mean = jnp.mean(x, axis=-1, keepdims=True)
+  var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+  return (x - mean) * jax.lax.rsqrt(var + _LN_EPS) * scale[None, None, :] + bias[None, None, :]
+
+
+def _local_attention(x, ln_s, ln_b, wq, bq, wk, bk, wv, bv, wo, heads):
+  """Causal self-attention over ``heads`` heads, projected by the matching rows of ``wo``:
+  this rank's share of the attention output (before the allreduce and the bias)."""
+  rows, seq, _ = x.shape
+  a = _layer_norm(x, ln_s, ln_b)
+  width = wq.shape[1]
+  dh = width // heads
+
+  def split(w, b):
+    return (a @ w + b[None, None, :]).reshape(rows, seq, heads, dh)
+
+  q, k, v = split(wq, bq), split(wk, bk), split(wv, bv)
+  scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) / jnp.sqrt(jnp.asarray(dh, x.dtype))
+  causal = jnp.tril(jnp.ones((seq, seq), bool))
+  scores = jnp.where(causal[None, None], scores, jnp.finfo(x.dtype).min)
+  out = jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(scores, axis=-1), v)
+  return out.reshape(rows, seq, width) @ wo
+
+
+def _local_mlp(x, ln_s, ln_b, w_fc, b_fc, w_proj):
+  a = _layer_norm(x, ln_s, ln_b)
+  return jax.nn.gelu(a @ w_fc + b_fc[None, None, :], approximate=True) @ w_proj
+
+
+@functools.lru_cache(maxsize=None)
+def _gpt_pieces(rows, seq, d_model, heads_local, h, vocab, dtype):
+  width = d_model // h
+  x = _spec((rows, seq, d_model), dtype)
+  vec_d, vec_w = _spec((d_model,), dtype), _spec((width,), dtype)
+  col, row = _spec((d_model, width), dtype), _spec((width, d_model), dtype)
+  fc_w = 4 * d_model // h
+  pieces = {
+      "embed": ir.trace(
+          lambda tokens, wte, wpe: wte[tokens] + wpe[None, :, :],
+          _spec((rows, seq), np.int32), _spec((vocab, d_model), dtype),
+          _spec((seq, d_model), dtype), name="embed"),
+      "attention": ir.trace(
+          functools.partial(_local_attention, heads=heads_local), x, vec_d, vec_d,
+          col, vec_w, col, vec_w, col, vec_w, row, name="attention"),
+      "mlp": ir.trace(_local_mlp, x, vec_d, vec_d, _spec((d_model, fc_w), dtype),
+                      _spec((fc_w,), dtype), _spec((fc_w, d_model), dtype), name="mlp"),
+      "residual": ir.trace(lambda x, y, b: x + y + b[None, None, :], x, x, vec_d,
+                           name="residual"),
+      "logits": ir.trace(
+          lambda x, s, b, wte: jnp.einsum("bsd,vd->bsv", _layer_norm(x, s, b), wte),
+          x, vec_d, vec_d, _spec((vocab, d_model), dtype), name="logits"),
+  }
+  return pieces
+
+
+def _check_gpt(where, d, h, p, num_layers, d_model, num_heads, seq_len, batch, vocab,
+               num_microbatches):
+  _check_positive(where, d=d, h=h, p=p, num_layers=num_layers, d_model=d_model,
+                  num_heads=num_heads, seq_len=seq_len, batch=batch, vocab=vocab,
+                  num_microbatches=num_microbatches)
+  if d_model % num_heads:
+    raise ValueError(f"{where}: d_model = {d_model} must be divisible by num_heads = "
+                     f"{num_heads}")
+  if num_heads % h:
+    raise ValueError(f"{where}: num_heads = {num_heads} must be divisible by h = {h} "
+                     "(Megatron gives each rank whole heads)")
+  if num_layers % p:
+    raise ValueError(f"{where}: num_layers = {num_layers} must be divisible by p = {p} "
+                     "(each pipeline stage holds the same number of blocks)")
+  if batch % d:
+    raise ValueError(f"{where}: batch = {batch} must be divisible by d = {d} (each data-"
+                     "parallel replica gets an equal slice)")
+  if (batch // d) % num_microbatches:
+    raise ValueError(f"{where}: num_microbatches = {num_microbatches} must divide the "
+                     f"per-replica batch batch / d = {batch // d}")
+
+
+def _gpt_split(array, kind, hi, h):
+  array = np.asarray(array)
+  if kind == "rep":
+    return array
+  if kind == "row":
+    n = array.shape[0] // h
+    return array[hi * n:(hi + 1) * n]
+  n = array.shape[-1] // h
+  return array[..., hi * n:(hi + 1) * n]
+
+
+def _gpt_device_inputs(pi, p, per_stage):
+  """(name, layer or None, block key or None) of a device's inputs, in order."""
+  names = []
+  if pi == 0:
+    names += [("tokens", None, None), ("wte", None, None), ("wpe", None, None)]
+  for layer in range(pi * per_stage, (pi + 1) * per_stage):
+    names += [(f"{key}{layer}", layer, key) for key in GPT_BLOCK_SPLITS]
+  if pi == p - 1:
+    names += [("lnf_scale", None, None), ("lnf_bias", None, None)]
+    if pi != 0:
+      names.append(("wte", None, None))
+  return names
+
+
+def shard_gpt_inputs(params: dict, tokens, d: int, h: int, p: int) -> list[Any]:
+  """The inputs of :func:`gpt_inference` from global parameters and tokens, in its order.
+
+  ``params``: ``wte (vocab, d_model)``, ``wpe (seq_len, d_model)``, ``blocks`` (a list of
+  dicts with the keys of :data:`GPT_BLOCK_SPLITS`; ``w_fc (d_model, 4 d_model)``),
+  ``lnf_scale``, ``lnf_bias``. Device after device: replica ``i``'s tokens, ``wte`` and
+  ``wpe`` on first-stage devices; each block's shards on its stage; the final layer norm
+  and (tied) ``wte`` on last-stage devices.
+  """
+  num_layers = len(params["blocks"])
+  _check_positive("shard_gpt_inputs", d=d, h=h, p=p, num_layers=num_layers)
+  if num_layers % p:
+    raise ValueError(f"shard_gpt_inputs: num_layers = {num_layers} must be divisible by "
+                     f"p = {p}")
+  tokens = np.asarray(tokens, np.int32)
+  rows = tokens.shape[0] // d
+  per_stage = num_layers // p
+  out = []
+  for di in range(d):
+    for hi in range(h):
+      for pi in range(p):
+        for name, layer, key in _gpt_device_inputs(pi, p, per_stage):
+          if name == "tokens":
+            out.append(tokens[di * rows:(di + 1) * rows])
+          elif layer is None:
+            out.append(np.asarray(params[name]))
+          else:
+            out.append(_gpt_split(params["blocks"][layer][key], GPT_BLOCK_SPLITS[key], hi, h))
+  return out
+
+
+def gather_gpt_outputs(outputs: Sequence[Any], d: int, num_microbatches: int = 1
+                       ) -> np.ndarray:
+  """The global logits ``(batch, seq_len, vocab)`` from :func:`gpt_inference`'s outputs."""
+  if len(outputs) != d * num_microbatches:
+    raise ValueError(f"gather_gpt_outputs: expected d * num_microbatches = "
+                     f"{d * num_microbatches} outputs, got {len(outputs)}")
+  return np.concatenate([np.asarray(o) for o in outputs], axis=0)
+
+
+def gpt_inference(d: int, h: int, p: int, *, num_layers: int, d_model: int, num_heads: int,
+                  seq_len: int, batch: int, vocab: int, num_microbatches: int = 1,
+                  dtype=np.float32, devices: Sequence[int] | None = None) -> ir.Function:
+  """A GPT-2-style forward pass (inference) over ``d * h * p`` devices.
+
+  Each block is ``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``, with causal multi-head
+  attention and a tanh-GELU MLP of width ``4 d_model``; logits are ``ln_f(x) wte^T``
+  (tied embedding). Megatron splits each block over the ``h`` ranks of a replica: rank
+  ``j`` holds heads ``[j n/h, (j+1) n/h)`` (the columns of ``wq, wk, wv`` and rows of
+  ``wo``) and columns ``j`` of ``w_fc`` / rows ``j`` of ``w_proj``, so a block costs two
+  allreduces of the activations. Stages hold ``num_layers / p`` consecutive blocks;
+  microbatches flow through them in order (GPipe's forward half). The device layout is
+  the module's ``(i * h + j) * p + k``.
+
+  Returns:
+    Inputs in :func:`shard_gpt_inputs` order; outputs the logits of each replica's
+    microbatches (replica after replica, microbatch after microbatch), on the replica's
+    rank-0 last-stage device.
+  """
+  where = "gpt_inference"
+  _check_gpt(where, d, h, p, num_layers, d_model, num_heads, seq_len, batch, vocab,
+             num_microbatches)
+  devices = _check_devices(where, devices, d * h * p, f"d * h * p = {d} * {h} * {p}")
+  dtype = np.dtype(dtype).name
+  m = num_microbatches
+  rows = batch // d // m
+  per_stage = num_layers // p
+  pieces = _gpt_pieces(rows, seq_len, d_model, num_heads // h, h, vocab, dtype)
+  width, fc_w = d_model // h, 4 * d_model // h
+  shapes = {"rep": (d_model,), "vec": (width,), "col": (d_model, width),
+            "row": (width, d_model)}
+
+  def shape_of(name, key):
+    if key is not None:
+      kind = GPT_BLOCK_SPLITS[key]
+      if key == "w_fc":
+        return (d_model, fc_w)
+      if key == "b_fc":
+        return (fc_w,)
+      if key == "w_proj":
+        return (fc_w, d_model)
+      return shapes[kind]
+    return {"tokens": (rows * m, seq_len), "wte": (vocab, d_model),
+            "wpe": (seq_len, d_model), "lnf_scale": (d_model,),
+            "lnf_bias": (d_model,)}[name]
+
+  def dev(di, hi, pi):
+    return devices[_position(di, hi, pi, h, p)]
+
+  em = _Emitter(f"gpt_{d}_{h}_{p}_{m}")
+  value: dict[tuple, ir.Value] = {}
+  for di in range(d):
+    for hi in range(h):
+      for pi in range(p):
+        dv = dev(di, hi, pi)
+        for name, _, key in _gpt_device_inputs(pi, p, per_stage):
+          value[di, hi, pi, name] = em.input(
+              f"{name}.d{dv}", shape_of(name, key),
+              "int32" if name == "tokens" else dtype, dv)
+
+  inbox: dict[tuple, ir.Value] = {}
+  outputs: dict[tuple, ir.Value] = {}
+
+  def forward(di, pi, k):
+    acts = {}
+    for hi in range(h):
+      dv = dev(di, hi, pi)
+      if pi == 0:
+        tok = em.inline(_slice_piece((rows * m, seq_len), "int32", 0, k * rows, rows),
+                        [value[di, hi, 0, "tokens"]], dv)[0]
+        acts[hi] = em.inline(pieces["embed"], [tok, value[di, hi, 0, "wte"],
+                                               value[di, hi, 0, "wpe"]], dv)[0]
+      else:
+        acts[hi] = inbox.pop((di, hi, pi, k))
+    for layer in range(pi * per_stage, (pi + 1) * per_stage):
+      def arg(hi, key, layer=layer):
+        return value[di, hi, pi, f"{key}{layer}"]
+
+      for piece, keys, bias in (
+          ("attention", ("ln1_scale", "ln1_bias", "wq", "bq", "wk", "bk", "wv", "bv",
+                         "wo"), "bo"),
+          ("mlp", ("ln2_scale", "ln2_bias", "w_fc", "b_fc", "w_proj"), "b_proj")):
+        partial = [em.inline(pieces[piece], [acts[hi]] + [arg(hi, key) for key in keys],
+                             dev(di, hi, pi))[0] for hi in range(h)]
+        summed = em.allreduce(partial)
+        acts = {hi: em.inline(pieces["residual"], [acts[hi], summed[hi], arg(hi, bias)],
+                              dev(di, hi, pi))[0] for hi in range(h)}
+    if pi < p - 1:
+      for hi in range(h):
+        inbox[di, hi, pi + 1, k] = em.send(acts[hi], dev(di, hi, pi + 1))
+    else:
+      dv = dev(di, 0, pi)
+      outputs[di, k] = em.inline(pieces["logits"], [
+          acts[0], value[di, 0, pi, "lnf_scale"], value[di, 0, pi, "lnf_bias"],
+          value[di, 0, pi, "wte"]], dv)[0]
+
+  orders = [[("F", k) for k in range(m)] for _ in range(p)]
+  for pi, (_, k) in _pipeline.interleave_stages(orders):
+    em.label = f"F{k}"
+    for di in range(d):
+      forward(di, pi, k)
+  return em.finish([outputs[di, k] for di in range(d) for k in range(m)])
