@@ -65,10 +65,10 @@ def test_projection_splits_ops_and_messages():
   assert [v.type.device for v in programs[0].outputs] == [0]
 
 
-def _check_against_execute(fn, args, repeats=2):
+def _check_against_execute(fn, args, repeats=2, collectives="copies"):
   want = distir.execute(fn, *args)
   outs, seconds = distir.run_projected(distir.project(fn), distir.project_inputs(fn, args),
-                                       repeats=repeats)
+                                       repeats=repeats, collectives=collectives)
   got = distir.gather_projected_outputs(fn, outs)
   assert len(got) == len(want)
   for a, b, v in zip(got, want, fn.outputs):
@@ -85,11 +85,12 @@ def test_run_projected_equals_execute_for_every_collective():
                               rng.normal(size=(6, 8)).astype(np.float32)])
 
 
-@pytest.mark.parametrize("d,h,p,m,schedule", [
-    (8, 1, 1, 1, "gpipe"), (2, 2, 2, 2, "1f1b"), (1, 2, 4, 4, "gpipe")])
-def test_run_projected_equals_execute_for_mlp_steps(d, h, p, m, schedule):
+@pytest.mark.parametrize("d,h,p,m,schedule,collectives", [
+    (8, 1, 1, 1, "gpipe", "copies"), (2, 2, 2, 2, "1f1b", "copies"),
+    (1, 2, 4, 4, "gpipe", "copies"), (4, 2, 1, 1, "gpipe", "xla")])
+def test_run_projected_equals_execute_for_mlp_steps(d, h, p, m, schedule, collectives):
   fn, args = _mlp(d, h, p, m, schedule)
-  _check_against_execute(fn, args)
+  _check_against_execute(fn, args, collectives=collectives)
 
 
 def test_run_projected_runs_a_data_parallel_step():
@@ -111,6 +112,8 @@ def test_run_projected_bad_input():
   inputs = distir.project_inputs(fn, args)
   with pytest.raises(ValueError, match="repeats must be an integer >= 1, got 0"):
     distir.run_projected(programs, inputs, repeats=0)
+  with pytest.raises(ValueError, match="collectives must be 'copies' or 'xla'"):
+    distir.run_projected(programs, inputs, collectives="nccl")
   with pytest.raises(ValueError, match="no entry for rank 1"):
     distir.run_projected(programs, {0: inputs[0]})
   with pytest.raises(ValueError, match="rank 0 takes"):

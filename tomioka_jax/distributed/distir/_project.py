@@ -35,6 +35,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from tomioka_jax.distributed.distir import _ir as ir
 
@@ -215,7 +216,29 @@ def _sum_slice(axis, n, i, *xs):
   return jnp.split(functools.reduce(jnp.add, xs), n, axis=axis)[i]
 
 
-def _communicate(parts: dict[int, ir.Op], env: dict[int, dict], placement) -> None:
+@functools.lru_cache(maxsize=None)
+def _psum_program(devices: tuple, shape: tuple, dtype: str):
+  mesh = jax.sharding.Mesh(np.array(devices, dtype=object), ("g",))
+  spec = jax.sharding.PartitionSpec("g")
+  sharding = jax.sharding.NamedSharding(mesh, spec)
+  program = jax.jit(jax.shard_map(lambda a: jax.lax.psum(a, "g"), mesh=mesh, in_specs=spec,
+                                  out_specs=spec))
+  return program, sharding
+
+
+def _xla_allreduce(xs, devices):
+  """``psum`` under ``shard_map`` over the participants' devices: XLA's own collective."""
+  shape = np.shape(xs[0])
+  program, sharding = _psum_program(tuple(devices), tuple(shape), np.dtype(xs[0].dtype).name)
+  global_shape = (len(xs) * shape[0],) + tuple(shape[1:])
+  stacked = jax.make_array_from_single_device_arrays(global_shape, sharding, list(xs))
+  out = program(stacked)
+  by_device = {shard.device: shard.data for shard in out.addressable_shards}
+  return [by_device[dev] for dev in devices]
+
+
+def _communicate(parts: dict[int, ir.Op], env: dict[int, dict], placement,
+                 collectives: str) -> None:
   """Runs one projected communication op, given every participant's part."""
   any_part = next(iter(parts.values()))
   p = any_part.params
@@ -233,8 +256,12 @@ def _communicate(parts: dict[int, ir.Op], env: dict[int, dict], placement) -> No
 
   if kind in ("send", "mpi_broadcast"):
     results = [put(xs[0], r) for r, _ in targets]
+  elif kind == "allreduce" and collectives == "xla" and np.ndim(xs[0]) >= 1:
+    results = _xla_allreduce(xs, [placement[r] for r, _ in targets])
   elif kind == "allreduce":
-    results = [_sum(*[put(x, r) for x in xs]) for r, _ in targets]
+    # reduce on the first participant, then copy the sum to the others
+    total = _sum(*[put(x, targets[0][0]) for x in xs])
+    results = [total] + [put(total, r) for r, _ in targets[1:]]
   elif kind == "allgather":
     results = [_concatenate(inner["axis"], *[put(x, r) for x in xs]) for r, _ in targets]
   elif kind == "reduce_scatter":
@@ -256,7 +283,8 @@ def _communicate(parts: dict[int, ir.Op], env: dict[int, dict], placement) -> No
 def run_projected(programs: Mapping[int, ir.Function],
                   per_device_inputs: Mapping[int, Sequence[Any]], *,
                   devices: Mapping[int, Any] | Sequence[Any] | None = None,
-                  repeats: int = 5) -> tuple[dict[int, tuple], float]:
+                  repeats: int = 5, collectives: str = "copies"
+                  ) -> tuple[dict[int, tuple], float]:
   """Executes per-device programs (from :func:`project`) on local JAX devices.
 
   Args:
@@ -266,6 +294,9 @@ def run_projected(programs: Mapping[int, ir.Function],
     devices: the JAX device of each rank (a mapping, or a sequence indexed by rank);
       default ``jax.devices()[rank]``.
     repeats: timed steps after one untimed (compiling) step; ``>= 1``.
+    collectives: ``"copies"`` (an allreduce sums ``device_put`` copies on its first
+      participant and copies the sum back) or ``"xla"`` (an allreduce of arrays of rank
+      >= 1 is ``psum`` under ``jax.shard_map`` over the participants' devices).
 
   Returns:
     ``({rank: outputs}, seconds)``: the last step's outputs (``jax.Array``s on their
@@ -273,6 +304,9 @@ def run_projected(programs: Mapping[int, ir.Function],
   """
   if not isinstance(repeats, int) or isinstance(repeats, bool) or repeats < 1:
     raise ValueError(f"run_projected: repeats must be an integer >= 1, got {repeats!r}")
+  if collectives not in ("copies", "xla"):
+    raise ValueError(f"run_projected: collectives must be 'copies' or 'xla', got "
+                     f"{collectives!r}")
   ranks = sorted(programs)
   if devices is None:
     local = jax.devices()
@@ -323,7 +357,7 @@ def run_projected(programs: Mapping[int, ir.Function],
           progressed = True
           if set(parts) != set(item.params["group"]):
             break
-          _communicate(parts, env, placement)
+          _communicate(parts, env, placement, collectives)
           del waiting[cid]
           for q in parts:
             pointer[q] += 1
