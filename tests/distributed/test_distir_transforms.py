@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from tomioka_jax.distributed import distir
-from tomioka_jax.distributed.distir import _transforms as transforms
 
 H, L, B = 8, 4, 16
 
@@ -136,7 +135,7 @@ def _device_task_order(fn, device):
   for op in fn.ops:
     if op.is_communication or op.devices != (device,):
       continue
-    label = transforms.op_label(op.outputs[0])
+    label = distir.op_label(op.outputs[0])
     if label[:1] in "FB" and (not order or order[-1] != label):
       order.append(label)
   return order

@@ -39,6 +39,7 @@ from tomioka_jax.distributed.distir._transforms import gather_mlp_outputs
 from tomioka_jax.distributed.distir._transforms import gpt_inference
 from tomioka_jax.distributed.distir._transforms import mlp_reference_step
 from tomioka_jax.distributed.distir._transforms import mlp_training_step
+from tomioka_jax.distributed.distir._transforms import op_label
 from tomioka_jax.distributed.distir._transforms import shard_batch
 from tomioka_jax.distributed.distir._transforms import shard_gpt_inputs
 from tomioka_jax.distributed.distir._transforms import shard_mlp_inputs
@@ -66,6 +67,7 @@ __all__ = [
     "infer_types",
     "mlp_reference_step",
     "mlp_training_step",
+    "op_label",
     "pipeline_schedule",
     "project",
     "project_inputs",

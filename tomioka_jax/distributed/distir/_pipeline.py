@@ -44,6 +44,10 @@ def pipeline_schedule(num_stages: int, num_microbatches: int,
   Returns:
     ``orders[s]``: the ``2m`` tasks ``("F", k)`` / ``("B", k)`` of stage ``s`` in the order
     the stage runs them.
+
+  Example:
+    >>> pipeline_schedule(2, 2, "1f1b")
+    [[('F', 0), ('F', 1), ('B', 0), ('B', 1)], [('F', 0), ('B', 0), ('F', 1), ('B', 1)]]
   """
   for name, value in (("num_stages", num_stages), ("num_microbatches", num_microbatches)):
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:

@@ -456,6 +456,14 @@ def mlp_training_step(d: int, h: int, p: int, *, num_layers: int, hidden: int, b
   Returns:
     The step. Inputs and outputs are in :func:`shard_mlp_inputs` order (the outputs: each
     device's updated weight shards).
+
+  Example:
+    >>> fn = mlp_training_step(2, 1, 2, num_layers=2, hidden=4, batch=8,
+    ...                        num_microbatches=2, schedule="1f1b")
+    >>> fn.devices, [v.name for v in fn.inputs[:3]]
+    ((0, 1, 2, 3), ['x.d0', 'w0.d0', 'y.d1'])
+    >>> sorted({op_label(op.outputs[0]) for op in fn.ops})
+    ['B0', 'B1', 'F0', 'F1', 'grad_allreduce', 'update']
   """
   where = "mlp_training_step"
   _check_mlp(where, d, h, p, num_layers, hidden, batch, num_microbatches, schedule)
