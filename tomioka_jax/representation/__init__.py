@@ -20,7 +20,12 @@ The API of this family (implementation in the private modules ``_dist_shift``,
   facts and paraphrases, and the QA model: an LSTM's attention over relations and mentioned
   entities composes a Gaussian query (paths add, conjunctions multiply), ranked over all
   entities.
+* :mod:`tomioka_jax.representation.tib` -- the time-lagged information bottleneck (Federici,
+  Forré, Tomioka, Veeling 2023), a public sub-namespace: the 2-D Prinz process, InfoNCE and
+  SMILE estimators, TICA/VAMPNet baselines, T-InfoMax and T-IB with latent simulation.
 """
+
+from tomioka_jax.representation import tib
 
 from tomioka_jax.representation._dist_shift import CMNIST_AXES
 from tomioka_jax.representation._dist_shift import CMNIST_VARIANTS
@@ -115,6 +120,7 @@ from tomioka_jax.representation._triplets import view_embeddings
 from tomioka_jax.representation._triplets import view_metrics
 
 __all__ = [
+    "tib",
     "CMNIST_AXES",
     "CMNIST_VARIANTS",
     "CRITERIA",
