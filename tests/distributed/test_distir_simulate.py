@@ -151,3 +151,62 @@ def test_bad_input_raises():
   model = cost_lib.CostModel(_topology(4))
   with pytest.raises(ValueError, match="either topology or cost_model"):
     simulate_lib.simulate(fn, _topology(4), cost_model=model)
+
+
+# --------------------------------------------------------------------------------------
+# Calibration (fits on synthetic timings from known constants, not on wall clock)
+# --------------------------------------------------------------------------------------
+
+from tomioka_jax.distributed.distir import _calibrate as calibrate_lib  # noqa: E402
+
+
+def _synthetic_kernels(f=3e10, bw=8e9, launch=4e-6, noise=0.0, seed=0):
+  rng = np.random.default_rng(seed)
+  sizes = np.array([32, 64, 128, 256, 384])
+  flops = np.concatenate([2.0 * sizes**3, 2.0 ** np.arange(12, 22, 2)])
+  nbytes = np.concatenate([12.0 * sizes**2, 12.0 * 2.0 ** np.arange(12, 22, 2)])
+  t = launch + flops / f + nbytes / bw
+  return flops, nbytes, t * np.exp(noise * rng.standard_normal(t.shape))
+
+
+def test_kernel_fit_recovers_known_constants():
+  flops, nbytes, t = _synthetic_kernels()
+  f, bw, launch, res = calibrate_lib.fit_kernel_constants(flops, nbytes, t)
+  assert f == pytest.approx(3e10, rel=1e-6)
+  assert bw == pytest.approx(8e9, rel=1e-6)
+  assert launch == pytest.approx(4e-6, rel=1e-6)
+  assert np.max(np.abs(res)) < 1e-8
+  # With 5% multiplicative noise the constants stay within ~15%.
+  f, bw, launch, res = calibrate_lib.fit_kernel_constants(*_synthetic_kernels(noise=0.05))
+  assert f == pytest.approx(3e10, rel=0.15) and bw == pytest.approx(8e9, rel=0.15)
+  assert launch == pytest.approx(4e-6, rel=0.3)
+  # A term the data do not support gets (numerically) zero weight: a huge rate.
+  t0 = 2e-6 + flops / 1e10
+  f, bw, launch, _ = calibrate_lib.fit_kernel_constants(flops, nbytes, t0)
+  assert bw > 1e20 and f == pytest.approx(1e10, rel=1e-6)
+
+
+def test_link_fit_and_calibrated_topology():
+  nbytes = 4.0 * 2.0 ** np.arange(8, 22, 3)
+  t = 2e-5 + nbytes / 5e9
+  alpha, beta, res = calibrate_lib.fit_link_constants(nbytes, t)
+  assert alpha == pytest.approx(2e-5, rel=1e-6) and beta == pytest.approx(5e9, rel=1e-6)
+  flops, kb, kt = _synthetic_kernels()
+  cal = calibrate_lib.calibrate(kernels={"flops": flops, "bytes": kb, "seconds": kt},
+                                transfers={"bytes": nbytes, "seconds": t})
+  topo = cal.topology(4)
+  assert topo.devices[2].flops == pytest.approx(3e10, rel=1e-6)
+  assert topo.bandwidth[0, 3] == pytest.approx(5e9, rel=1e-6)
+  assert topo.latency[1, 2] == pytest.approx(2e-5, rel=1e-6)
+  assert len(cal.kernel_residuals) == len(kt)
+
+
+def test_calibration_bad_input():
+  with pytest.raises(ValueError, match="timings must be > 0"):
+    calibrate_lib.fit_link_constants([1.0, 2.0, 3.0], [1.0, 0.0, 1.0])
+  with pytest.raises(ValueError, match="at least 2"):
+    calibrate_lib.fit_link_constants([1.0], [1.0])
+  with pytest.raises(ValueError, match="flops must have shape"):
+    calibrate_lib.fit_kernel_constants([1.0, 2.0], [1.0, 2.0, 3.0, 4.0], [1.0] * 4)
+  with pytest.raises(ValueError, match="repeats"):
+    calibrate_lib.calibrate(repeats=0)
