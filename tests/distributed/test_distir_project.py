@@ -104,6 +104,14 @@ def test_run_projected_runs_a_data_parallel_step():
   args = [leaf for dev in distir.shard_batch((w, x), batch_argnums=(1,), num_devices=4)
           for leaf in dev]
   _check_against_execute(fn, args)
+  # placement on other local devices: rank r on device 7 - r
+  reverse = {r: jax.devices()[7 - r] for r in range(4)}
+  outs, _ = distir.run_projected(distir.project(fn), distir.project_inputs(fn, args),
+                                 devices=reverse, repeats=1)
+  assert all(x.devices() == {reverse[r]} for r in outs for x in outs[r])
+  want = distir.execute(fn, *args)
+  for a, b in zip(distir.gather_projected_outputs(fn, outs), want):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
 
 
 def test_run_projected_bad_input():
