@@ -202,7 +202,8 @@ PAPERS = [
           ''),
     Paper('Latent Representation and Simulation of Markov Processes via Time-Lagged Information'
           ' Bottleneck (Federici, Forré, Tomioka et al.)',
-          2023, '`representation.tib`', 'planned', '',
+          2023, '`representation.tib` (`train_tib`, `simulate_latent`, `infonce_lower_bound`, '
+          '`smile_lower_bound`, `tica`, `train_vampnet`, `simulate_prinz`)', 'available', 'tib',
           ''),
     Paper('MatterGen: a generative model for inorganic materials design (Zeni, Pinsler, Zügner '
           'et al.)',

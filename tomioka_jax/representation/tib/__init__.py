@@ -9,7 +9,27 @@ The API of this sub-namespace (implementation in the private modules):
 * ``_estimators`` -- InfoNCE and SMILE lower bounds on mutual information from a critic's score
   matrix, plug-in autoinformation of label sequences, Jensen-Shannon and KL divergences of
   discrete laws.
+* ``_baselines`` -- TICA (reversible lagged covariances), the VAMP-2 score and VAMPNets trained
+  by ``core.make_sampler_trainer``, Markov state models (counts, simulation, label emission).
+* ``_tib`` -- T-InfoMax and T-IB: the Gaussian encoder with a separable InfoNCE critic, the
+  conditional spline flow ``q_phi(z_t | z_{t-tau})`` (distrax), the two-stage training of every
+  seed in one ``jit(vmap)``, latent simulation and label prediction.
 """
+
+from tomioka_jax.representation.tib._baselines import TICA
+from tomioka_jax.representation.tib._baselines import VAMPNetFit
+from tomioka_jax.representation.tib._baselines import assign_bins
+from tomioka_jax.representation.tib._baselines import decode_labels
+from tomioka_jax.representation.tib._baselines import emission_matrix
+from tomioka_jax.representation.tib._baselines import fit_msm
+from tomioka_jax.representation.tib._baselines import quantile_edges
+from tomioka_jax.representation.tib._baselines import simulate_msm
+from tomioka_jax.representation.tib._baselines import tica
+from tomioka_jax.representation.tib._baselines import tica_transform
+from tomioka_jax.representation.tib._baselines import train_vampnet
+from tomioka_jax.representation.tib._baselines import vamp2_score
+from tomioka_jax.representation.tib._baselines import vampnet_assign
+from tomioka_jax.representation.tib._baselines import vampnet_loss
 
 from tomioka_jax.representation.tib._estimators import critic_scores
 from tomioka_jax.representation.tib._estimators import discrete_autoinformation
@@ -32,6 +52,16 @@ from tomioka_jax.representation.tib._prinz import prinz_trajectories
 from tomioka_jax.representation.tib._prinz import prinz_well
 from tomioka_jax.representation.tib._prinz import sample_prinz_stationary
 from tomioka_jax.representation.tib._prinz import simulate_prinz
+from tomioka_jax.representation.tib._tib import ConditionalFlow
+from tomioka_jax.representation.tib._tib import TIBEncoderModel
+from tomioka_jax.representation.tib._tib import TIBFit
+from tomioka_jax.representation.tib._tib import TransitionModel
+from tomioka_jax.representation.tib._tib import encode_latent
+from tomioka_jax.representation.tib._tib import make_tib_loss
+from tomioka_jax.representation.tib._tib import predict_labels
+from tomioka_jax.representation.tib._tib import simulate_latent
+from tomioka_jax.representation.tib._tib import train_tib
+from tomioka_jax.representation.tib._tib import transition_loss
 
 __all__ = [
     # the Prinz process
@@ -57,4 +87,30 @@ __all__ = [
     "lagged_joint",
     "mutual_information_discrete",
     "smile_lower_bound",
+    # baselines
+    "TICA",
+    "VAMPNetFit",
+    "assign_bins",
+    "decode_labels",
+    "emission_matrix",
+    "fit_msm",
+    "quantile_edges",
+    "simulate_msm",
+    "tica",
+    "tica_transform",
+    "train_vampnet",
+    "vamp2_score",
+    "vampnet_assign",
+    "vampnet_loss",
+    # T-InfoMax / T-IB
+    "ConditionalFlow",
+    "TIBEncoderModel",
+    "TIBFit",
+    "TransitionModel",
+    "encode_latent",
+    "make_tib_loss",
+    "predict_labels",
+    "simulate_latent",
+    "train_tib",
+    "transition_loss",
 ]
