@@ -3,6 +3,7 @@ update counts, the list-reduction loop, GPipe, and failures that must not hang."
 
 from __future__ import annotations
 
+import threading
 import time
 
 import jax
@@ -308,15 +309,35 @@ def test_a_worker_exception_reaches_the_caller():
 
 def test_a_silent_worker_times_out_instead_of_hanging():
   base = _mlp_program()
+  release = threading.Event()
 
-  def slow_label(inst, step):
-    time.sleep(1.5)
+  def stuck_label(inst, step):
+    release.wait(30)
     return inst["y"]
 
-  program = base._replace(nodes=base.nodes[:2] + (base.nodes[2]._replace(side=slow_label),))
+  program = base._replace(nodes=base.nodes[:2] + (base.nodes[2]._replace(side=stuck_label),))
   runtime = distributed.AMPRuntime(program, optax.sgd(0.1), timeout_s=0.3)
-  with pytest.raises(TimeoutError, match="timeout_s=0.3"):
-    runtime.train(_instances(2), max_active_keys=1, min_update_frequency=1)
+  try:
+    with pytest.raises(TimeoutError, match="timeout_s=0.3"):
+      runtime.train(_instances(2), max_active_keys=1, min_update_frequency=1)
+  finally:
+    release.set()
+  # The stuck worker sees the stop flag once released and ends (no thread outlives the run).
+  for t in threading.enumerate():
+    if t.name.startswith("amp-worker-"):
+      t.join(10)
+      assert not t.is_alive()
+
+
+def test_warm_up_compiles_without_learning():
+  program = _mlp_program()
+  runtime = distributed.AMPRuntime(program, optax.adam(1e-2))
+  before = _leaves(runtime.params)
+  runtime.warm_up(_instances(1)[0])
+  for a, b in zip(before, _leaves(runtime.params)):
+    np.testing.assert_array_equal(a, b)
+  trace = runtime.train(_instances(2), max_active_keys=1, min_update_frequency=1)
+  assert [u.version for u in trace.updates[0]] == [0, 1]
 
 
 def test_private_module_is_the_family_api():

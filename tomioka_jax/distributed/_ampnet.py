@@ -297,6 +297,18 @@ class _Kernels:
     self.update = jax.jit(update)
 
 
+_KERNEL_CACHE: dict[tuple[Any, Any], _Kernels] = {}
+
+
+def _kernels_for(node: AMPNode, optimizer: optax.GradientTransformation) -> _Kernels:
+  """One set of jitted kernels per (payload transform, optimizer): runtimes built from the
+  same program and optimizer share their compilations."""
+  key = (node.apply, optimizer)
+  if key not in _KERNEL_CACHE:
+    _KERNEL_CACHE[key] = _Kernels(node, optimizer)
+  return _KERNEL_CACHE[key]
+
+
 class _NodeState:
   """The mutable training state of one node (touched only by its worker during a run)."""
 
@@ -343,7 +355,7 @@ class AMPRuntime:
     self.program = program
     self.nodes = nodes
     self.timeout_s = float(timeout_s)
-    self._kernels = [_Kernels(node, optimizer) for node in nodes]
+    self._kernels = [_kernels_for(node, optimizer) for node in nodes]
     self._state = []
     for node, dev in zip(nodes, devices):
       params = jax.device_put(node.params, dev)
@@ -352,6 +364,11 @@ class AMPRuntime:
   @property
   def params(self) -> list[Any]:
     return [s.params for s in self._state]
+
+  def params_on(self, device: Any = None) -> list[Any]:
+    """All nodes' parameters copied onto one device (default ``jax.devices()[0]``), for
+    ``program.predict`` under one ``jit``."""
+    return jax.device_put(self.params, jax.devices()[0] if device is None else device)
 
   # ---- helpers shared by every schedule --------------------------------------------------
 
@@ -398,6 +415,16 @@ class AMPRuntime:
       raise ValueError(f"order must be a permutation of range({len(instances)}), got "
                        f"{len(order)} indices")
     return order
+
+  def warm_up(self, instance: Any) -> None:
+    """Compiles every kernel on the path of ``instance`` (one forward, backward and update
+    per node), then restores the parameters and optimizer states: nothing is learned."""
+    saved = [(s.params, s.opt_state, s.version, s.grad_sum, list(s.grad_keys),
+              list(s.grad_versions)) for s in self._state]
+    self.train_synchronous([instance])
+    for s, (params, opt_state, version, grad_sum, keys, versions) in zip(self._state, saved):
+      s.params, s.opt_state, s.version = params, opt_state, version
+      s.grad_sum, s.grad_keys, s.grad_versions = grad_sum, keys, versions
 
   # ---- the synchronous reference -----------------------------------------------------------
 
