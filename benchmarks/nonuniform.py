@@ -188,7 +188,7 @@ def _certify_model(layers, x, y, config):
       "ratio": ratio, "ratio_margin": ratio_m,
       "log_eps_u": np.log(eps_u[:, 0]), "gm_ratio": np.exp(ratio / d),
       "lin_margin": lin, "ibp_margin": ibp,
-      "eps_maps": np.asarray(nu.eps[:3]), "eps_u_first": eps_u[:3, 0],
+      "eps_maps": np.asarray(nu.eps[:3]), "eps_u_first": eps_u[:3, 0], "images": xc[:3],
       "shrink_steps": np.asarray(nu.shrink_steps), **sound,
   }
 
@@ -356,22 +356,29 @@ def report(config: dict, exp: dict, times: dict) -> _harness.Report:
 
 
 def _figure(exp):
+  """Per model, the first three certified test images beside their per-feature half-widths
+  (one colour scale for all maps; the image's title gives its uniform radius)."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  maps_n, maps_a = np.asarray(exp["normal"]["eps_maps"]), np.asarray(exp["adversarial"]["eps_maps"])
-  k = min(len(maps_n), len(maps_a), 3)
-  d = maps_n.shape[1]
-  side = int(round(np.sqrt(d)))
-  fig, axes = plt.subplots(2, k, figsize=(3 * k, 6), squeeze=False)
-  vmax = float(max(maps_n[:k].max(), maps_a[:k].max()))
-  for row, (name, maps) in enumerate((("normal", maps_n), ("adversarial", maps_a))):
+  names = ("normal", "adversarial")
+  maps = {n: np.asarray(exp[n]["eps_maps"]) for n in names}
+  k = min(len(maps[n]) for n in names)
+  side = int(round(np.sqrt(maps["normal"].shape[1])))
+  fig, axes = plt.subplots(2, 2 * k, figsize=(2.6 * k * 2, 5.6), squeeze=False)
+  vmax = float(max(maps[n][:k].max() for n in names))
+  for row, name in enumerate(names):
+    images = np.asarray(exp[name]["images"])
     for j in range(k):
-      ax = axes[row, j]
-      im = ax.imshow(maps[j].reshape(side, side), cmap="viridis", vmin=0, vmax=vmax)
-      ax.set_title(f"{name}, point {j}", fontsize=9)
-      ax.set_xticks([])
-      ax.set_yticks([])
-  fig.colorbar(im, ax=axes, shrink=0.8, label="certified half-width eps_i")
-  fig.suptitle("Per-feature certified bounds (non-uniform), normal vs adversarial training")
+      ax_img, ax_map = axes[row, 2 * j], axes[row, 2 * j + 1]
+      ax_img.imshow(images[j].reshape(side, side), cmap="gray", vmin=-1, vmax=1)
+      ax_img.set_title(f"{name} {j}: image\nuniform eps {exp[name]['eps_u_first'][j]:.3f}",
+                       fontsize=8)
+      im = ax_map.imshow(maps[name][j].reshape(side, side), cmap="viridis", vmin=0, vmax=vmax)
+      ax_map.set_title(f"{name} {j}: eps_i\nmean {maps[name][j].mean():.3f}", fontsize=8)
+      for ax in (ax_img, ax_map):
+        ax.set_xticks([])
+        ax.set_yticks([])
+  fig.colorbar(im, ax=axes, shrink=0.8, label="certified half-width eps_i (non-uniform)")
+  fig.suptitle("Per-feature certified bounds, normal vs adversarial training")
   return fig
