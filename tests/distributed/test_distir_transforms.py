@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from tomioka_jax.distributed import distir
+from tomioka_jax.distributed.distir import _pipeline
 
 H, L, B = 8, 4, 16
 
@@ -127,6 +128,30 @@ def test_pipeline_schedules_by_hand():
           live += 1 if kind == "F" else -1
           peak = max(peak, live)
         assert peak == bound(s)
+
+
+def test_global_task_order_is_the_start_time_order():
+  """p = 2, m = 2, GPipe, F = 1 and B = 2 time units: stage 1 runs F0 [1, 2), F1 [2, 3),
+  B0 [3, 5), B1 [5, 7); stage 0 runs F0 [0, 1), F1 [1, 2), B0 [5, 7), B1 [7, 9)."""
+  order = _pipeline.interleave_stages(distir.pipeline_schedule(2, 2, "gpipe"))
+  f, b = "F", "B"
+  assert order == [(0, (f, 0)), (0, (f, 1)), (1, (f, 0)), (1, (f, 1)), (1, (b, 0)),
+                   (0, (b, 0)), (1, (b, 1)), (0, (b, 1))]
+  # for any schedule: a topological order that keeps each stage's order
+  for sched in ("gpipe", "1f1b"):
+    orders = distir.pipeline_schedule(4, 6, sched)
+    order = _pipeline.interleave_stages(orders)
+    position = {item: i for i, item in enumerate(order)}
+    for s, tasks in enumerate(orders):
+      assert [t for st, t in order if st == s] == tasks
+      for kind, k in tasks:
+        dep = ((s - 1, (f, k)) if kind == f and s > 0 else
+               (s + 1, (b, k)) if kind == b and s < 3 else
+               (s, (f, k)) if kind == b else None)
+        if dep is not None:
+          assert position[dep] < position[s, (kind, k)]
+  with pytest.raises(ValueError, match="deadlock"):
+    _pipeline.interleave_stages([[(b, 0), (f, 0)], [(f, 0), (b, 0)]])
 
 
 def _device_task_order(fn, device):

@@ -68,37 +68,53 @@ def pipeline_schedule(num_stages: int, num_microbatches: int,
   return orders
 
 
-def interleave_stages(orders: Sequence[Sequence[Task]]) -> list[tuple[int, Task]]:
-  """One global order of every ``(stage, task)`` that respects each stage's order and the
-  dependencies between stages (a topological order of the pipeline's task graph).
+def interleave_stages(orders: Sequence[Sequence[Task]], *, forward_time: float = 1.0,
+                      backward_time: float = 2.0) -> list[tuple[int, Task]]:
+  """One global order of every ``(stage, task)``: the order of the tasks' start times when
+  each stage runs its tasks in its order, each as soon as its dependency is done, with a
+  forward task taking ``forward_time`` and a backward ``backward_time``.
+
+  The order respects each stage's order and the dependencies between stages (a topological
+  order of the pipeline's task graph), and it is a plausible *time* order: a message is
+  written into the global program near the time it is sent, which a simulator whose
+  ``send`` is a rendezvous needs (a receive placed long before its data exists would stall
+  the receiver).
 
   Raises:
     ValueError: the per-stage orders deadlock (a task waits on one that waits on it).
   """
+  if not (forward_time > 0 and backward_time > 0):
+    raise ValueError(f"interleave_stages: task times must be > 0, got {forward_time!r}, "
+                     f"{backward_time!r}")
   p = len(orders)
-  done: set[tuple[int, Task]] = set()
+  finish: dict[tuple[int, Task], float] = {}
   pointers = [0] * p
+  free = [0.0] * p
   total = sum(len(o) for o in orders)
-  out: list[tuple[int, Task]] = []
+  started: list[tuple[float, int, Task]] = []
 
-  def ready(s: int, task: Task) -> bool:
+  def dependency(s: int, task: Task) -> tuple[int, Task] | None:
     kind, k = task
     if kind == "F":
-      return s == 0 or (s - 1, ("F", k)) in done
-    if s == p - 1:
-      return (s, ("F", k)) in done
-    return (s + 1, ("B", k)) in done
+      return None if s == 0 else (s - 1, ("F", k))
+    return (s, ("F", k)) if s == p - 1 else (s + 1, ("B", k))
 
-  while len(out) < total:
+  while len(started) < total:
     progressed = False
     for s in range(p):
-      while pointers[s] < len(orders[s]) and ready(s, orders[s][pointers[s]]):
+      while pointers[s] < len(orders[s]):
         task = orders[s][pointers[s]]
-        out.append((s, task))
-        done.add((s, task))
+        dep = dependency(s, task)
+        if dep is not None and dep not in finish:
+          break
+        begin = max(free[s], finish[dep] if dep is not None else 0.0)
+        free[s] = begin + (forward_time if task[0] == "F" else backward_time)
+        finish[s, task] = free[s]
+        started.append((begin, s, task))
         pointers[s] += 1
         progressed = True
     if not progressed:
       stuck = {s: orders[s][pointers[s]] for s in range(p) if pointers[s] < len(orders[s])}
       raise ValueError(f"interleave_stages: the stage orders deadlock at {stuck}")
-  return out
+  started.sort(key=lambda item: (item[0], item[1]))
+  return [(s, task) for _, s, task in started]
