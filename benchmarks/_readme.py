@@ -162,7 +162,8 @@ PAPERS = [
           ' vs 33%'),
     Paper('AMPNet: Asynchronous Model-Parallel Training for Dynamic Neural Networks (Gaunt, '
           'Johnson, Riechert et al.)',
-          2017, '`distributed.ampnet`', 'planned', '',
+          2017, '`distributed` (`AMPRuntime`, `AMPNode`, `amp_pipeline_program`, '
+          '`list_reduction_program`, `gpipe_bubble`, `amp_idle_fraction`)', 'available', 'ampnet',
           ''),
     Paper('Depth and nonlinearity induce implicit exploration for RL (Dauparas, Tomioka, '
           'Hofmann)',

@@ -35,7 +35,8 @@ def _xent(logits, y):
 
 def _mlp_program(seed=0, nnx_first=False):
   k = jax.random.split(jax.random.key(seed), 3)
-  first = (nnx.Linear(5, 6, rngs=nnx.Rngs(seed)) if nnx_first else (_tanh_layer, _dense(k[0], 5, 6)))
+  first = (nnx.Linear(5, 6, rngs=nnx.Rngs(seed)) if nnx_first
+           else (_tanh_layer, _dense(k[0], 5, 6)))
   stages = [first, (_tanh_layer, _dense(k[1], 6, 6)), (_linear, _dense(k[2], 6, 3))]
   return distributed.amp_pipeline_program(stages, _xent)
 
