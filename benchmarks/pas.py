@@ -384,6 +384,8 @@ def _figure(config: dict, exp: dict, s: dict):
   axes[0].set(xscale="log", xlabel="SGD learning rate",
               ylabel="robust accuracy (APGD-CE; dotted: PGD)",
               title=f"eps = {config['eps']}, {config['dataset']}")
+  axes[0].set_xticks(lrs, [f"{v:g}" for v in lrs])
+  axes[0].minorticks_off()
   axes[0].legend()
   epochs = np.arange(config["epochs"])
   axes[1].plot(epochs, exp["train_eps"], "C0-", label="vanilla eps")
