@@ -316,6 +316,8 @@ def certified_margin(layers: list, x: np.ndarray, label: np.ndarray, eps: np.nda
 
 
 class NumpyCertificate(NamedTuple):
+  """Per point: the half-widths (n, d), the certified margin, the shrink steps, sum log eps."""
+
   eps: np.ndarray
   margin: np.ndarray
   shrink_steps: np.ndarray
