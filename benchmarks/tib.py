@@ -15,8 +15,10 @@ Ours, at CPU scale (``representation.tib``): trajectories by Euler-Maruyama (dt 
 * T-IB and T-InfoMax: ``tib.train_tib`` (encoder 2-D latent, InfoNCE with a separable critic;
   T-IB adds ``beta`` times the KL to a conditional spline flow), then stage two (flow
   ``q_phi`` and predictor ``q_psi`` on the frozen encoder), simulated by ``tib.simulate_latent``.
-* TICA: the first component, cut into equal-mass bins; VAMPNet: the argmax of its softmax
-  states. Both get a Markov state model (lagged counts at ``tau`` on the training data) and the
+* TICA: the first component, cut into equal-mass bins; VAMPNet: its slowest singular function
+  (the first left singular vector of the whitened lagged covariance of its softmax outputs;
+  the argmax of the outputs is not meaningful, the score being invariant to linear maps),
+  cut the same way. Both get a Markov state model (lagged counts at ``tau`` on the training data) and the
   empirical emission ``p(y | state)``; the MSM is unrolled from the starts' states and a label
   drawn per step.
 
@@ -82,10 +84,22 @@ encoders have a 2-D latent; beta = {beta:g} for T-IB (not tuned on validation da
 paper); {enc_steps} encoder steps and {tr_steps} transition steps, batch {batch}. Simulations:
 {starts} starts drawn from the test frames, {sim_steps} steps of lag tau each; the marginal is
 over all simulated steps, the transition the joint of consecutive steps. JS in nats
-(at most log 2 = 0.693). TICA's MSM has {bins} equal-mass bins of its first component,
-VAMPNet's {vamp_states} softmax states. Seed means; spread = max - min over seeds.
+(at most log 2 = 0.693). TICA's and VAMPNet's MSMs have {bins} equal-mass bins of the first
+TICA component and of the slowest VAMP singular function of the VAMPNet's {vamp_states}
+softmax outputs. Seed means; spread = max - min over seeds.
 Autoinformation of the process at lag tau: AI(x) = {ai_slow:.4f} (slow, generator) + {ai_ou:.4f}
-(OU) = {ai_x:.4f} nats. Run time {run_s:.0f} s."""
+(OU) = {ai_x:.4f} nats. Run time {run_s:.0f} s.
+
+Reading. On this process the slow coordinate is one axis of x and independent of the fast
+one, so TICA's first component is already the ideal reaction coordinate and a fine MSM on it
+is hard to beat; VAMPNet's slowest singular function recovers nearly the same coordinate. The
+T-IB and T-InfoMax errors are dominated by their learned stage-two models (a spline flow
+unrolled for {sim_steps} steps and a predictor), with a wide spread over seeds; beta was not
+tuned and the networks and runs are far smaller than the paper's, so this is not the paper's
+comparison, only the same protocol at CPU scale. The gap bound holds for every latent and K
+with much room: the exact-MSM K-step errors stay one to two orders below K x gap; most of
+what the discretized latents lose (the position inside a bin or well, the fast coordinate)
+costs autoinformation without making them much less Markov."""
 
 
 def _ai_slow(tau: float, kT: float = 1.0, cells: int = 600) -> float:
@@ -173,13 +187,18 @@ def experiment(config: dict) -> dict:
   vamp = tib.train_vampnet(train.x, lag, num_states=config["vamp_states"],
                            steps=config["vamp_steps"], batch_size=config["batch"],
                            seeds=tuple(seeds))
+  x0, xt = tib.lagged_pairs(train.x, lag)
   for i in range(len(seeds)):
-    v_train = np.asarray(tib.vampnet_assign(vamp, i, train.x))
-    v_test = np.asarray(tib.vampnet_assign(vamp, i, test.x))
+    mean, weights, _ = tib.vamp_singular_functions(tib.vampnet_features(vamp, i, x0),
+                                                   tib.vampnet_features(vamp, i, xt))
+    f_train = np.asarray((tib.vampnet_features(vamp, i, train.x) - mean[None, None]) @ weights[:, 0])
+    f_test = np.asarray((tib.vampnet_features(vamp, i, test.x) - mean[None, None]) @ weights[:, 0])
+    v_edges = tib.quantile_edges(f_train, config["bins"])
+    v_train, v_test = tib.assign_bins(f_train, v_edges), tib.assign_bins(f_test, v_edges)
     if i == 0:
-      gap_states["VAMPNet states"] = v_test
+      gap_states["VAMPNet bins"] = v_test
     sims["VAMPNet"].append(_msm_simulation(jax.random.key(500 + i), v_train, v_test[pick],
-                                           train.y, config["vamp_states"], lag,
+                                           train.y, config["bins"], lag,
                                            config["sim_steps"]))
   js = {}
   for m in METHODS:
@@ -303,11 +322,12 @@ def _figure(exp: dict, config: dict):
   ax = axes[2]
   for name, g in exp["gaps"].items():
     ks = np.arange(1, len(g["errors"]) + 1)
-    line, = ax.plot(ks, g["errors"], "o-", label=f"{name}: K-step KL")
+    errors = np.maximum(np.asarray(g["errors"]), 1e-5)  # K = 1 is exact (0) by construction
+    line, = ax.plot(ks, errors, "o-", label=f"{name}: K-step KL")
     ax.plot(ks, ks * g["gap"], "--", color=line.get_color(), alpha=0.6)
   ax.set_yscale("log")
   ax.set_xlabel("K (steps of tau)")
-  ax.set_title("K-step error (solid) vs K x AI gap (dashed)")
+  ax.set_title("K-step error (solid; floor 1e-5) vs K x AI gap (dashed)")
   ax.legend(fontsize=7)
   fig.suptitle(f"T-IB on the 2-D Prinz process ({config['mode']}, seeds {config['seeds']})")
   fig.tight_layout()

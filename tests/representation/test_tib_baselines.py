@@ -70,6 +70,14 @@ def test_vamp2_score_equals_slow_reference():
   with jax.enable_x64(True):
     moved = float(bl.vamp2_score(a @ rng.normal(size=(3, 3)), b + 5.0, epsilon=1e-12))
   np.testing.assert_allclose(moved, ref, rtol=1e-6)
+  # the singular functions: their values squared sum to the score, and they are whitened
+  with jax.enable_x64(True):
+    mean, w, s = bl.vamp_singular_functions(a, b, epsilon=1e-12)
+    f = (a - np.asarray(mean)[None]) @ np.asarray(w)
+  np.testing.assert_allclose(np.sum(np.asarray(s)**2), ref, rtol=1e-8)
+  np.testing.assert_allclose(f.T @ f / 499, np.eye(3), atol=1e-8)
+  np.testing.assert_allclose(np.sort(np.asarray(s))[::-1],
+                             np.linalg.svd(k, compute_uv=False), rtol=1e-8)
 
 
 def test_msm_recovers_transition_and_vampnet_trains():

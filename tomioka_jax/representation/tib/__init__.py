@@ -29,6 +29,8 @@ from tomioka_jax.representation.tib._baselines import tica_transform
 from tomioka_jax.representation.tib._baselines import train_vampnet
 from tomioka_jax.representation.tib._baselines import vamp2_score
 from tomioka_jax.representation.tib._baselines import vampnet_assign
+from tomioka_jax.representation.tib._baselines import vamp_singular_functions
+from tomioka_jax.representation.tib._baselines import vampnet_features
 from tomioka_jax.representation.tib._baselines import vampnet_loss
 
 from tomioka_jax.representation.tib._estimators import critic_scores
@@ -102,6 +104,8 @@ __all__ = [
     "vamp2_score",
     "vampnet_assign",
     "vampnet_loss",
+    "vamp_singular_functions",
+    "vampnet_features",
     # T-InfoMax / T-IB
     "ConditionalFlow",
     "TIBEncoderModel",

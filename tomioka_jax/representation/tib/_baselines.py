@@ -160,6 +160,35 @@ def vampnet_assign(fit: VAMPNetFit, seed_index: int, x: ArrayLike) -> jax.Array:
   return jnp.argmax(logits, axis=-1).reshape(x.shape[:-1])
 
 
+def vampnet_features(fit: VAMPNetFit, seed_index: int, x: ArrayLike) -> jax.Array:
+  """The softmax outputs ``chi(x)`` of one seed's network for ``(..., d)`` points."""
+  state = jax.tree.map(lambda a: a[seed_index], fit.states)
+  x = jnp.asarray(x)
+  logits = core.apply_model(fit.graphdef, state, x.reshape(-1, x.shape[-1]))
+  return jax.nn.softmax(logits, axis=-1).reshape((*x.shape[:-1], logits.shape[-1]))
+
+
+def vamp_singular_functions(chi_0: ArrayLike, chi_t: ArrayLike, epsilon: float = 1e-6
+                            ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """The left singular functions of the whitened lagged covariance of features ``(N, k)``.
+
+  With ``K = C_00^{-1/2} C_0t C_tt^{-1/2} = U S V^T`` returns ``(mean, weights, s)``: the
+  singular functions are ``(chi - mean) @ weights`` (``weights = C_00^{-1/2} U``), ordered by
+  the singular values ``s`` (``sum s^2`` is :func:`vamp2_score`). A VAMPNet's argmax is not
+  meaningful (the score is invariant to linear maps of ``chi``); its slowest singular function
+  is what the benchmark discretizes, as TICA's first component.
+  """
+  chi_0, chi_t = jnp.asarray(chi_0), jnp.asarray(chi_t)
+  n = chi_0.shape[0]
+  mean = jnp.mean(chi_0, axis=0, keepdims=True)
+  x = chi_0 - mean
+  y = chi_t - jnp.mean(chi_t, axis=0, keepdims=True)
+  c00_is = _inverse_sqrt(x.T @ x / (n - 1), epsilon)
+  ctt_is = _inverse_sqrt(y.T @ y / (n - 1), epsilon)
+  u, s, _ = jnp.linalg.svd(c00_is @ (x.T @ y / (n - 1)) @ ctt_is)
+  return mean[0], c00_is @ u, s
+
+
 def quantile_edges(values: ArrayLike, num_states: int) -> np.ndarray:
   """Inner edges of ``num_states`` equal-mass bins of 1-D ``values`` (for discretizing TICA)."""
   values = np.asarray(values).ravel()
