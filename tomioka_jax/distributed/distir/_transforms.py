@@ -33,6 +33,9 @@ last backward task, so the synchronisation of late stages overlaps earlier stage
 the replica's batch is cut into ``m`` microbatches; activations go forward and gradients
 backward by ``send`` between the devices of one horizontal rank; each stage runs its tasks
 in the order of :func:`~tomioka_jax.distributed.distir.pipeline_schedule` (GPipe or 1F1B).
+The global program lists the tasks in the order of their start times in a list schedule
+(``_pipeline.interleave_stages``), so every ``send`` sits next to the task that produces
+its value, near the time it happens.
 Every op's output is named after its task (``F3/...``, ``B3/...``, ``grad_allreduce/...``,
 ``update/...``), so a printed or projected program shows the schedule.
 """
