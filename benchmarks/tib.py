@@ -60,8 +60,8 @@ CONFIGS = {
               "transition_steps": 1500, "vamp_steps": 1500, "batch": 256, "beta": 0.05,
               "seeds": [0, 1, 2], "starts": 512, "sim_steps": 100, "bins": 20,
               "vamp_states": 6, "max_k": 5},
-    "full": {"train": (32, 3000), "test": (32, 3000), "lag": 5, "encoder_steps": 5000,
-             "transition_steps": 5000, "vamp_steps": 5000, "batch": 512, "beta": 0.05,
+    "full": {"train": (32, 2000), "test": (32, 2000), "lag": 5, "encoder_steps": 4000,
+             "transition_steps": 4000, "vamp_steps": 4000, "batch": 256, "beta": 0.05,
              "seeds": [0, 1, 2], "starts": 2048, "sim_steps": 200, "bins": 20,
              "vamp_states": 6, "max_k": 8},
 }
