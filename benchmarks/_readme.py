@@ -195,7 +195,8 @@ PAPERS = [
           'VREx) on coloured images'),
     Paper('DistIR: An Intermediate Representation and Simulator for Efficient Neural Network '
           'Distribution (Santhanam, Krishna, Tomioka et al.)',
-          2021, '`distributed.distir`', 'planned', '',
+          2021, '`distributed.distir` (`trace`, `mlp_training_step`, `gpt_inference`, '
+          '`run_projected`, `simulate`, `calibrate`, `grid_search`)', 'available', 'distir',
           ''),
     Paper('Timewarp: Transferable Acceleration of Molecular Dynamics by Learning Time-Coarsened'
           ' Dynamics (Klein, Foong, Fjelde et al.)',

@@ -210,3 +210,20 @@ def test_calibration_bad_input():
     calibrate_lib.fit_kernel_constants([1.0, 2.0], [1.0, 2.0, 3.0, 4.0], [1.0] * 4)
   with pytest.raises(ValueError, match="repeats"):
     calibrate_lib.calibrate(repeats=0)
+
+
+def test_launch_per_segment_charges_one_overhead_per_compute_run():
+  b = distir.FunctionBuilder("seg")
+  x0 = b.input("x0", (64,), np.float32, device=0)
+  (a,) = b.inline(_piece(jnp.sin, (64,)), [x0], device=0)
+  (c,) = b.inline(_piece(jnp.cos, (64,)), [a], device=0)
+  c1 = b.send(c, 1)
+  (e,) = b.inline(_piece(jnp.exp, (64,)), [c1], device=1)
+  (f,) = b.inline(_piece(jnp.sin, (64,)), [e], device=1)
+  fn = b.finish([f])
+  per_op = simulate(fn, _topology(2))
+  per_segment = simulate(fn, _topology(2), launch="segment")
+  # Two segments of two ops each: two launches fewer.
+  assert per_op.total_time - per_segment.total_time == pytest.approx(2 * L)
+  with pytest.raises(ValueError, match="launch"):
+    simulate(fn, _topology(2), launch="kernel")
