@@ -42,7 +42,7 @@ def _every_collective():
 
 def test_projection_splits_ops_and_messages():
   fn = _every_collective()
-  programs = distir.project(fn)
+  programs = distir.rank_projection(fn)
   assert sorted(programs) == [0, 1, 2, 3]
   # every compute op on exactly one device, in the global order
   for r, prog in programs.items():
@@ -67,7 +67,7 @@ def test_projection_splits_ops_and_messages():
 
 def _check_against_execute(fn, args, repeats=2, collectives="copies"):
   want = distir.execute(fn, *args)
-  outs, seconds = distir.run_projected(distir.project(fn), distir.project_inputs(fn, args),
+  outs, seconds = distir.run_projected(distir.rank_projection(fn), distir.project_inputs(fn, args),
                                        repeats=repeats, collectives=collectives)
   got = distir.gather_projected_outputs(fn, outs)
   assert len(got) == len(want)
@@ -101,12 +101,12 @@ def test_run_projected_runs_a_data_parallel_step():
   w = rng.normal(size=(4, 3)).astype(np.float32)
   x = rng.normal(size=(8, 4)).astype(np.float32)
   fn = distir.data_parallel(jax.value_and_grad(loss), (w, x), batch_argnums=(1,), devices=4)
-  args = [leaf for dev in distir.shard_batch((w, x), batch_argnums=(1,), num_devices=4)
+  args = [leaf for dev in distir.data_parallel_inputs((w, x), batch_argnums=(1,), num_devices=4)
           for leaf in dev]
   _check_against_execute(fn, args)
   # placement on other local devices: rank r on device 7 - r
   reverse = {r: jax.devices()[7 - r] for r in range(4)}
-  outs, _ = distir.run_projected(distir.project(fn), distir.project_inputs(fn, args),
+  outs, _ = distir.run_projected(distir.rank_projection(fn), distir.project_inputs(fn, args),
                                  devices=reverse, repeats=1)
   assert all(x.devices() == {reverse[r]} for r in outs for x in outs[r])
   want = distir.execute(fn, *args)
@@ -116,7 +116,7 @@ def test_run_projected_runs_a_data_parallel_step():
 
 def test_run_projected_bad_input():
   fn, args = _mlp(2, 1, 1)
-  programs = distir.project(fn)
+  programs = distir.rank_projection(fn)
   inputs = distir.project_inputs(fn, args)
   with pytest.raises(ValueError, match="repeats must be an integer >= 1, got 0"):
     distir.run_projected(programs, inputs, repeats=0)
@@ -131,7 +131,7 @@ def test_run_projected_bad_input():
   big = distir.data_parallel(jnp.sum, (np.ones((9, 2), np.float32),), batch_argnums=(0,),
                              devices=9)
   with pytest.raises(ValueError, match="needs 9 local devices"):
-    distir.run_projected(distir.project(big), {r: [np.ones((1, 2), np.float32)]
+    distir.run_projected(distir.rank_projection(big), {r: [np.ones((1, 2), np.float32)]
                                                for r in range(9)})
 
 

@@ -196,7 +196,7 @@ def test_data_parallel_transform_of_any_step():
   want = jax.tree.leaves(step(params, x, y))
   fn = distir.data_parallel(step, (params, x, y), batch_argnums=(1, 2), devices=4)
   assert fn.devices == (0, 1, 2, 3)
-  inputs = distir.shard_batch((params, x, y), batch_argnums=(1, 2), num_devices=4)
+  inputs = distir.data_parallel_inputs((params, x, y), batch_argnums=(1, 2), num_devices=4)
   outs = distir.execute(fn, *[leaf for dev in inputs for leaf in dev])
   assert len(outs) == 4 * len(want)
   for r in range(4):
@@ -206,7 +206,7 @@ def test_data_parallel_transform_of_any_step():
   fn = distir.data_parallel(step, (params, x, y), batch_argnums=(1, 2),
                             devices=(5, 2), reduce=None)
   assert fn.devices == (2, 5)
-  inputs = distir.shard_batch((params, x, y), batch_argnums=(1, 2), num_devices=2)
+  inputs = distir.data_parallel_inputs((params, x, y), batch_argnums=(1, 2), num_devices=2)
   outs = distir.execute(fn, *[leaf for dev in inputs for leaf in dev])
   np.testing.assert_allclose(outs[0], step(params, x[:4], y[:4])[0], rtol=1e-6)
   np.testing.assert_allclose(outs[4], step(params, x[4:], y[4:])[0], rtol=1e-6)

@@ -46,8 +46,8 @@ from tomioka_jax.distributed.distir._ir import import_jaxpr
 from tomioka_jax.distributed.distir._ir import trace
 from tomioka_jax.distributed.distir._pipeline import pipeline_schedule
 from tomioka_jax.distributed.distir._project import gather_projected_outputs
-from tomioka_jax.distributed.distir._project import project
 from tomioka_jax.distributed.distir._project import project_inputs
+from tomioka_jax.distributed.distir._project import rank_projection
 from tomioka_jax.distributed.distir._project import run_projected
 from tomioka_jax.distributed.distir._transforms import GPT_BLOCK_SPLITS
 from tomioka_jax.distributed.distir._search import GPT_SIZES
@@ -61,13 +61,13 @@ from tomioka_jax.distributed.distir._search import simulate_configs
 from tomioka_jax.distributed.distir._simulate import Simulation
 from tomioka_jax.distributed.distir._simulate import simulate
 from tomioka_jax.distributed.distir._transforms import data_parallel
+from tomioka_jax.distributed.distir._transforms import data_parallel_inputs
 from tomioka_jax.distributed.distir._transforms import gather_gpt_outputs
 from tomioka_jax.distributed.distir._transforms import gather_mlp_outputs
 from tomioka_jax.distributed.distir._transforms import gpt_inference
 from tomioka_jax.distributed.distir._transforms import mlp_reference_step
 from tomioka_jax.distributed.distir._transforms import mlp_training_step
 from tomioka_jax.distributed.distir._transforms import op_label
-from tomioka_jax.distributed.distir._transforms import shard_batch
 from tomioka_jax.distributed.distir._transforms import shard_gpt_inputs
 from tomioka_jax.distributed.distir._transforms import shard_mlp_inputs
 
@@ -94,6 +94,7 @@ __all__ = [
     "collective_time",
     "communication_time",
     "data_parallel",
+    "data_parallel_inputs",
     "dhp_configurations",
     "execute",
     "fit_kernel_constants",
@@ -117,10 +118,9 @@ __all__ = [
     "op_cost",
     "op_label",
     "pipeline_schedule",
-    "project",
     "project_inputs",
+    "rank_projection",
     "run_projected",
-    "shard_batch",
     "shard_gpt_inputs",
     "shard_mlp_inputs",
     "simulate",

@@ -2,8 +2,8 @@
 
 Santhanam et al. (2021), section 3.3 (the reference's ``rank_projector``). A transform
 writes one global program; a real cluster runs one program per device (an MPI rank).
-:func:`project` splits the global program: each device gets its inputs, its compute ops in
-the global order, and its part of every communication op --
+:func:`rank_projection` splits the global program: each device gets its inputs, its compute
+ops in the global order, and its part of every communication op --
 
 * a ``send`` becomes a ``send`` (input, no output) on the source and a ``recv`` (output, no
   input) on the target;
@@ -44,7 +44,7 @@ from tomioka_jax.distributed.distir import _ir as ir
 # --------------------------------------------------------------------------------------
 
 
-def project(fn: ir.Function) -> dict[int, ir.Function]:
+def rank_projection(fn: ir.Function) -> dict[int, ir.Function]:
   """Per-device programs of a global function (see the module docstring).
 
   Returns:
@@ -60,7 +60,7 @@ def project(fn: ir.Function) -> dict[int, ir.Function]:
     if not op.is_communication:
       targets = op.devices or devices  # an op on constants only: every device has it
       if len(targets) > 1 and op.devices:
-        raise ValueError(f"project: compute op {op.name} spans devices {op.devices}")
+        raise ValueError(f"rank_projection: compute op {op.name} spans devices {op.devices}")
       for r in targets:
         ops[r].append(op)
       continue
@@ -285,7 +285,7 @@ def run_projected(programs: Mapping[int, ir.Function],
                   devices: Mapping[int, Any] | Sequence[Any] | None = None,
                   repeats: int = 5, collectives: str = "copies"
                   ) -> tuple[dict[int, tuple], float]:
-  """Executes per-device programs (from :func:`project`) on local JAX devices.
+  """Executes per-device programs (from :func:`rank_projection`) on local JAX devices.
 
   Args:
     programs: ``{rank: Function}``.

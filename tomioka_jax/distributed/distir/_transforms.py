@@ -148,12 +148,12 @@ def _check_devices(where: str, devices, count: int, what: str) -> tuple[int, ...
 # --------------------------------------------------------------------------------------
 
 
-def shard_batch(example_args: Sequence[Any], *, batch_argnums: Sequence[int],
-                num_devices: int) -> list[list[Any]]:
+def data_parallel_inputs(example_args: Sequence[Any], *, batch_argnums: Sequence[int],
+                         num_devices: int) -> list[list[Any]]:
   """Per-device flat inputs for :func:`data_parallel`: ``out[r]`` is device ``r``'s leaves
   (the arguments in ``batch_argnums`` split along axis 0, the others replicated)."""
-  _check_positive("shard_batch", num_devices=num_devices)
-  batch_argnums = _check_batch_argnums("shard_batch", batch_argnums, len(example_args))
+  _check_positive("data_parallel_inputs", num_devices=num_devices)
+  batch_argnums = _check_batch_argnums("data_parallel_inputs", batch_argnums, len(example_args))
   out = []
   for r in range(num_devices):
     leaves = []
@@ -197,7 +197,8 @@ def data_parallel(fn_to_trace: Callable, example_args: Sequence[Any], *,
 
   Returns:
     A function whose inputs are, device after device, that device's leaves (see
-    :func:`shard_batch`) and whose outputs are, device after device, the reduced outputs.
+    :func:`data_parallel_inputs`) and whose outputs are, device after device, the reduced
+    outputs.
   """
   if isinstance(devices, (int, np.integer)) and not isinstance(devices, bool):
     _check_positive("data_parallel", devices=devices)
