@@ -26,6 +26,7 @@ Two paths:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 from collections.abc import Sequence
 
@@ -34,6 +35,7 @@ import numpy as np
 from tomioka_jax.distributed.distir import _cost as cost_lib
 from tomioka_jax.distributed.distir import _ir as ir
 from tomioka_jax.distributed.distir import _simulate as simulate_lib
+from tomioka_jax.distributed.distir import _transforms as transforms
 
 #: The reference's model sizes: MLP (layers, width) and GPT-3 (layers, heads, d_model).
 MLP_SIZES = {"mlp-small": (16, 8192), "mlp-medium": (64, 16384), "mlp-large": (96, 32768)}
@@ -161,6 +163,24 @@ def mlp_step_model(d, h, p, m, *, num_layers: int, hidden: int, batch: int,
   return ModelEstimate(time, peak)
 
 
+@functools.lru_cache(maxsize=None)
+def gpt_kernel_counts() -> tuple[int, int]:
+  """Kernels :func:`gpt_inference` launches per block and outside the blocks, per microbatch.
+
+  Counted once on a tiny program (the count does not depend on the sizes) by simulating it
+  on a device where every charged op costs exactly one second and nothing else.
+  """
+  unit = ir.Topology.uniform(1, flops=1e300, dram_bandwidth=1e300, launch_overhead=1.0)
+
+  def launches(num_layers: int) -> int:
+    fn = transforms.gpt_inference(1, 1, 1, num_layers=num_layers, d_model=8, num_heads=2,
+                                  seq_len=4, batch=1, vocab=8)
+    return int(round(simulate_lib.simulate(fn, unit).total_time))
+
+  one, two = launches(1), launches(2)
+  return two - one, one - (two - one)
+
+
 def gpt_inference_model(d, h, p, m, *, num_layers: int, d_model: int, num_heads: int,
                         seq_len: int, batch: int, vocab: int, topology: ir.Topology,
                         itemsize: int = 4) -> ModelEstimate:
@@ -170,9 +190,13 @@ def gpt_inference_model(d, h, p, m, *, num_layers: int, d_model: int, num_heads:
   the Megatron shard ``D / h``): QKV ``2 n D (3D/h)``, attention scores and values
   ``2 * 2 r seq^2 D/h``, output projection ``2 n (D/h) D`` and MLP ``2 * 2 n D (4D/h)``
   FLOPs; elementwise work (layer norms, softmax, GELU, residuals) is counted as ~``30 n D +
-  5 r seq^2 heads/h`` FLOPs and bytes ``4x`` that in the dtype; ``K = 40`` kernels per block;
+  5 r seq^2 heads/h`` FLOPs and bytes ``4x`` that in the dtype;
   two allreduces of ``n D`` values per block over ``h``; ``n D`` values sent between
   stages; logits ``2 n D vocab`` on the last stage.
+
+  Launches: the number of kernels per block and outside the blocks is counted on the
+  transform's own program (:func:`gpt_kernel_counts`), so small models, where launch
+  overhead dominates, are not under-predicted.
   """
   d, h, p, m = (np.asarray(v, np.float64) for v in (d, h, p, m))
   dev = topology.devices[0]
@@ -186,12 +210,14 @@ def gpt_inference_model(d, h, p, m, *, num_layers: int, d_model: int, num_heads:
   bytes_mm = s * (n * D + 3 * D * D / h + 3 * n * D / h + 2 * r * num_heads / h * S * S
                   + D * D / h + n * D + 2 * (n * D + 4 * D * D / h + 4 * n * D / h))
   ew = 30 * n * D + 5 * r * S * S * num_heads / h
-  t_block = (40 * dev.launch_overhead + flops_mm / dev.flops
+  block_kernels, other_kernels = gpt_kernel_counts()
+  t_block = (block_kernels * dev.launch_overhead + flops_mm / dev.flops
              + (bytes_mm + 4 * s * ew) / dev.dram_bandwidth + ew / dev.flops
              + 2 * cost_lib.collective_time("allreduce", s * n * D, h, alpha, beta))
   per_stage = num_layers / p
   t_stage = per_stage * t_block
-  t_logits = _kernel(dev, 2 * n * D * vocab, s * (n * D + D * vocab + n * vocab))
+  t_logits = (_kernel(dev, 2 * n * D * vocab, s * (n * D + D * vocab + n * vocab))
+              + (other_kernels - 1) * dev.launch_overhead)
   t_send = np.where(p > 1, alpha + s * n * D / beta, 0.0)
   time = (m + p - 1) * t_stage + m * t_logits + 2 * (p > 1) * (m + p - 2) * t_send
   weights = per_stage * s * (12 * D * D / h + 13 * D) + s * vocab * D
