@@ -204,7 +204,7 @@ def _measure_and_simulate(config: dict, cal: distir.Calibration) -> list:
   rows = []
   for name, (d, h, p, m), make in cases:
     fn, args = make()
-    programs = distir.project(fn)
+    programs = distir.rank_projection(fn)
     _, measured = distir.run_projected(programs, distir.project_inputs(fn, args),
                                             repeats=config["repeats"])
     shared = distir.simulate(fn, cost_model=model, executors=1, launch="segment")
