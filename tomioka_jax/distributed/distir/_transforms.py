@@ -324,6 +324,15 @@ def _mse_grad_piece(rows, n, dtype, scale):
 # --------------------------------------------------------------------------------------
 
 
+def _check_batch(where, d, batch, num_microbatches):
+  if batch % d:
+    raise ValueError(f"{where}: batch = {batch} must be divisible by d = {d} (each data-"
+                     "parallel replica gets an equal slice)")
+  if (batch // d) % num_microbatches:
+    raise ValueError(f"{where}: num_microbatches = {num_microbatches} must divide the "
+                     f"per-replica batch batch / d = {batch // d}")
+
+
 def _check_mlp(where, d, h, p, num_layers, hidden, batch, num_microbatches, schedule):
   _check_positive(where, d=d, h=h, p=p, num_layers=num_layers, hidden=hidden, batch=batch,
                   num_microbatches=num_microbatches)
@@ -334,12 +343,7 @@ def _check_mlp(where, d, h, p, num_layers, hidden, batch, num_microbatches, sche
   if hidden % h:
     raise ValueError(f"{where}: hidden = {hidden} must be divisible by h = {h} (Megatron "
                      "splits each weight into h equal column or row blocks)")
-  if batch % d:
-    raise ValueError(f"{where}: batch = {batch} must be divisible by d = {d} (each data-"
-                     "parallel replica gets an equal slice)")
-  if (batch // d) % num_microbatches:
-    raise ValueError(f"{where}: num_microbatches = {num_microbatches} must divide the "
-                     f"per-replica batch batch / d = {batch // d}")
+  _check_batch(where, d, batch, num_microbatches)
 
 
 def mlp_layer_kinds(num_layers: int, h: int, p: int) -> list[str]:
@@ -697,12 +701,7 @@ def _check_gpt(where, d, h, p, num_layers, d_model, num_heads, seq_len, batch, v
   if num_layers % p:
     raise ValueError(f"{where}: num_layers = {num_layers} must be divisible by p = {p} "
                      "(each pipeline stage holds the same number of blocks)")
-  if batch % d:
-    raise ValueError(f"{where}: batch = {batch} must be divisible by d = {d} (each data-"
-                     "parallel replica gets an equal slice)")
-  if (batch // d) % num_microbatches:
-    raise ValueError(f"{where}: num_microbatches = {num_microbatches} must divide the "
-                     f"per-replica batch batch / d = {batch // d}")
+  _check_batch(where, d, batch, num_microbatches)
 
 
 def _gpt_split(array, kind, hi, h):
