@@ -15,6 +15,8 @@ Subpackages (see the README's paper -> module table for what each provides):
   periodic adversarial scheduling and loss-landscape diagnostics.
 * :mod:`tomioka_jax.rl` -- reward robustness of regularized policies, DQN exploration, batch
   policy gradient.
+* :mod:`tomioka_jax.science` -- Timewarp's learned MCMC for molecular dynamics and MatterGen's
+  crystal diffusion.
 
 Subpackages are imported on demand (``import tomioka_jax.tensor``) so that importing one
 family never pays for another.
