@@ -3,4 +3,10 @@ corrupts the lattice, the fractional coordinates and the atom types jointly, wit
 adapters and classifier-free guidance.
 """
 
-__all__: list[str] = []
+# The mean atomic number density of MP-20 (atoms per cubic angstrom), which sets the limit mean
+# (n / rho)^(1/3) I of the lattice diffusion in the reference's configuration.
+MP20_ATOM_DENSITY = 0.0577
+
+__all__ = [
+    "MP20_ATOM_DENSITY",
+]
