@@ -268,3 +268,20 @@ def test_apgd_matches_a_literal_numpy_transcription():
   x_best, loss_best, _, _ = run(x0)
   np.testing.assert_allclose(loss_best, lb, rtol=1e-5, atol=1e-6)
   np.testing.assert_allclose(x_best, xb, atol=1e-5)
+
+
+def test_unrolled_attacks_are_the_same_attacks():
+  """``unroll`` changes how XLA runs the loop (straight-line code for CNNs on a CPU), never the
+  iterates: the unrolled PGD / APGD (one and several restarts) equal the looped ones."""
+  params, x, y = _trained_mlp()
+  fn = functools.partial(_mlp_logits, params)
+  key = jax.random.key(3)
+  kw = dict(eps=0.08, steps=7, lower=0.0, upper=1.0)
+  for attack, extra in ((attacks.pgd, {}), (attacks.apgd_ce, {}),
+                        (attacks.apgd, {"restarts": 2, "loss": "dlr"})):
+    looped = jax.jit(lambda x: attack(fn, x, y, key, **kw, **extra))(x)
+    unrolled = jax.jit(lambda x: attack(fn, x, y, key, **kw, **extra, unroll=True))(x)
+    np.testing.assert_allclose(unrolled, looped, atol=1e-6)
+    loops = [jax.jit(lambda x: attack(fn, x, y, key, **kw, **extra, unroll=u)).lower(x)
+             .as_text().count("stablehlo.while") for u in (1, True)]
+    assert loops[1] < loops[0]  # the attack's loop is gone (the random start's may remain)

@@ -155,3 +155,63 @@ def test_bad_input_raises():
     pas.make_pas_trainer(graphdef, pas.make_adversarial_loss(), optax.sgd(0.1),
                          eps_schedule=lambda e: 0.1, batch_size=4, epochs=3,
                          snapshot_epochs=(4,))
+
+
+def _fit_setup(lr=0.3):
+  data = {k: np.asarray(v) for k, v in _tiny_problem().items()}
+  model = core.MLP(8, (16,), 2, rngs=nnx.Rngs(0))
+  opt = optax.sgd(lr)
+  graphdef, state = core.create_train_state(model, opt, jax.random.key(1))
+  return data, graphdef, state, opt, pas.make_adversarial_loss(steps=2, unroll=True)
+
+
+def test_fit_pas_follows_the_schedule_keeps_snapshots_and_resumes(tmp_path):
+  data, graphdef, state, opt, loss_fn = _fit_setup()
+  eps_fn = pas.pas_eps_schedule(0.1, ckpts=[2, 4])
+  kw = dict(eps_schedule=eps_fn, batch_size=32, progress=False)
+  final, snaps, hist = pas.fit_pas(graphdef, state, loss_fn, opt, data, epochs=4,
+                                   snapshot_epochs=(2, 4), **kw)
+  assert int(final.step) == 4 * (128 // 32) and len(hist) == int(final.step)
+  # every step trained at its epoch's eps
+  per_step = np.repeat([float(eps_fn(jnp.float32(e))) for e in range(4)], 128 // 32)
+  np.testing.assert_allclose([h["eps"] for h in hist], per_step, rtol=1e-6)
+  # the snapshot after epoch 2 is the final model of the same run stopped after 2 epochs
+  short, _, _ = pas.fit_pas(graphdef, state, loss_fn, opt, data, epochs=2, **kw)
+  for a, b in zip(jax.tree.leaves(jax.tree.map(lambda s: s[0], snaps)),
+                  jax.tree.leaves(short.params)):
+    np.testing.assert_array_equal(a, b)
+  for a, b in zip(jax.tree.leaves(jax.tree.map(lambda s: s[1], snaps)),
+                  jax.tree.leaves(final.params)):
+    np.testing.assert_array_equal(a, b)
+  # stopped after its first cycle, a run in a workdir resumes to the same result
+  work = tmp_path / "run"
+  pas.fit_pas(graphdef, state, loss_fn, opt, data, epochs=2, workdir=str(work),
+              checkpoint_every=3, **kw)
+  assert (work / "metrics.jsonl").exists()
+  resumed, rsnaps, rhist = pas.fit_pas(graphdef, state, loss_fn, opt, data, epochs=4,
+                                       snapshot_epochs=(2, 4), workdir=str(work),
+                                       checkpoint_every=3, **kw)
+  assert len(rhist) == len(hist)
+  for a, b in zip(jax.tree.leaves((resumed.params, rsnaps)), jax.tree.leaves((final.params,
+                                                                               snaps))):
+    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+  # the adversarial loss went down
+  batch = {**data, "eps": np.full((128,), 0.1, np.float32)}
+  before, _ = loss_fn(nnx.merge(graphdef, state.params, state.model_state), batch,
+                      jax.random.key(2))
+  after, _ = loss_fn(nnx.merge(graphdef, final.params, final.model_state), batch,
+                     jax.random.key(2))
+  assert float(after) < 0.8 * float(before)
+
+
+def test_fit_pas_bad_input():
+  data, graphdef, state, opt, loss_fn = _fit_setup()
+  kw = dict(eps_schedule=lambda e: 0.1, progress=False)
+  with pytest.raises(ValueError, match="fewer than one batch"):
+    pas.fit_pas(graphdef, state, loss_fn, opt, data, batch_size=256, epochs=1, **kw)
+  with pytest.raises(ValueError, match="share their first dimension"):
+    pas.fit_pas(graphdef, state, loss_fn, opt, {"x": data["x"], "y": data["y"][:5]},
+                batch_size=4, epochs=1, **kw)
+  with pytest.raises(ValueError, match="snapshot_epochs must be distinct"):
+    pas.fit_pas(graphdef, state, loss_fn, opt, data, batch_size=4, epochs=2,
+                snapshot_epochs=(3,), **kw)

@@ -58,6 +58,7 @@ from tomioka_jax.robust._pas import cycle_jump
 from tomioka_jax.robust._pas import cycle_linear
 from tomioka_jax.robust._pas import cycle_ratio
 from tomioka_jax.robust._pas import ensemble_logits
+from tomioka_jax.robust._pas import fit_pas
 from tomioka_jax.robust._pas import linear_schedule
 from tomioka_jax.robust._pas import make_adversarial_loss
 from tomioka_jax.robust._pas import make_pas_trainer
@@ -108,6 +109,7 @@ __all__ = [
     "cycle_linear",
     "cycle_ratio",
     "ensemble_logits",
+    "fit_pas",
     "linear_schedule",
     "make_adversarial_loss",
     "make_pas_trainer",

@@ -27,6 +27,7 @@ the schedules take the limit from the left (``r = 1``).
 
 from __future__ import annotations
 
+import pathlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -184,7 +185,7 @@ def pas_eps_schedule(target: float, *, ckpts: Sequence[float], warmup: str = "co
 
 def make_adversarial_loss(*, norm: str = "linf", steps: int = 10, step_ratio: float = 0.25,
                           random_start: bool = True, lower: Any = 0.0, upper: Any = 1.0,
-                          ) -> Callable:
+                          unroll: bool | int = 1) -> Callable:
   """Adversarial training's loss for the core trainers: ``loss_fn(model, batch, rng)``.
 
   ``batch = {"x", "y", "eps"}`` with ``eps`` one budget per example, shape ``(n,)`` (the PAS
@@ -192,7 +193,8 @@ def make_adversarial_loss(*, norm: str = "linf", steps: int = 10, step_ratio: fl
   :func:`attacks.pgd` with step ``step_ratio * eps`` (the reference keeps the step-to-budget
   ratio fixed while eps changes; 1/4 is its CIFAR-10 ratio) and a random start within one
   step; the outer loss is the mean cross-entropy at the attack's points (no gradient through
-  the attack). At ``eps = 0`` the attack returns the clean batch.
+  the attack). At ``eps = 0`` the attack returns the clean batch. ``unroll`` is the attack's
+  (:func:`attacks.pgd`): ``True`` for CNNs trained on a CPU.
 
   Returns:
     ``loss_fn(model, batch, rng) -> (loss, {"accuracy": adversarial accuracy, "eps": mean})``.
@@ -207,7 +209,7 @@ def make_adversarial_loss(*, norm: str = "linf", steps: int = 10, step_ratio: fl
     eps = jnp.reshape(batch["eps"], (x.shape[0],) + (1,) * (x.ndim - 1)).astype(x.dtype)
     x_adv = attacks.pgd(model, x, y, rng, eps=eps, norm=norm, steps=steps,
                         step_size=step_ratio * eps, random_start=random_start, lower=lower,
-                        upper=upper)
+                        upper=upper, unroll=unroll)
     x_adv = jax.lax.stop_gradient(x_adv)
     logits = model(x_adv)
     loss = jnp.mean(attacks.logit_cross_entropy(logits, y))
@@ -268,6 +270,99 @@ def make_pas_trainer(graphdef: nnx.GraphDef, loss_fn: Callable,
     return state, metrics, snaps
 
   return train
+
+
+def fit_pas(graphdef: nnx.GraphDef, state: core.TrainState, loss_fn: Callable,
+            optimizer: optax.GradientTransformation, data: dict, *, eps_schedule: Schedule,
+            batch_size: int, epochs: int, snapshot_epochs: Sequence[int] = (), seed: int = 0,
+            workdir: str | None = None, checkpoint_every: int | None = None,
+            progress: bool = True) -> tuple[core.TrainState, Any, list[dict[str, float]]]:
+  """The training of :func:`make_pas_trainer` as a long run stepped from Python (``core.fit``).
+
+  Epoch ``e`` (from 0) visits the examples of ``data`` (host arrays with a leading example
+  axis) in the order ``numpy.random.default_rng((seed, e)).permutation(n)``, in
+  ``n // batch_size`` batches that carry ``eps = eps_schedule(e)`` for every example (the
+  batch key ``"eps"``, as :func:`make_adversarial_loss` reads it); the learning rate follows the
+  optimizer's own schedule. Each step is one compiled call of ``core.make_train_step``, so
+  nothing runs inside a loop body: use this for CNNs on XLA:CPU (see :mod:`attacks`: a
+  convolution in a loop body runs ~10x slower there) and for runs too long for one compiled
+  function. With a ``workdir`` the run writes ``metrics.jsonl``, checkpoints every
+  ``checkpoint_every`` steps and at each snapshot epoch, keeps the end-of-cycle parameters as
+  ``snapshot_<epoch>.npz``, and a second call with the same arguments resumes where the first
+  stopped (``core.fit``'s checkpoints).
+
+  Args:
+    graphdef, state: from :func:`core.create_train_state` (``state.step`` 0 for a fresh run).
+    loss_fn: e.g. :func:`make_adversarial_loss` (with ``unroll=True`` for a CNN on a CPU).
+    optimizer: the optax transformation ``state`` was created with.
+    data: ``{"x": (n, ...), "y": (n,)}`` (NumPy or JAX arrays; more keys are batched alike).
+    eps_schedule: ``eps_schedule(epoch) -> eps`` (e.g. :func:`pas_eps_schedule`).
+    batch_size, epochs: as :func:`make_pas_trainer`.
+    snapshot_epochs: keep the parameters after these epochs (``e`` = after ``e`` epochs).
+    seed: the seed of the epoch permutations.
+    workdir, checkpoint_every: as ``core.fit`` (``checkpoint_every`` needs a ``workdir``).
+    progress: a progress bar per segment between snapshots.
+
+  Returns:
+    ``(state, snapshots, history)``: the final state, the snapshot parameters stacked along a
+    leading axis in the order of ``snapshot_epochs`` (``None`` without snapshots), and one dict
+    per step (``step``, ``loss``, the loss function's metrics, ``steps_per_s``).
+
+  Raises:
+    ValueError: bad ``batch_size``/``epochs``/``snapshot_epochs``, fewer examples than one
+      batch, data arrays of different lengths.
+  """
+  for name, value in (("batch_size", batch_size), ("epochs", epochs)):
+    attacks.check_positive_int(name, value)
+  snaps_at = [int(e) for e in snapshot_epochs]
+  if any(e < 1 or e > epochs for e in snaps_at) or len(set(snaps_at)) != len(snaps_at):
+    raise ValueError(f"snapshot_epochs must be distinct epochs in [1, {epochs}], got "
+                     f"snapshot_epochs={tuple(snapshot_epochs)!r}")
+  lengths = {k: len(v) for k, v in data.items()}
+  n = min(lengths.values()) if lengths else 0
+  if len(set(lengths.values())) != 1:
+    raise ValueError(f"data arrays must share their first dimension, got lengths {lengths}")
+  if n < batch_size:
+    raise ValueError(f"data holds {n} examples, fewer than one batch (batch_size={batch_size})")
+  host = {k: np.asarray(v) for k, v in data.items()}
+  steps_per_epoch = n // batch_size
+  eps_values = np.asarray([float(eps_schedule(jnp.float32(e))) for e in range(epochs)],
+                          np.float32)
+  perm: dict[int, np.ndarray] = {}
+
+  def batches(step: int) -> dict:
+    e, i = divmod(step, steps_per_epoch)
+    if e not in perm:
+      perm.clear()
+      perm[e] = np.random.default_rng((seed, e)).permutation(n)
+    idx = perm[e][i * batch_size:(i + 1) * batch_size]
+    batch = {k: v[idx] for k, v in host.items()}
+    batch["eps"] = np.full((batch_size,), eps_values[e], np.float32)
+    return batch
+
+  train_step = core.make_train_step(graphdef, loss_fn, optimizer)
+  folder = None if workdir is None else pathlib.Path(workdir)
+  treedef = jax.tree.structure(state.params)
+  snapshots, history = {}, []
+  for end in sorted(set(snaps_at) | {epochs}):
+    path = None if folder is None else folder / f"snapshot_{end}.npz"
+    if path is not None and path.exists() and end != epochs:
+      with np.load(path) as saved:
+        snapshots[end] = jax.tree.unflatten(treedef, [saved[f"a{i}"]
+                                                      for i in range(treedef.num_leaves)])
+      continue
+    result = core.fit(train_step, state, batches, end * steps_per_epoch, workdir=workdir,
+                      checkpoint_every=checkpoint_every, progress=progress)
+    state = result.state
+    history = result.history if folder is not None else history + result.history
+    if end in snaps_at:
+      snapshots[end] = state.params
+      if path is not None:
+        np.savez(path, **{f"a{i}": np.asarray(leaf)
+                          for i, leaf in enumerate(jax.tree.leaves(state.params))})
+  stacked = (jax.tree.map(lambda *p: jnp.stack(p), *[snapshots[e] for e in snaps_at])
+             if snaps_at else None)
+  return state, stacked, history
 
 
 def ensemble_logits(graphdef: nnx.GraphDef, snapshots: Any, model_state: Any = None, *,
