@@ -16,9 +16,11 @@ learning rate of the grid and several seeds:
   (reached at mid-cycle), and the periodic learning rate (x0.1 at 50 % and 75 % of each
   cycle); evaluated as the ensemble of the three end-of-cycle models (mean softmax).
 
-Every (method, learning rate, seed) run is one lane of one compiled program
-(``robust.make_pas_trainer`` over ``core.make_scan_trainer``; the optimizer is built inside the
-``vmap``-ed function). Evaluation: clean accuracy and robust accuracy on test points under
+In the smoke and quick modes every (method, learning rate, seed) run is one lane of one
+compiled program (``robust.make_pas_trainer`` over ``core.make_scan_trainer``; the optimizer is
+built inside the ``vmap``-ed function). The full mode trains a CNN, whose convolutions XLA:CPU
+runs ~10x slower inside a loop body: its lanes run one after another, each stepped from Python
+by ``robust.fit_pas`` (same schedules, attacks unrolled, checkpoints: a rerun resumes). Evaluation: clean accuracy and robust accuracy on test points under
 PGD (``pgd_steps``, step eps/4, random start) and APGD-CE (``apgd_steps``, one restart), the
 ensemble attacked as one model (through log of its mean softmax, as the reference's
 ``attack_list``). Sensitivity to the learning rate: the spread (max - min over the grid) of the
@@ -29,6 +31,10 @@ held fixed) by Lanczos (``robust.hessian_top_eigenvalues``).
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import pathlib
 import time
 
 import jax
@@ -61,15 +67,18 @@ CONFIGS = {
               "hessian_eps": (0.0, 0.05, 0.1, 0.2), "hessian_examples": 512,
               "lanczos_steps": 20},
     # full: the LeNet-style CNN (width 16: convolutions of 8 and 16 channels, a dense layer of
-    # 32; a quarter of the reference's MNIST LeNet) on a subset of Fashion-MNIST, one seed and
-    # three learning rates, sized to run in ~6 minutes on a 2-core CPU (XLA:CPU convolutions
-    # run at ~9 GFLOP/s here; 16 lanes of 5000 images did not finish in 20 minutes). The
-    # previous full record, the MLP (128 x 2) on 5000 images with 4 learning rates x 2 seeds,
-    # is commit c237fc9's benchmarks/results/pas.md.
-    "full": {"dataset": "fashion_mnist", "model": "cnn", "width": 16, "train_examples": 1000,
-             "test_examples": 200, "eps": 0.1, "epochs": 8, "lrs": (0.03, 0.1, 0.3),
-             "seeds": 1, "train_steps": 5, "pgd_steps": 10, "apgd_steps": 10, "batch": 32,
-             "hessian_eps": (0.0, 0.1, 0.2), "hessian_examples": 256, "lanczos_steps": 20},
+    # 32; a quarter of the reference's MNIST LeNet) on 20000 Fashion-MNIST images, two seeds
+    # and three learning rates. The lanes run one after another, stepped from Python by
+    # robust.fit_pas with the attacks unrolled: a convolution inside an XLA:CPU loop body runs
+    # ~10x slower than at top level (jax-ml/jax#12868), which is what kept the earlier full
+    # record (vmapped lanes in one scan) to 1000 images and one seed. A step (PGD-5, batch
+    # 128) takes ~0.18 s on this 2-core machine, a lane ~4 minutes. Checkpoints go under
+    # $TOMIOKA_JAX_CACHE/pas_runs (default ~/.cache/tomioka_jax): a rerun resumes.
+    "full": {"dataset": "fashion_mnist", "model": "cnn", "width": 16, "train_examples": 20000,
+             "test_examples": 1000, "eps": 0.1, "epochs": 8, "lrs": (0.03, 0.1, 0.3),
+             "seeds": 2, "train_steps": 5, "pgd_steps": 20, "apgd_steps": 20, "batch": 128,
+             "hessian_eps": (0.0, 0.1, 0.2), "hessian_examples": 256, "lanczos_steps": 20,
+             "trainer": "fit"},
 }
 
 HEADLINE = (
@@ -138,26 +147,43 @@ def _cycles(epochs: int) -> tuple[int, ...]:
   return (epochs // 2, (3 * epochs) // 4, epochs)
 
 
+def _unroll(config: dict) -> bool:
+  # A convolution inside an XLA:CPU loop body runs ~10x slower (robust.pgd's docstring): CNN
+  # attacks unroll, and CNN training steps from Python (robust.fit_pas).
+  return config["model"] == "cnn"
+
+
+def _loss_fn(config: dict):
+  return robust.make_adversarial_loss(steps=config["train_steps"], step_ratio=0.25, lower=0.0,
+                                      upper=1.0, unroll=_unroll(config))
+
+
+def _schedules(config: dict, steps_per_epoch: int, lr, pas_flag):
+  """The lane's optimizer (SGD, momentum 0.9, its learning-rate schedule) and eps schedule."""
+  epochs, eps = config["epochs"], config["eps"]
+  ckpts = _cycles(epochs)
+  pas_eps = robust.pas_eps_schedule(eps, ckpts=ckpts, warmup="cosine", ratio=2.0)
+
+  def lr_factor(e):
+    periodic = robust.cycle_jump(e, ckpts=(0,) + ckpts, start=1.0, power=0.1,
+                                 drop_points=(0.5, 0.75))
+    plain = robust.step_decay(e, start=1.0, drops=(epochs / 2, 3 * epochs / 4), factor=0.1)
+    return jnp.where(pas_flag, periodic, plain)
+
+  schedule = robust.optax_schedule(lambda e: lr * lr_factor(e), steps_per_epoch)
+  eps_schedule = lambda e: jnp.where(pas_flag, pas_eps(e), eps)  # noqa: E731
+  return optax.sgd(schedule, momentum=0.9), eps_schedule
+
+
 def _make_run(config: dict, graphdef, tr: dict):
   """``run(params, model_state, key, lr, pas) -> (params, snapshots, metrics)``: one lane."""
   epochs, batch = config["epochs"], config["batch"]
   steps_per_epoch = len(tr["y"]) // batch
   ckpts = _cycles(epochs)
-  eps = config["eps"]
-  pas_eps = robust.pas_eps_schedule(eps, ckpts=ckpts, warmup="cosine", ratio=2.0)
-  loss_fn = robust.make_adversarial_loss(steps=config["train_steps"], step_ratio=0.25,
-                                         lower=0.0, upper=1.0)
+  loss_fn = _loss_fn(config)
 
   def run(params, model_state, key, lr, pas_flag):
-    def lr_factor(e):
-      periodic = robust.cycle_jump(e, ckpts=(0,) + ckpts, start=1.0, power=0.1,
-                                   drop_points=(0.5, 0.75))
-      plain = robust.step_decay(e, start=1.0, drops=(epochs / 2, 3 * epochs / 4), factor=0.1)
-      return jnp.where(pas_flag, periodic, plain)
-
-    schedule = robust.optax_schedule(lambda e: lr * lr_factor(e), steps_per_epoch)
-    opt = optax.sgd(schedule, momentum=0.9)
-    eps_schedule = lambda e: jnp.where(pas_flag, pas_eps(e), eps)  # noqa: E731
+    opt, eps_schedule = _schedules(config, steps_per_epoch, lr, pas_flag)
     train = robust.make_pas_trainer(graphdef, loss_fn, opt, eps_schedule=eps_schedule,
                                     batch_size=batch, epochs=epochs, snapshot_epochs=ckpts)
     k1, k2 = jax.random.split(key)
@@ -169,6 +195,37 @@ def _make_run(config: dict, graphdef, tr: dict):
   return run
 
 
+def _workroot(config: dict):
+  """Where the long (fit) runs keep their checkpoints: one folder per configuration, so a rerun
+  of the same configuration resumes each lane where it stopped."""
+  key = hashlib.sha1(json.dumps({k: v for k, v in sorted(config.items()) if k != "mode"},
+                                default=str).encode()).hexdigest()[:12]
+  base = os.environ.get("TOMIOKA_JAX_CACHE", str(pathlib.Path.home() / ".cache" / "tomioka_jax"))
+  return pathlib.Path(base) / "pas_runs" / key
+
+
+def _fit_lane(config: dict, graphdef, model_state, tr: dict, params, lr: float, pas_flag: bool,
+              seed: int, eps_override: float | None = None, name: str = "lane"):
+  """One lane trained by ``robust.fit_pas`` (stepped from Python, resumable): the same
+  schedules as the compiled lanes. Returns (params, snapshots, per-epoch loss, per-epoch eps)."""
+  epochs, batch = config["epochs"], config["batch"]
+  steps_per_epoch = len(tr["y"]) // batch
+  opt, eps_schedule = _schedules(config, steps_per_epoch, lr, pas_flag)
+  if eps_override is not None:
+    eps_schedule = lambda e: jnp.float32(eps_override)  # noqa: E731
+  state = core.TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
+                          opt_state=opt.init(params), rng=jax.random.key(1000 + seed))
+  workdir = _workroot(config) / name
+  final, snaps, hist = robust.fit_pas(
+      graphdef, state, _loss_fn(config), opt, tr, eps_schedule=eps_schedule, batch_size=batch,
+      epochs=epochs, snapshot_epochs=_cycles(epochs), seed=seed,
+      workdir=str(workdir), checkpoint_every=max(steps_per_epoch // 2, 1), progress=True)
+  loss = np.asarray([h["loss"] for h in hist], np.float64)[:epochs * steps_per_epoch]
+  eps = np.asarray([h["eps"] for h in hist], np.float64)[:epochs * steps_per_epoch]
+  per_epoch = lambda v: v.reshape(epochs, steps_per_epoch).mean(axis=1)  # noqa: E731
+  return final.params, snaps, per_epoch(loss), per_epoch(eps)
+
+
 def _evaluate(config: dict, graphdef, model_state, te: dict):
   """``evaluate(params, snaps, key) -> accuracies`` of the final model and the ensemble."""
   x, y, eps = jnp.asarray(te["x"]), jnp.asarray(te["y"]), config["eps"]
@@ -176,9 +233,9 @@ def _evaluate(config: dict, graphdef, model_state, te: dict):
   def accs(logits_fn, key):
     k1, k2 = jax.random.split(key)
     xp = robust.pgd(logits_fn, x, y, k1, eps=eps, steps=config["pgd_steps"], lower=0.0,
-                    upper=1.0)
+                    upper=1.0, unroll=_unroll(config))
     xa = robust.apgd_ce(logits_fn, x, y, k2, eps=eps, steps=config["apgd_steps"], lower=0.0,
-                        upper=1.0)
+                        upper=1.0, unroll=_unroll(config))
     clean = jnp.mean((jnp.argmax(logits_fn(x), -1) == y).astype(jnp.float32))
     return jnp.stack([clean, robust.robust_accuracy(logits_fn, x, y, xp),
                       robust.robust_accuracy(logits_fn, x, y, xa)])
@@ -191,40 +248,75 @@ def _evaluate(config: dict, graphdef, model_state, te: dict):
   return evaluate
 
 
-def _curvature(config: dict, graphdef, model_state, tr: dict, params0, hessian_lr: float):
-  """Top Hessian eigenvalue of the adversarial loss of vanilla models trained at each eps."""
-  epochs, batch = config["epochs"], config["batch"]
-  steps_per_epoch = len(tr["y"]) // batch
+def _hessian_stats(config: dict, graphdef, model_state, tr: dict, params, eps, key):
+  """Top Hessian eigenvalue, gradient norm and value of the adversarial loss at PGD points of
+  the model (held fixed), on the first ``hessian_examples`` training points."""
   m = config["hessian_examples"]
   xh, yh = jnp.asarray(tr["x"][:m]), jnp.asarray(tr["y"][:m])
-  loss_fn = robust.make_adversarial_loss(steps=config["train_steps"], step_ratio=0.25,
-                                         lower=0.0, upper=1.0)
+  k3, k4 = jax.random.split(key)
+  f = lambda p: nnx.merge(graphdef, p, model_state)  # noqa: E731
+  xa = robust.pgd(f(params), xh, yh, k3, eps=eps, steps=config["pgd_steps"], lower=0.0,
+                  upper=1.0, unroll=_unroll(config))
+  xa = jax.lax.stop_gradient(xa)
+  loss = lambda p: jnp.mean(robust.logit_cross_entropy(f(p)(xa), yh))  # noqa: E731
+  top = robust.hessian_top_eigenvalues(loss, params, 1, key=k4, steps=config["lanczos_steps"])[0]
+  gnorm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(jax.grad(loss)(params))))
+  return top, gnorm, loss(params)
+
+
+def _curvature(config: dict, graphdef, model_state, tr: dict, params0, hessian_lr: float):
+  """Top Hessian eigenvalue of the adversarial loss of vanilla models trained at each eps (one
+  compiled program, vmapped over eps)."""
+  epochs, batch = config["epochs"], config["batch"]
+  steps_per_epoch = len(tr["y"]) // batch
+  loss_fn = _loss_fn(config)
 
   def one(eps, key):
-    schedule = robust.optax_schedule(
-        lambda e: hessian_lr * robust.step_decay(e, start=1.0, drops=(epochs / 2,
-                                                                      3 * epochs / 4)),
-        steps_per_epoch)
-    opt = optax.sgd(schedule, momentum=0.9)
+    opt, _ = _schedules(config, steps_per_epoch, hessian_lr, False)
     train = robust.make_pas_trainer(graphdef, loss_fn, opt, eps_schedule=lambda e: eps,
                                     batch_size=batch, epochs=epochs)
-    k1, k2, k3, k4 = jax.random.split(key, 4)
+    k1, k2, k3 = jax.random.split(key, 3)
     state = core.TrainState(step=jnp.zeros((), jnp.int32), params=params0,
                             model_state=model_state, opt_state=opt.init(params0), rng=k1)
     state, _, _ = train(state, tr, k2)
-    f = lambda p: nnx.merge(graphdef, p, model_state)  # noqa: E731
-    xa = robust.pgd(f(state.params), xh, yh, k3, eps=eps, steps=config["pgd_steps"],
-                    lower=0.0, upper=1.0)
-    xa = jax.lax.stop_gradient(xa)
-    loss = lambda p: jnp.mean(robust.logit_cross_entropy(f(p)(xa), yh))  # noqa: E731
-    top = robust.hessian_top_eigenvalues(loss, state.params, 1, key=k4,
-                                         steps=config["lanczos_steps"])[0]
-    gnorm = jnp.sqrt(sum(jnp.sum(g * g) for g in jax.tree.leaves(jax.grad(loss)(state.params))))
-    return top, gnorm, loss(state.params)
+    return _hessian_stats(config, graphdef, model_state, tr, state.params, eps, k3)
 
   eps = jnp.asarray(config["hessian_eps"], jnp.float32)
   keys = jax.random.split(jax.random.key(11), len(config["hessian_eps"]))
   return jax.jit(jax.vmap(one))(eps, keys)
+
+
+def _lane_name(pas_flag: bool, lr: float, seed: int, eps: float) -> str:
+  return f"{'pas' if pas_flag else 'vanilla'}_lr{lr:g}_seed{seed}_eps{eps:g}"
+
+
+def _experiment_fit(config: dict, graphdef, model_state, params, tr, te, grid):
+  """The lanes one after another, each stepped from Python by ``robust.fit_pas`` (checkpoints
+  under :func:`_workroot`: an interrupted run resumes), evaluated and measured one by one."""
+  lrs = tuple(config["lrs"])
+  t0 = time.perf_counter()
+  lanes = [_fit_lane(config, graphdef, model_state, tr, params[s], lr, bool(p), s,
+                     name=_lane_name(bool(p), lr, s, config["eps"])) for p, lr, s in grid]
+  train_s = time.perf_counter() - t0
+  evaluate = jax.jit(_evaluate(config, graphdef, model_state, te))
+  t0 = time.perf_counter()
+  acc = np.stack([np.asarray(evaluate(f, sn, jax.random.key(1))) for f, sn, _, _ in lanes])
+  eval_s = time.perf_counter() - t0
+  hessian_lr = lrs[len(lrs) // 2]
+  stats = jax.jit(lambda p, e, k: _hessian_stats(config, graphdef, model_state, tr, p, e, k))
+  t0 = time.perf_counter()
+  curv = []
+  for eps, key in zip(config["hessian_eps"],
+                      jax.random.split(jax.random.key(11), len(config["hessian_eps"]))):
+    p, _, _, _ = _fit_lane(config, graphdef, model_state, tr, params[0], hessian_lr, False, 0,
+                           eps_override=float(eps),
+                           name=_lane_name(False, hessian_lr, 0, float(eps)))
+    curv.append([np.asarray(v) for v in stats(p, jnp.float32(eps), key)])
+  hess_s = time.perf_counter() - t0
+  top, gnorm, adv_loss = (np.asarray(v) for v in zip(*curv))
+  metrics = {"loss": np.stack([lane[2] for lane in lanes]),
+             "eps": np.stack([lane[3] for lane in lanes])}
+  return acc, metrics, (top, gnorm, adv_loss), hessian_lr, (train_s, eval_s, hess_s)
 
 
 def experiment(config: dict) -> dict:
@@ -241,24 +333,28 @@ def experiment(config: dict) -> dict:
   lane_lr = jnp.asarray([lr for _, lr, _ in grid], jnp.float32)
   lane_pas = jnp.asarray([bool(p) for p, _, _ in grid])
 
-  run = _make_run(config, graphdef, tr)
-  t0 = time.perf_counter()
-  final, snaps, metrics = jax.jit(jax.vmap(run, in_axes=(0, None, 0, 0, 0)))(
-      lane_params, model_state, lane_keys, lane_lr, lane_pas)
-  jax.block_until_ready(final)
-  train_s = time.perf_counter() - t0
+  if config.get("trainer", "scan") == "fit":
+    acc, metrics, (top, gnorm, adv_loss), hessian_lr, (train_s, eval_s, hess_s) = (
+        _experiment_fit(config, graphdef, model_state, params, tr, te, grid))
+  else:
+    run = _make_run(config, graphdef, tr)
+    t0 = time.perf_counter()
+    final, snaps, metrics = jax.jit(jax.vmap(run, in_axes=(0, None, 0, 0, 0)))(
+        lane_params, model_state, lane_keys, lane_lr, lane_pas)
+    jax.block_until_ready(final)
+    train_s = time.perf_counter() - t0
 
-  evaluate = _evaluate(config, graphdef, model_state, te)
-  t0 = time.perf_counter()
-  acc = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))(final, snaps, jax.random.key(1))
-  acc = np.asarray(acc)  # (lanes, 2, 3)
-  eval_s = time.perf_counter() - t0
+    evaluate = _evaluate(config, graphdef, model_state, te)
+    t0 = time.perf_counter()
+    acc = jax.jit(jax.vmap(evaluate, in_axes=(0, 0, None)))(final, snaps, jax.random.key(1))
+    acc = np.asarray(acc)  # (lanes, 2, 3)
+    eval_s = time.perf_counter() - t0
 
-  hessian_lr = lrs[len(lrs) // 2]
-  t0 = time.perf_counter()
-  top, gnorm, adv_loss = _curvature(config, graphdef, model_state, tr, params[0], hessian_lr)
-  top, gnorm, adv_loss = np.asarray(top), np.asarray(gnorm), np.asarray(adv_loss)
-  hess_s = time.perf_counter() - t0
+    hessian_lr = lrs[len(lrs) // 2]
+    t0 = time.perf_counter()
+    top, gnorm, adv_loss = _curvature(config, graphdef, model_state, tr, params[0], hessian_lr)
+    top, gnorm, adv_loss = np.asarray(top), np.asarray(gnorm), np.asarray(adv_loss)
+    hess_s = time.perf_counter() - t0
 
   shape = (2, len(lrs), seeds)
   return {

@@ -158,3 +158,20 @@ def test_the_library_imports_without_the_bench_extra():
   proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0, proc.stderr
+
+
+def test_pas_long_run_path_trains_every_lane_and_resumes(tmp_path, monkeypatch):
+  """The full config's path (lanes stepped from Python by robust.fit_pas, checkpointed): the
+  same outputs as the compiled lanes' shapes, and a rerun resumes from the checkpoints."""
+  monkeypatch.setenv("TOMIOKA_JAX_CACHE", str(tmp_path))
+  pas = benchmarks.load("pas")
+  config = dict(pas.CONFIGS["smoke"], mode="smoke", trainer="fit", lrs=(0.1,), epochs=4,
+                hessian_eps=(0.0, 0.1))
+  first = pas.experiment(config)
+  assert first["acc"].shape == (2, 1, 1, 2, 3) and first["train_loss"].shape == (2, 1, 1, 4)
+  assert len(first["hessian_top"]) == 2
+  lanes = sorted(p.name for p in (tmp_path / "pas_runs").iterdir() for p in p.iterdir())
+  assert lanes == ["pas_lr0.1_seed0_eps0.1", "vanilla_lr0.1_seed0_eps0",
+                   "vanilla_lr0.1_seed0_eps0.1"]
+  again = pas.experiment(config)
+  assert (again["acc"] == first["acc"]).all()
