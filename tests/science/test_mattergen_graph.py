@@ -30,15 +30,14 @@ def _brute_force(c: cr.Crystals, cutoff: float, reach: int = 6) -> list[set]:
   """Every (i, j, n) with 0 < |(f_j + n - f_i) L| <= cutoff, n in {-reach..reach}^3."""
   out = []
   lat, frac, mask = (np.asarray(x, np.float64) for x in (c.lattice, c.frac_coords, c.mask))
+  shifts = np.array(list(itertools.product(range(-reach, reach + 1), repeat=3)))
   for bi in range(lat.shape[0]):
     edges = set()
     idx = np.flatnonzero(mask[bi])
     for i, j in itertools.product(idx, idx):
-      for n in itertools.product(range(-reach, reach + 1), repeat=3):
-        r = (frac[bi, j] + np.array(n) - frac[bi, i]) @ lat[bi]
-        d = np.linalg.norm(r)
-        if 0 < d <= cutoff:
-          edges.add((int(i), int(j), n, round(d, 3)))
+      d = np.linalg.norm((frac[bi, j] + shifts - frac[bi, i]) @ lat[bi], axis=-1)
+      for s in np.flatnonzero((d > 0) & (d <= cutoff)):
+        edges.add((int(i), int(j), tuple(int(v) for v in shifts[s]), round(float(d[s]), 3)))
     out.append(edges)
   return out
 

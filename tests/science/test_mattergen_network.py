@@ -212,28 +212,31 @@ def test_adapters_start_exactly_at_the_base_model_and_move_after_a_step():
   adapted = net.with_adapters(base, {"band_gap": 1, "chem": 4}, rngs=nnx.Rngs(1))
   assert base.adapters is None and adapted.properties == {"band_gap": 1, "chem": 4}
   ref = _run(base, c, _t(3))
-  for mask in (None, {"band_gap": jnp.asarray([True, False, True])}):
-    out = _run(adapted, c, _t(3), cond, mask)
-    for x, y in zip(out, ref):
-      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # Conditioned, partly conditioned and unconditioned crystals all get the base outputs.
+  mask = {"band_gap": jnp.asarray([True, False, True]), "chem": jnp.asarray([True, True, False])}
+  out = _run(adapted, c, _t(3), cond, mask)
+  for x, y in zip(out, ref):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  ones = {"band_gap": jnp.ones(3, bool), "chem": jnp.ones(3, bool)}
+  zeros = {"band_gap": jnp.zeros(3, bool), "chem": jnp.zeros(3, bool)}
   # One gradient step on the adapters only: the conditional outputs move, the unconditional
   # ones ("base" mode) stay exactly the base model's.
   params = nnx.state(adapted, net.ADAPTER_PARAMS)
 
   def loss(p):
     m = nnx.merge(nnx.graphdef(adapted), p, nnx.state(adapted, nnx.Not(net.ADAPTER_PARAMS)))
-    o = m(c, _t(3), cond)
+    o = m(c, _t(3), cond, ones)
     return jnp.sum(o.coord_score ** 2) + jnp.sum(o.lattice_score ** 2) + jnp.sum(
         jax.nn.log_softmax(o.type_logits)[..., 0])
 
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   opt = optax.sgd(0.1)
   updates, _ = opt.update(grads, opt.init(params), params)
   nnx.update(adapted, optax.apply_updates(params, updates))
-  out_c = _run(adapted, c, _t(3), cond)
+  out_c = _run(adapted, c, _t(3), cond, ones)
   assert float(jnp.abs(out_c.coord_score - ref.coord_score).max()) > 1e-6
   assert float(jnp.abs(out_c.type_logits - ref.type_logits).max()) > 1e-6
-  out_u = _run(adapted, c, _t(3))
+  out_u = _run(adapted, c, _t(3), cond, zeros)
   for x, y in zip(out_u, ref):
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
@@ -250,7 +253,7 @@ def test_null_embedding_mode_conditions_the_unconditional_pass_on_a_learned_vect
   dropped = _run(adapted, c, _t(3), {"y": y}, {"y": jnp.zeros(3, bool)})
   for x, z in zip(none, dropped):
     _assert_close(x, z, atol=1e-6)
-  used = _run(adapted, c, _t(3), {"y": y})
+  used = _run(adapted, c, _t(3), {"y": y}, {"y": jnp.ones(3, bool)})
   assert float(jnp.abs(used.coord_score - none.coord_score).max()) > 1e-6
   assert float(jnp.abs(none.coord_score - _run(base, c, _t(3)).coord_score).max()) > 1e-6
 
@@ -261,8 +264,8 @@ def test_guided_score_is_the_cfg_combination_in_one_batch():
   for block in adapted.adapters.blocks["y"]:
     block.mixin.kernel[...] = 0.2 * jnp.ones_like(block.mixin.kernel[...])
   y = {"y": jnp.asarray([0.3, -1.0, 2.0])}
-  s_c = _run(adapted, c, _t(3), y)
-  s_u = _run(adapted, c, _t(3))
+  s_c = _run(adapted, c, _t(3), y, {"y": jnp.ones(3, bool)})
+  s_u = _run(adapted, c, _t(3), y, {"y": jnp.zeros(3, bool)})
   for gamma in (0.0, 1.0, 2.0):
     g = _guided(adapted, c, _t(3), y, gamma)
     for x, xc, xu in zip(g, s_c, s_u):

@@ -8,7 +8,8 @@ by the integer vector ``n`` is
    r_{ij,n} = (f_j + n - f_i) L ,
 
 and the graph keeps the edges with ``0 < |r_{ij,n}| <= cutoff`` (the zero-length edge, atom
-``i`` to itself in image ``n = 0``, is excluded; padding atoms have no edges).
+``i`` to itself in image ``n = 0``, is excluded, and so are edges between atoms closer than
+1e-5 angstrom, which have no direction; padding atoms have no edges).
 
 Fixed shapes: the candidates are all ``(j, n)`` with ``n`` in ``{-K..K}^3`` (``M = (2K+1)^3``
 images, ``K = max_images``), and each atom keeps its ``k = min(max_neighbors, N M)`` nearest
@@ -134,7 +135,8 @@ def periodic_graph(crystals: _crystal.Crystals, *, cutoff: float, max_neighbors:
   pair = atom_mask[:, :, None, None] & atom_mask[:, None, :, None]
   not_self = ~(jnp.eye(n, dtype=bool)[None, :, :, None]
                & (jnp.arange(m) == 0)[None, None, None, :])
-  valid = pair & not_self & (d2 <= cutoff * cutoff)
+  # Coincident atoms (|r| below 1e-5 angstrom) have no edge direction: no edge either.
+  valid = pair & not_self & (d2 <= cutoff * cutoff) & (d2 > 1e-10)
   d2_flat = jnp.reshape(jnp.where(valid, d2, jnp.inf), (b, n, n * m))
   k = n * m if max_neighbors is None else min(int(max_neighbors), n * m)
   _, slot = jax.lax.top_k(-d2_flat, k)  # (B, N, k) indices into the N*M candidates

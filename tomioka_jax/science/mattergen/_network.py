@@ -171,10 +171,10 @@ class InteractionBlock(nnx.Module):
     self.edge_out = nnx.Linear(hidden, hidden, rngs=rngs)
     self.edge_filter = nnx.Linear(num_radial, hidden, use_bias=False, rngs=rngs)
     self.node = _MLP([2 * hidden, hidden, hidden], rngs=rngs)
-    self.coord_hidden = nnx.Linear(hidden, hidden, rngs=rngs)
+    # Output heads: w_ij = v^T (σ(m_ij) ⊙ W e(d_ij)), one for the coordinates, one for the
+    # lattice (the reference puts a dense layer before each; left out for CPU speed).
     self.coord_filter = nnx.Linear(num_radial, hidden, use_bias=False, rngs=rngs)
     self.coord_out = nnx.Linear(hidden, 1, use_bias=False, rngs=rngs)
-    self.lattice_hidden = _MLP([hidden, hidden, hidden], rngs=rngs)
     self.lattice_filter = nnx.Linear(num_radial, hidden, use_bias=False, rngs=rngs)
     self.lattice_out = nnx.Linear(hidden, 1, use_bias=False, rngs=rngs)
 
@@ -185,8 +185,9 @@ class InteractionBlock(nnx.Module):
     m = m + self.edge_out(nnx.silu(pre)) * self.edge_filter(rbf)
     agg = jnp.sum(envelope[..., None] * m, axis=2) / avg_neighbors
     h = h + self.node(jnp.concatenate([h, agg], axis=-1))
-    w = self.coord_out(nnx.silu(self.coord_hidden(m)) * self.coord_filter(rbf))[..., 0]
-    a = self.lattice_out(self.lattice_hidden(m) * self.lattice_filter(rbf))[..., 0]
+    act = nnx.silu(m)
+    w = self.coord_out(act * self.coord_filter(rbf))[..., 0]
+    a = self.lattice_out(act * self.lattice_filter(rbf))[..., 0]
     return h, m, w, a
 
 
@@ -268,7 +269,7 @@ class MatterGenDenoiser(nnx.Module):
   """
 
   def __init__(self, *, hidden: int = 64, num_blocks: int = 3, num_radial: int = 16,
-               cutoff: float = 5.0, max_neighbors: int | None = 32, max_images: int = 2,
+               cutoff: float = 5.0, max_neighbors: int | None = 32, max_images: int = 3,
                envelope_exponent: int = 5, avg_neighbors: float = 16.0,
                properties: Mapping[str, int] | None = None, unconditional: str = "base",
                rngs: nnx.Rngs):
