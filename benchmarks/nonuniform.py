@@ -235,7 +235,10 @@ def timings(config: dict) -> dict:
                             repeats=1, warmup=False)
   lv_ours = np.asarray(cert.log_volume)
   lv_np = np.array([c.log_volume[0] for c in np_cert])
+  roof = _roofline(layers, x, y, opts, int(np.max(np.asarray(cert.shrink_steps))),
+                   config["timing_repeats"])
   return {
+      **roof,
       "points": int(len(y)), "ours": t_ours.as_dict(),
       "ours_per_point_s": t_ours.median_s / len(y),
       "numpy_points": k, "numpy_single_s": np_single,
@@ -245,6 +248,40 @@ def timings(config: dict) -> dict:
       "shrink_ours": np.asarray(cert.shrink_steps).tolist(),
       "shrink_numpy": [int(c.shrink_steps[0]) for c in np_cert],
   }
+
+
+def _xla_flops(f, *args) -> float:
+  analysis = jax.jit(f).lower(*args).compile().cost_analysis()
+  if isinstance(analysis, (list, tuple)):
+    analysis = analysis[0]
+  return float(analysis.get("flops", 0.0))
+
+
+def _roofline(layers, x, y, opts, max_shrink: int, repeats: int) -> dict:
+  """How far our certifier is from this machine's limit: its floating-point work per point
+  (XLA's cost analysis of one gradient of the certified margin, times the schedule's
+  iterations, plus the batch's shrink evaluations: the vmapped while loop runs until its
+  slowest point is certified) against the measured float32 GEMM rate on the bound's largest
+  product (first-layer weights times the back-substituted coefficients of every point; at
+  least 2048 columns, so that small configurations still measure the machine, not dispatch)."""
+  n = len(y)
+  eps0 = jnp.full(x.shape, 1e-3, x.dtype)
+
+  def margin_sum(e):
+    return jnp.sum(robust.certified_margin(layers, x, y, e, method=opts.method))
+
+  grad_flops = _xla_flops(jax.grad(margin_sum), eps0) / n
+  fwd_flops = _xla_flops(margin_sum, eps0) / n
+  work = opts.iterations * grad_flops + (max_shrink + 1) * fwd_flops
+  w1 = jnp.asarray(layers[0].weight)
+  k = jnp.shape(layers[-1].weight)[1]
+  cols = max(k * n, 2048)
+  rhs = jnp.ones((w1.shape[1], cols), w1.dtype)
+  gemm = jax.jit(lambda a, b: a @ b)
+  t = _harness.timeit(lambda: gemm(w1, rhs), repeats=max(5, 5 * repeats))
+  return {"grad_flops_per_point": grad_flops, "margin_flops_per_point": fwd_flops,
+          "work_flops_per_point": work,
+          "gemm_flops_per_s": 2.0 * w1.shape[0] * w1.shape[1] * cols / t.median_s}
 
 
 SPEED_CLAIM = ("certification time per point vs the reference's method in NumPy (its forward "
@@ -263,13 +300,23 @@ def _speed(times):
           "lv_ours": float(np.mean(lv_o)), "lv_numpy": float(np.mean(lv_n))}
 
 
+def _roof_text(times) -> str:
+  if "work_flops_per_point" not in times:
+    return ""
+  rate = times["work_flops_per_point"] / times["ours_per_point_s"]
+  return (f"; ours does {times['work_flops_per_point'] / 1e9:.2f} GFLOP per point at "
+          f"{rate / 1e9:.0f} GFLOP/s, {100 * rate / times['gemm_flops_per_s']:.0f}% of this "
+          f"machine's measured float32 GEMM rate ({times['gemm_flops_per_s'] / 1e9:.0f} "
+          f"GFLOP/s on the bound's largest product)")
+
+
 def _speed_claim(times):
   sp = _speed(times)
   equal = sp["volume_rel"] <= 1e-3
   holds = bool(equal and sp["batch_x"] >= 10)
   reason = "" if holds else ("volumes differ" if not equal else
                              f"{sp['batch_x']:.1f}x against the batch of 10 "
-                             f"({sp['single_x']:.1f}x one point at a time)")
+                             f"({sp['single_x']:.1f}x one point at a time)" + _roof_text(times))
   return _harness.Claim(
       SPEED_CLAIM, "10x",
       f"{sp['batch_x']:.1f}x vs batches of 10, {sp['single_x']:.1f}x vs one point at a time "
