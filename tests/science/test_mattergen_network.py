@@ -16,7 +16,8 @@ from tomioka_jax.science.mattergen import _network as net
 
 # Tiny widths; every edge within the cutoff is kept (max_neighbors None) so that the symmetry
 # tests test the network, not truncation.
-KW = dict(hidden=16, num_blocks=2, num_radial=8, cutoff=3.5, max_neighbors=None, max_images=3)
+KW = dict(hidden=16, num_blocks=2, num_radial=8, cutoff=3.5, max_neighbors=None, max_images=3,
+          coord_frame="cartesian")
 
 
 @nnx.jit
@@ -170,6 +171,16 @@ def test_outputs_depend_on_time_and_types():
   assert float(jnp.abs(out_m.type_logits - out.type_logits).max()) > 1e-4
 
 
+def test_fractional_frame_is_the_reference_displacement_map_in_protocol_order():
+  c = _batch(13)
+  cart = _run(_model(), c, _t(3))
+  lattice_out, coord_out, logits = _run(_model(coord_frame="fractional"), c, _t(3))
+  assert lattice_out.shape == (3, 3, 3) and coord_out.shape == (3, 4, 3)
+  _assert_close(coord_out, net.fractional_displacement(cart.coord_score, c.lattice), atol=1e-6)
+  _assert_close(lattice_out, cart.lattice_score, atol=0)
+  _assert_close(logits, cart.type_logits, atol=0)
+
+
 def test_envelope_and_bases():
   x = jnp.linspace(0.0, 1.2, 13)
   u = net.polynomial_envelope(x, 5)
@@ -256,6 +267,34 @@ def test_null_embedding_mode_conditions_the_unconditional_pass_on_a_learned_vect
   used = _run(adapted, c, _t(3), {"y": y}, {"y": jnp.ones(3, bool)})
   assert float(jnp.abs(used.coord_score - none.coord_score).max()) > 1e-6
   assert float(jnp.abs(none.coord_score - _run(base, c, _t(3)).coord_score).max()) > 1e-6
+
+
+def test_null_tokens_in_the_values_mean_unconditional():
+  # The diffusion's null_condition marks dropped crystals with NaN (floats), -1 (integers) or
+  # all-False (booleans); the model treats them as condition_mask False.
+  np.testing.assert_array_equal(
+      net.is_null_condition(jnp.asarray([[0.0, 1.0], [np.nan, 1.0]])), [False, True])
+  np.testing.assert_array_equal(net.is_null_condition(jnp.asarray([[1, 0], [-1, -1]])),
+                                [False, True])
+  np.testing.assert_array_equal(
+      net.is_null_condition(jnp.asarray([[True, False], [False, False]])), [False, True])
+  c = _batch(14)
+  adapted = net.with_adapters(_model(), {"y": 1}, unconditional="null", rngs=nnx.Rngs(4))
+  for block in adapted.adapters.blocks["y"]:
+    block.mixin.kernel[...] = 0.1 * jnp.ones_like(block.mixin.kernel[...])
+  y = jnp.asarray([0.3, -1.0, 2.0])
+  keep = jnp.asarray([True, False, True])
+  with_nan = _run(adapted, c, _t(3), {"y": jnp.where(keep, y, jnp.nan)}, {"y": jnp.ones(3, bool)})
+  masked = _run(adapted, c, _t(3), {"y": y}, {"y": keep})
+  for x, z in zip(with_nan, masked):
+    assert np.all(np.isfinite(np.asarray(x)))
+    _assert_close(x, z, atol=1e-6)
+  # Gradients stay finite with NaN tokens in the batch (they never reach the embedding MLP).
+  def loss(m):
+    o = m(c, _t(3), {"y": jnp.where(keep, y, jnp.nan)})
+    return jnp.sum(o.coord_score ** 2)
+  grads = nnx.jit(nnx.grad(loss))(adapted)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
 def test_guided_score_is_the_cfg_combination_in_one_batch():

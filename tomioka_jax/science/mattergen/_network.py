@@ -32,11 +32,15 @@ and types, so every state is invariant under rotations, reflections and translat
 Cartesian frame, under integer shifts of fractional coordinates and, when the graph is complete
 (:class:`PeriodicGraph`), under the choice of unit cell.
 
-**Outputs** (summed over the blocks, like GemNet's output blocks), with ``r̂_ij = r_ij / d_ij``:
+**Outputs** (summed over the blocks, like GemNet's output blocks), with ``r̂_ij = r_ij / d_ij``,
+as a :class:`DenoiserOutput` ``(lattice_score, coord_score, type_logits)``, the order of the
+diffusion's score-model protocol ``model(noisy, t, cond) -> (lattice_out, coord_out, logits)``:
 
 * the Cartesian coordinate score, an equivariant vector per atom
   ``s_i = Σ_blocks Σ_j w_ij u_ij r̂_ij`` with invariant edge weights ``w_ij``
-  (``s -> s R^T`` when the frame rotates, ``L -> L R^T``);
+  (``s -> s R^T`` when the frame rotates, ``L -> L R^T``), returned as is
+  (``coord_frame="cartesian"``) or, by default and as in the reference, mapped to fractional
+  coordinates as a displacement, ``s L^{-1}`` (rotation invariant);
 * the lattice score, the reference's stress-like head: a symmetric Cartesian 3×3 matrix
   ``S = Σ_blocks (1/|E|) Σ_ij a_ij u_ij r̂_ij r̂_ij^T`` (``|E|`` the crystal's edge count;
   ``S -> R S R^T``). The reference uses ``S`` itself as the score of its symmetric
@@ -87,19 +91,25 @@ REFERENCE_NUM_BLOCKS = 4
 REFERENCE_NUM_PARAMETERS = 46_800_000
 
 _UNCONDITIONAL_MODES = ("base", "null")
+_COORD_FRAMES = ("fractional", "cartesian")
 
 
 class DenoiserOutput(NamedTuple):
   """What the score network predicts for a batch (module docstring for the conventions).
 
+  The order is that of the diffusion's score-model protocol, ``(lattice_out, coord_out,
+  type_logits)``, so the output unpacks as that triple.
+
   Attributes:
-    coord_score: (B, N, 3) Cartesian coordinate score (zero on padding atoms).
     lattice_score: (B, 3, 3) symmetric Cartesian lattice score (the stress-like head).
+    coord_score: (B, N, 3) coordinate score, in the model's ``coord_frame``: "fractional" (the
+      reference: the Cartesian vector field mapped by ``δf = δx L^{-1}``) or "cartesian".
+      Zero on padding atoms.
     type_logits: (B, N, NUM_TYPE_STATES) logits over elements and MASK_TYPE (zero on padding).
   """
 
-  coord_score: jax.Array
   lattice_score: jax.Array
+  coord_score: jax.Array
   type_logits: jax.Array
 
 
@@ -140,6 +150,21 @@ def time_embedding(t: jax.Array, dim: int, max_period: float = 1000.0) -> jax.Ar
   freqs = jnp.exp(jnp.linspace(0.0, math.log(max_period), half))
   arg = t[:, None] * freqs[None, :]
   return jnp.concatenate([jnp.sin(arg), jnp.cos(arg)], axis=-1)
+
+
+def is_null_condition(values: jax.Array) -> jax.Array:
+  """Which crystals' property values, shape (B, dim), are the null ("unconditional") token:
+  a NaN among floats, a negative integer, or no True among booleans. Shape (B,)."""
+  values = jnp.asarray(values)
+  if values.ndim == 1:
+    values = values[:, None]
+  if jnp.issubdtype(values.dtype, jnp.floating):
+    return jnp.any(jnp.isnan(values), axis=-1)
+  if jnp.issubdtype(values.dtype, jnp.bool_):
+    return ~jnp.any(values, axis=-1)
+  if jnp.issubdtype(values.dtype, jnp.integer):
+    return jnp.any(values < 0, axis=-1)
+  raise ValueError(f"condition values must be float, int or bool arrays, got {values.dtype}")
 
 
 def _gather_neighbors(h: jax.Array, neighbors: jax.Array) -> jax.Array:
@@ -263,6 +288,9 @@ class MatterGenDenoiser(nnx.Module):
       base model).
     unconditional: "base" (reference: an unconditional crystal skips the adapters) or "null"
       (the adapters see a learned null embedding).
+    coord_frame: the frame of the coordinate output: "fractional" (the reference's map of the
+      Cartesian field, ``δf = δx L^{-1}``, trained on sigma_t times the wrapped-normal score in
+      fractional coordinates) or "cartesian" (the equivariant field itself).
     rngs: NNX random streams for initialization.
 
   The defaults suit CPU training of a toy model on cells of at most ~8 atoms.
@@ -272,7 +300,7 @@ class MatterGenDenoiser(nnx.Module):
                cutoff: float = 5.0, max_neighbors: int | None = 32, max_images: int = 3,
                envelope_exponent: int = 5, avg_neighbors: float = 16.0,
                properties: Mapping[str, int] | None = None, unconditional: str = "base",
-               rngs: nnx.Rngs):
+               coord_frame: str = "fractional", rngs: nnx.Rngs):
     for name, value, low in (("hidden", hidden, 2), ("num_blocks", num_blocks, 1),
                              ("num_radial", num_radial, 1),
                              ("envelope_exponent", envelope_exponent, 1)):
@@ -285,6 +313,8 @@ class MatterGenDenoiser(nnx.Module):
     if unconditional not in _UNCONDITIONAL_MODES:
       raise ValueError(f"unconditional must be one of {_UNCONDITIONAL_MODES}, got "
                        f"{unconditional!r}")
+    if coord_frame not in _COORD_FRAMES:
+      raise ValueError(f"coord_frame must be one of {_COORD_FRAMES}, got {coord_frame!r}")
     _graph.image_offsets(max_images)  # checks max_images
     if not (np.isfinite(cutoff) and cutoff > 0):
       raise ValueError(f"cutoff must be a finite number > 0 (angstrom), got {cutoff}")
@@ -293,6 +323,7 @@ class MatterGenDenoiser(nnx.Module):
     self.hidden, self.num_blocks, self.num_radial = int(hidden), int(num_blocks), int(num_radial)
     self.cutoff, self.max_neighbors, self.max_images = float(cutoff), max_neighbors, max_images
     self.envelope_exponent, self.avg_neighbors = int(envelope_exponent), float(avg_neighbors)
+    self.coord_frame = coord_frame
     h = self.hidden
     self.type_embedding = nnx.Embed(_crystal.NUM_TYPE_STATES, h, rngs=rngs)
     self.time_mlp = _MLP([h, h, h], rngs=rngs)
@@ -327,17 +358,19 @@ class MatterGenDenoiser(nnx.Module):
                          f"{sorted(dims) or 'nothing (add adapters with with_adapters)'}")
     out = {}
     for name, dim in dims.items():
-      if name in conditions:
-        v = jnp.asarray(conditions[name], jnp.float32)
-        if v.ndim == 1 and dim == 1:
-          v = v[:, None]
-        if v.shape != (b, dim):
+      if name in conditions and conditions[name] is not None:
+        raw = jnp.asarray(conditions[name])
+        if raw.ndim == 1 and dim == 1:
+          raw = raw[:, None]
+        if raw.shape != (b, dim):
           raise ValueError(f"conditions[{name!r}] must have shape (B, {dim}) = {(b, dim)}"
-                           f"{' or (B,)' if dim == 1 else ''}, got {v.shape}")
+                           f"{' or (B,)' if dim == 1 else ''}, got {raw.shape}")
         use = jnp.asarray(condition_mask.get(name, jnp.ones((b,), bool)), bool)
         if use.shape != (b,):
           raise ValueError(f"condition_mask[{name!r}] must have shape (B,) = {(b,)}, got "
                            f"{use.shape}")
+        use = use & ~is_null_condition(raw)
+        v = jnp.where(use[:, None], raw.astype(jnp.float32), 0.0)
       else:
         v = jnp.zeros((b, dim), jnp.float32)
         use = jnp.zeros((b,), bool)
@@ -354,7 +387,8 @@ class MatterGenDenoiser(nnx.Module):
         real numbers, they are wrapped to [0, 1)).
       t: (B,) diffusion times in [0, 1].
       conditions: property name -> values (B, dim) (or (B,) for dim 1); properties left out
-        are unconditional for every crystal.
+        are unconditional for every crystal, and so is a crystal whose values hold the null
+        token of ``_diffusion.null_condition`` (:func:`is_null_condition`).
       condition_mask: property name -> (B,) bool, which crystals use their condition (default
         all that have one); the others are unconditional (classifier-free guidance training
         drops conditions this way, see :func:`random_condition_mask`).
@@ -402,7 +436,9 @@ class MatterGenDenoiser(nnx.Module):
     lattice_score = jnp.einsum("bnk,bnkde->bde", lattice_a * envelope, outer)
     lattice_score = lattice_score / num_edges[:, None, None]
     type_logits = self.type_out(h) * atom_mask[..., None].astype(jnp.float32)
-    return DenoiserOutput(coord_score, lattice_score, type_logits)
+    if self.coord_frame == "fractional":
+      coord_score = fractional_displacement(coord_score, crystals.lattice)
+    return DenoiserOutput(lattice_score, coord_score, type_logits)
 
 
 def with_adapters(base: MatterGenDenoiser, properties: Mapping[str, int], *,
@@ -461,7 +497,7 @@ def guided_score(model: MatterGenDenoiser, crystals: _crystal.Crystals, t: jax.A
   t2 = jnp.concatenate([jnp.asarray(t, jnp.float32)] * 2, axis=0)
   conds2, mask2 = {}, {}
   for name, values in conditions.items():
-    v = jnp.asarray(values, jnp.float32)
+    v = jnp.asarray(values)
     conds2[name] = jnp.concatenate([v, v], axis=0)
     use = (jnp.ones((b,), bool) if condition_mask is None or name not in condition_mask
            else jnp.asarray(condition_mask[name], bool))
