@@ -108,3 +108,69 @@ def test_bad_input():
     est.lagged_joint(np.full((2, 5), 3), 1, 2)
   with pytest.raises(ValueError, match="same number of cells"):
     est.js_divergence([0.5, 0.5], [1.0])
+
+
+def _train_quadratic_critic(estimator, d, rho, batch, steps, key):
+  """Adam on ``f(a, b) = a^T W b + a^T V a + b^T U b + c`` over fresh Gaussian batches.
+
+  The family holds the optimal critic ``log p(a, b) / p(a) p(b)``: ``W = rho / (1 - rho^2) I``,
+  ``U = V = -rho^2 / (2 (1 - rho^2)) I``, ``c = -d/2 log(1 - rho^2)`` (InfoNCE is blind to
+  ``V`` and ``c``; the JS objective that trains SMILE's critic is not).
+  """
+  import optax  # pylint: disable=g-import-not-at-top
+  params = {"w": jnp.zeros((d, d)), "u": jnp.zeros((d, d)), "v": jnp.zeros((d, d)),
+            "c": jnp.zeros(())}
+  opt = optax.adam(0.05)
+
+  def step(carry, k):
+    p, s = carry
+    a, b = _gaussian_pairs(k, batch, d, rho)
+    grads = jax.grad(lambda q: -estimator(_quadratic_scores(q, a, b)))(p)
+    updates, s = opt.update(grads, s)
+    return (optax.apply_updates(p, updates), s), None
+
+  (params, _), _ = jax.lax.scan(step, (params, opt.init(params)), jax.random.split(key, steps))
+  return params
+
+
+def _quadratic_scores(p, a, b):
+  quad_b = jnp.sum((b @ p["u"]) * b, axis=1)
+  quad_a = jnp.sum((a @ p["v"]) * a, axis=1)
+  return a @ p["w"] @ b.T + quad_a[:, None] + quad_b[None, :] + p["c"]
+
+
+@pytest.mark.parametrize("name", ["infonce", "smile"])
+def test_trained_critic_estimates_gaussian_mutual_information(name):
+  """A critic trained on the bound recovers ``I = -d/2 log(1 - rho^2)`` of a Gaussian pair."""
+  d, rho = 2, 0.8
+  truth = -0.5 * d * math.log(1 - rho**2)  # 1.0217 nats
+  estimator = {"infonce": est.infonce_lower_bound,
+               "smile": lambda s: est.smile_lower_bound(s, clip=5.0)}[name]
+  params = jax.jit(lambda k: _train_quadratic_critic(estimator, d, rho, 128, 300, k))(
+      jax.random.key(0))
+  scores = _quadratic_scores
+  a, b = _gaussian_pairs(jax.random.key(1), 2048, d, rho)
+  estimate = float(estimator(scores(params, a, b)))
+  assert abs(estimate - truth) < 0.1, (name, estimate, truth)
+  # the learned bilinear weight is near the optimum's rho / (1 - rho^2) I (InfoNCE identifies
+  # W; SMILE's JS objective has the same optimal critic)
+  np.testing.assert_allclose(np.asarray(params["w"]), rho / (1 - rho**2) * np.eye(d), atol=0.6)
+  # an untrained (zero) critic estimates nothing
+  zero = jax.tree.map(jnp.zeros_like, params)
+  assert abs(float(estimator(scores(zero, a, b)))) < 1e-5
+
+
+def test_trained_infonce_saturates_at_log_batch_size():
+  """With I >> log N, the trained InfoNCE estimate approaches log N and never exceeds it."""
+  d, rho, n = 4, 0.99, 16
+  truth = -0.5 * d * math.log(1 - rho**2)  # 7.8 nats
+  assert truth > math.log(n) + 4
+  params = jax.jit(lambda k: _train_quadratic_critic(
+      est.infonce_lower_bound, d, rho, n, 300, k))(jax.random.key(2))
+  scores = _quadratic_scores
+  values = []
+  for i in range(20):
+    a, b = _gaussian_pairs(jax.random.key(10 + i), n, d, rho)
+    values.append(float(est.infonce_lower_bound(scores(params, a, b))))
+  assert max(values) <= math.log(n) + 1e-5
+  assert np.mean(values) > math.log(n) - 0.2, (np.mean(values), math.log(n))

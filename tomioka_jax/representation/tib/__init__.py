@@ -13,7 +13,9 @@ The API of this sub-namespace (implementation in the private modules):
   by ``core.make_sampler_trainer``, Markov state models (counts, simulation, label emission).
 * ``_tib`` -- T-InfoMax and T-IB: the Gaussian encoder with a separable InfoNCE critic, the
   conditional spline flow ``q_phi(z_t | z_{t-tau})`` (distrax), the two-stage training of every
-  seed in one ``jit(vmap)``, latent simulation and label prediction.
+  seed in one ``jit(vmap)``, latent simulation and label prediction; a ``beta`` grid trained in
+  one program and ``beta`` chosen by the JS divergences of latent simulations on validation
+  trajectories.
 """
 
 from tomioka_jax.representation.tib._baselines import TICA
@@ -56,13 +58,18 @@ from tomioka_jax.representation.tib._prinz import sample_prinz_stationary
 from tomioka_jax.representation.tib._prinz import simulate_prinz
 from tomioka_jax.representation.tib._tib import ConditionalFlow
 from tomioka_jax.representation.tib._tib import TIBEncoderModel
+from tomioka_jax.representation.tib._tib import TIBBetaSelection
 from tomioka_jax.representation.tib._tib import TIBFit
 from tomioka_jax.representation.tib._tib import TransitionModel
 from tomioka_jax.representation.tib._tib import encode_latent
+from tomioka_jax.representation.tib._tib import latent_simulation_js
 from tomioka_jax.representation.tib._tib import make_tib_loss
 from tomioka_jax.representation.tib._tib import predict_labels
+from tomioka_jax.representation.tib._tib import select_tib_beta
 from tomioka_jax.representation.tib._tib import simulate_latent
+from tomioka_jax.representation.tib._tib import take_runs
 from tomioka_jax.representation.tib._tib import train_tib
+from tomioka_jax.representation.tib._tib import train_tib_sweep
 from tomioka_jax.representation.tib._tib import transition_loss
 
 __all__ = [
@@ -109,12 +116,17 @@ __all__ = [
     # T-InfoMax / T-IB
     "ConditionalFlow",
     "TIBEncoderModel",
+    "TIBBetaSelection",
     "TIBFit",
     "TransitionModel",
     "encode_latent",
+    "latent_simulation_js",
     "make_tib_loss",
     "predict_labels",
+    "select_tib_beta",
     "simulate_latent",
+    "take_runs",
     "train_tib",
+    "train_tib_sweep",
     "transition_loss",
 ]

@@ -29,6 +29,7 @@ Flow++ model; this is a smaller flow of the same kind.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -117,18 +118,24 @@ class TIBEncoderModel(nnx.Module):
     return out[:, :self.z_dim], jnp.clip(out[:, self.z_dim:], *_LOG_VAR_RANGE)
 
 
-def make_tib_loss(beta: float, *, stochastic: bool = True):
+def make_tib_loss(beta: float | jax.Array, *, stochastic: bool = True):
   """The stage-one loss: ``-InfoNCE(z_{t-tau}; z_t) + beta E KL(q(z_t|x_t) || q_phi(z_t|z_{t-tau}))``.
 
   ``beta = 0`` with ``stochastic=False`` is T-InfoMax (deterministic ``z`` = the encoder's
   mean); ``beta > 0`` is T-IB (``stochastic`` must then be True: the KL needs a density). The
   KL is a one-sample Monte Carlo estimate with reparameterised ``z``; its gradient reaches the
   encoder through both ``z_t`` and ``z_{t-tau}``, and the transition model.
+
+  ``beta`` may be a traced scalar (a sweep of ``beta`` vmapped in one program,
+  :func:`train_tib_sweep`): the KL term is then always computed (``stochastic`` must be True)
+  and the checks on ``beta``'s value are skipped.
   """
-  if not beta >= 0:
+  concrete = core.is_concrete(beta)
+  if concrete and not beta >= 0:
     raise ValueError(f"beta must be >= 0, got beta={beta!r}")
-  if beta > 0 and not stochastic:
+  if (not concrete or beta > 0) and not stochastic:
     raise ValueError("T-IB (beta > 0) needs a stochastic encoder: got stochastic=False")
+  penalized = not concrete or beta > 0
 
   def loss_fn(model: TIBEncoderModel, batch: dict[str, jax.Array], rng: jax.Array):
     m0, lv0 = model.encode(batch["x0"])
@@ -142,7 +149,7 @@ def make_tib_loss(beta: float, *, stochastic: bool = True):
     ai = est.infonce_lower_bound(est.critic_scores(model.critic_a(z0), model.critic_b(zt)))
     metrics = {"infonce": ai}
     loss = -ai
-    if beta > 0:
+    if penalized:
       kl = jnp.mean(core.diag_gaussian_log_prob(zt, mt, lvt) - model.transition.log_prob(zt, z0))
       metrics["kl"] = kl
       loss = loss + beta * kl
@@ -171,14 +178,18 @@ def transition_loss(model: TransitionModel, batch: dict[str, jax.Array], rng: ja
 
 
 class TIBFit(NamedTuple):
-  """Two-stage fits, one per seed (leading axis of every array leaf).
+  """Two-stage fits, one per run (leading axis of every array leaf).
+
+  A run is one seed (:func:`train_tib`) or one ``(beta, seed)`` pair of a sweep
+  (:func:`train_tib_sweep`, run ``b * len(seeds) + s``); ``seed_index`` arguments index runs.
 
   Attributes:
     encoder_graphdef, encoder_states: stage one (:class:`TIBEncoderModel`).
     transition_graphdef, transition_states: stage two (:class:`TransitionModel`).
-    latent_mean, latent_std: ``(seeds, z_dim)`` standardization of stage two's latents.
+    latent_mean, latent_std: ``(runs, z_dim)`` standardization of stage two's latents.
     stochastic: whether ``z`` is sampled from ``q(z | x)`` (T-IB) or its mean (T-InfoMax).
-    encoder_metrics, transition_metrics: per-step training metrics, ``(seeds, steps)``.
+    encoder_metrics, transition_metrics: per-step training metrics, ``(runs, steps)``.
+    betas, seeds: ``(runs,)`` NumPy arrays, each run's ``beta`` and seed.
   """
 
   encoder_graphdef: nnx.GraphDef
@@ -190,6 +201,14 @@ class TIBFit(NamedTuple):
   stochastic: bool
   encoder_metrics: dict
   transition_metrics: dict
+  betas: np.ndarray | None = None
+  seeds: np.ndarray | None = None
+
+
+def _check_sizes(**values) -> None:
+  for name, v in values.items():
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+      raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
 
 
 def train_tib(trajectories: ArrayLike, labels: ArrayLike, lag: int, *, beta: float,
@@ -219,16 +238,55 @@ def train_tib(trajectories: ArrayLike, labels: ArrayLike, lag: int, *, beta: flo
     ValueError: bad ``lag`` (see :func:`lagged_pairs`), ``beta``, sizes or labels.
   """
   stochastic = beta > 0 if stochastic is None else stochastic
-  loss1 = make_tib_loss(beta, stochastic=stochastic)
-  for name, v in (("z_dim", z_dim), ("encoder_steps", encoder_steps),
-                  ("transition_steps", transition_steps), ("batch_size", batch_size)):
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-      raise ValueError(f"{name} must be a positive integer, got {name}={v!r}")
+  make_tib_loss(beta, stochastic=stochastic)  # checks beta and stochastic
+  seeds = tuple(int(s) for s in seeds)
+  return _train_runs(trajectories, labels, lag, betas=(float(beta),) * len(seeds), seeds=seeds,
+                     traced_beta=False, stochastic=stochastic, num_labels=num_labels,
+                     z_dim=z_dim, encoder_steps=encoder_steps,
+                     transition_steps=transition_steps, batch_size=batch_size,
+                     learning_rate=learning_rate, hidden=hidden, flow_layers=flow_layers)
+
+
+def train_tib_sweep(trajectories: ArrayLike, labels: ArrayLike, lag: int,
+                    betas: Sequence[float], *, seeds: Sequence[int] = (0,),
+                    num_labels: int = prinz.NUM_WELLS, z_dim: int = 2,
+                    encoder_steps: int = 2000, transition_steps: int = 2000,
+                    batch_size: int = 256, learning_rate: float = 1e-3,
+                    hidden: Sequence[int] = (64, 64), flow_layers: int = 2) -> TIBFit:
+  """T-IB for every ``(beta, seed)`` pair of a grid, all runs one ``jit(vmap)`` program.
+
+  The same two stages as :func:`train_tib` with a stochastic encoder; ``beta`` is a traced
+  per-run scalar, so the whole grid compiles once. Run ``b * len(seeds) + s`` is ``betas[b]``
+  with ``seeds[s]``; runs with the same seed share the initialization and the minibatch draws
+  (common random numbers: differences between ``beta`` values are not seed noise).
+  ``beta = 0`` in the grid is the stochastic T-InfoMax (the KL is computed, weighted by 0).
+
+  Raises:
+    ValueError: an empty grid or a negative ``beta``, and as :func:`train_tib`.
+  """
+  betas = tuple(float(b) for b in betas)
+  if not betas or not all(b >= 0 and math.isfinite(b) for b in betas):
+    raise ValueError(f"betas must be a non-empty sequence of finite values >= 0, got "
+                     f"betas={betas!r}")
+  seeds = tuple(int(s) for s in seeds)
+  if not seeds:
+    raise ValueError("seeds must be a non-empty sequence of integers, got seeds=()")
+  return _train_runs(trajectories, labels, lag, betas=tuple(b for b in betas for _ in seeds),
+                     seeds=seeds * len(betas), traced_beta=True, stochastic=True,
+                     num_labels=num_labels, z_dim=z_dim, encoder_steps=encoder_steps,
+                     transition_steps=transition_steps, batch_size=batch_size,
+                     learning_rate=learning_rate, hidden=hidden, flow_layers=flow_layers)
+
+
+def _train_runs(trajectories, labels, lag, *, betas, seeds, traced_beta, stochastic, num_labels,
+                z_dim, encoder_steps, transition_steps, batch_size, learning_rate, hidden,
+                flow_layers) -> TIBFit:
+  _check_sizes(z_dim=z_dim, encoder_steps=encoder_steps, transition_steps=transition_steps,
+               batch_size=batch_size)
   x0, xt = prinz.lagged_pairs(trajectories, lag)
   _, yt = prinz.lagged_pairs(jnp.asarray(labels, jnp.int32), lag)
   if int(jnp.min(yt)) < 0 or int(jnp.max(yt)) >= num_labels:
     raise ValueError(f"labels must lie in [0, {num_labels})")
-  seeds = tuple(int(s) for s in seeds)
   opt = optax.adam(learning_rate)
   states1, states2 = [], []
   for seed in seeds:
@@ -247,10 +305,10 @@ def train_tib(trajectories: ArrayLike, labels: ArrayLike, lag: int, *, beta: flo
     idx = jax.random.randint(key, (batch_size,), 0, n)
     return {"x0": x0[idx], "xt": xt[idx]}
 
-  train1 = core.make_sampler_trainer(g1, loss1, opt, sample=sample_x, steps=encoder_steps)
-
-  def run(s1, s2, key):
+  def run(s1, s2, key, beta):
     k1, k2 = jax.random.split(key)
+    loss1 = make_tib_loss(beta if traced_beta else betas[0], stochastic=stochastic)
+    train1 = core.make_sampler_trainer(g1, loss1, opt, sample=sample_x, steps=encoder_steps)
     s1, metrics1 = train1(s1, k1)
     model = nnx.merge(g1, s1.params, s1.model_state)
     m0, lv0 = model.encode(x0)
@@ -273,11 +331,30 @@ def train_tib(trajectories: ArrayLike, labels: ArrayLike, lag: int, *, beta: flo
     return s1, s2, mu, sd, metrics1, metrics2
 
   keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(jnp.asarray(seeds))
-  s1, s2, mu, sd, metrics1, metrics2 = jax.jit(jax.vmap(run))(states1, states2, keys)
+  beta_arr = jnp.asarray(betas, jnp.float32)
+  s1, s2, mu, sd, metrics1, metrics2 = jax.jit(jax.vmap(run))(states1, states2, keys, beta_arr)
   return TIBFit(encoder_graphdef=g1, encoder_states=s1, transition_graphdef=g2,
                 transition_states=s2, latent_mean=mu, latent_std=sd, stochastic=stochastic,
                 encoder_metrics=jax.tree.map(np.asarray, metrics1),
-                transition_metrics=jax.tree.map(np.asarray, metrics2))
+                transition_metrics=jax.tree.map(np.asarray, metrics2),
+                betas=np.asarray(betas, np.float64), seeds=np.asarray(seeds, np.int64))
+
+
+def take_runs(fit: TIBFit, runs: Sequence[int]) -> TIBFit:
+  """The sub-fit of the given run indices (e.g. one ``beta``'s seeds of a sweep)."""
+  idx = np.asarray(runs, np.int64)
+  num = fit.latent_mean.shape[0]
+  if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= num:
+    raise ValueError(f"runs must be a non-empty list of run indices in [0, {num}), got "
+                     f"runs={list(np.asarray(runs).ravel())!r}")
+  pick = lambda tree: jax.tree.map(lambda a: a[idx], tree)
+  return fit._replace(encoder_states=pick(fit.encoder_states),
+                      transition_states=pick(fit.transition_states),
+                      latent_mean=fit.latent_mean[idx], latent_std=fit.latent_std[idx],
+                      encoder_metrics=pick(fit.encoder_metrics),
+                      transition_metrics=pick(fit.transition_metrics),
+                      betas=None if fit.betas is None else fit.betas[idx],
+                      seeds=None if fit.seeds is None else fit.seeds[idx])
 
 
 def _seed(fit: TIBFit, seed_index: int):
@@ -339,3 +416,124 @@ def predict_labels(fit: TIBFit, seed_index: int, key: jax.Array, x: ArrayLike) -
   z = encode_latent(fit, seed_index, key, x)
   model = nnx.merge(fit.transition_graphdef, s2.params, s2.model_state)
   return jnp.argmax(model.predictor(z), axis=-1).astype(jnp.int32)
+
+
+def _simulate_runs_impl(g1, g2, stochastic, steps, s1, s2, mu, sd, key, x_start):
+  one = lambda a, b, c, d: _simulate_impl(g1, g2, stochastic, steps, a, b, c, d, key, x_start)
+  return jax.vmap(one)(s1, s2, mu, sd)
+
+
+_simulate_runs = jax.jit(_simulate_runs_impl, static_argnums=(0, 1, 2, 3))
+
+
+def latent_simulation_js(fit: TIBFit, key: jax.Array, trajectories: ArrayLike,
+                         labels: ArrayLike, lag: int, *, starts: int = 256, steps: int = 50,
+                         num_labels: int = prinz.NUM_WELLS) -> tuple[np.ndarray, np.ndarray]:
+  """The paper's evaluation of a latent simulation, for every run of ``fit`` in one program.
+
+  ``starts`` frames drawn uniformly from ``(n, T, d)`` reference ``trajectories`` are encoded
+  and unrolled ``steps`` lags by :func:`simulate_latent` (all runs vmapped, one key: common
+  random numbers); the simulated labels are compared with the reference ``labels`` by
+
+  .. math::  JS\\big(\\hat p(y),\\, p(y)\\big), \\qquad
+             JS\\big(\\hat p(y_t, y_{t+\\tau}),\\, p(y_t, y_{t+\\tau})\\big),
+
+  the marginal over every simulated step and the joint of consecutive steps against the
+  reference's histogram and its ``lag``-frame joint.
+
+  Returns:
+    ``(js_marginal, js_transition)``: two ``(runs,)`` NumPy arrays (nats).
+
+  Raises:
+    ValueError: ``starts`` or ``steps`` not a positive integer, ``labels`` not ``(n, T)`` in
+      ``[0, num_labels)``, bad ``lag``.
+  """
+  _check_sizes(starts=starts, steps=steps)
+  x = np.asarray(trajectories)
+  y = np.asarray(labels)
+  if x.ndim != 3 or y.shape != x.shape[:2]:
+    raise ValueError(f"trajectories must be (n, T, d) and labels (n, T), got {x.shape} and "
+                     f"{y.shape}")
+  true_joint = est.lagged_joint(y, lag, num_labels)  # checks lag and the label range
+  true_marginal = np.bincount(y.ravel(), minlength=num_labels) / y.size
+  k_pick, k_sim = jax.random.split(key)
+  flat = x.reshape(-1, x.shape[-1])
+  pick = np.asarray(jax.random.randint(k_pick, (starts,), 0, flat.shape[0]))
+  _, ys = _simulate_runs(fit.encoder_graphdef, fit.transition_graphdef, fit.stochastic, steps,
+                         fit.encoder_states, fit.transition_states, fit.latent_mean,
+                         fit.latent_std, k_sim, jnp.asarray(flat[pick]))
+  ys = np.asarray(ys)
+  js_m, js_t = [], []
+  for sim in ys:
+    marginal = np.bincount(sim.ravel(), minlength=num_labels) / sim.size
+    js_m.append(float(est.js_divergence(marginal, true_marginal)))
+    js_t.append(float(est.js_divergence(est.lagged_joint(sim, 1, num_labels), true_joint)))
+  return np.asarray(js_m), np.asarray(js_t)
+
+
+class TIBBetaSelection(NamedTuple):
+  """The outcome of :func:`select_tib_beta`.
+
+  Attributes:
+    betas: ``(B,)`` the grid.
+    js_marginal, js_transition: ``(B, S)`` validation JS divergences per ``beta`` and seed.
+    score: ``(B,)`` the criterion, the seed mean of ``js_marginal + js_transition``.
+    best_index, best_beta: the grid point of the lowest score.
+    fit: every run of the sweep (run ``b * S + s``); best_fit: the best ``beta``'s ``S`` runs.
+  """
+
+  betas: np.ndarray
+  js_marginal: np.ndarray
+  js_transition: np.ndarray
+  score: np.ndarray
+  best_index: int
+  best_beta: float
+  fit: TIBFit
+  best_fit: TIBFit
+
+
+def select_tib_beta(trajectories: ArrayLike, labels: ArrayLike, val_trajectories: ArrayLike,
+                    val_labels: ArrayLike, lag: int, betas: Sequence[float], *,
+                    key: jax.Array, seeds: Sequence[int] = (0,), starts: int = 256,
+                    sim_steps: int = 50, num_labels: int = prinz.NUM_WELLS,
+                    **train_kwargs) -> TIBBetaSelection:
+  """Chooses T-IB's ``beta`` on validation trajectories, the whole grid trained in one program.
+
+  The paper compares T-IB over a grid of ``beta`` and reports the one chosen on validation
+  data; the criterion is not stated in the notes we have, and the training objective cannot
+  serve (its value depends on ``beta``: a larger ``beta`` always costs more nats, and the
+  InfoNCE term alone always prefers ``beta = 0``). We select by the paper's own evaluation
+  metric measured on held-out trajectories: each run of :func:`train_tib_sweep` is simulated
+  from validation frames (:func:`latent_simulation_js`) and scored by
+
+  .. math::  s(\\beta) = \\frac1S \\sum_{seeds} \\Big[JS_{marginal} + JS_{transition}\\Big],
+
+  ``best_beta = argmin s``. Test trajectories are never seen.
+
+  Args:
+    trajectories, labels: training data, ``(n, T, d)`` and ``(n, T)``.
+    val_trajectories, val_labels: validation data of the same kind.
+    lag: ``tau`` in frames.
+    betas: the grid (values >= 0).
+    key: the validation starts and simulations.
+    seeds: seeds per ``beta``.
+    starts, sim_steps: the validation simulation's size.
+    num_labels: label classes.
+    **train_kwargs: the rest of :func:`train_tib_sweep`'s arguments (steps, sizes).
+
+  Raises:
+    ValueError: as :func:`train_tib_sweep` and :func:`latent_simulation_js`.
+  """
+  fit = train_tib_sweep(trajectories, labels, lag, betas, seeds=seeds, num_labels=num_labels,
+                        **train_kwargs)
+  js_m, js_t = latent_simulation_js(fit, key, val_trajectories, val_labels, lag, starts=starts,
+                                    steps=sim_steps, num_labels=num_labels)
+  num_b, num_s = len(tuple(betas)), len(tuple(seeds))
+  js_m, js_t = js_m.reshape(num_b, num_s), js_t.reshape(num_b, num_s)
+  score = (js_m + js_t).mean(axis=1)
+  best = int(np.argmin(score))
+  grid = np.asarray([float(b) for b in betas])
+  return TIBBetaSelection(
+      betas=grid, js_marginal=js_m, js_transition=js_t, score=score, best_index=best,
+      best_beta=float(grid[best]), fit=fit,
+      best_fit=take_runs(fit, range(best * num_s, (best + 1) * num_s)))
