@@ -169,12 +169,9 @@ def test_reverse_sampling_recovers_a_wrapped_normal():
   disp = np.asarray(crd.nearest_image(x - np.asarray(c)))
   np.testing.assert_allclose(disp.mean(axis=(0, 1)), 0.0, atol=4 * s0 / math.sqrt(disp.size / 3))
   np.testing.assert_allclose(disp.std(axis=(0, 1)), s0, rtol=0.05)
-  # The reference's Langevin corrector at snr 0.4 over-disperses a Gaussian: its step
-  # eps = 2 snr^2 var gives the stationary variance var / (1 - snr^2) = 1.19 var
-  # (std x 1.09); one step per level lands in between.
-  x = _reverse(score, 1500, 8, 100, jax.random.key(3), corrector=True)
-  ratio = np.asarray(crd.nearest_image(x - np.asarray(c))).std(axis=(0, 1)) / s0
-  assert np.all((ratio > 1.03) & (ratio < 1.10)), ratio
+  # (With the reference's snr-0.4 Langevin corrector the spread grows by a few percent: its
+  # step eps = 2 snr^2 var has the stationary variance var / (1 - snr^2), std x 1.09; see the
+  # joint sampler test in test_mattergen_diffusion.py.)
 
 
 def test_steps_keep_padding_and_wrap():

@@ -201,46 +201,14 @@ def diffusion_loss(score_fn: ScoreFn, crystals: _crystal.Crystals, key: jax.Arra
   return jnp.mean(total), metrics
 
 
-def denoiser_score_fn(model: Callable[..., Any]) -> ScoreFn:
-  """Adapts a denoiser with the family network's interface to the score-model protocol.
-
-  ``model(crystals, t)`` or ``model(crystals, t, conditions, condition_mask)`` returning an
-  object with ``lattice_score`` (B, 3, 3), ``coord_score`` (B, N, 3, Cartesian) and
-  ``type_logits`` (B, N, 101) (``MatterGenDenoiser``). The Cartesian coordinate output becomes
-  fractional as a displacement, ``df = dx L^-1`` (the reference's ``cell^-T @ eps``); ``cond``
-  is ``None`` or a dict property -> values (B, dim) whose NaN rows (the null token) become
-  ``condition_mask`` False (values zeroed).
-  """
-  if not callable(model):
-    raise ValueError(f"model must be callable, got {type(model).__name__}")
-
-  def score_fn(noisy, t, cond):
-    if cond is None:
-      out = model(noisy, t)
-    else:
-      if not isinstance(cond, dict):
-        raise ValueError(f"cond must be None or a dict property -> (B, dim) values, got "
-                         f"{type(cond).__name__}")
-      values, use = {}, {}
-      for name, v in cond.items():
-        v = jnp.asarray(v)
-        present = ~jnp.any(jnp.isnan(v.reshape(v.shape[0], -1)), axis=-1)
-        values[name] = jnp.where(present.reshape((-1,) + (1,) * (v.ndim - 1)), v, 0.0)
-        use[name] = present
-      out = model(noisy, t, values, use)
-    frac = jnp.einsum("bnj,bjk->bnk", out.coord_score, jnp.linalg.inv(noisy.lattice))
-    return out.lattice_score, frac, out.type_logits
-
-  return score_fn
-
-
 def make_diffusion_loss(config: DiffusionConfig = DEFAULT_DIFFUSION,
                         score_fn_of: Callable[[Any], ScoreFn] | None = None
                         ) -> Callable[[Any, Any, jax.Array], tuple[jax.Array, dict]]:
   """``loss_fn(model, batch, rng)`` for the core trainers.
 
-  The score model is ``score_fn_of(model)`` (e.g. :func:`denoiser_score_fn` for the family's
-  network), or ``model`` itself when ``score_fn_of`` is None. ``batch`` is a ``Crystals`` or a
+  The score model is ``model`` itself (the family's ``MatterGenDenoiser`` follows the protocol:
+  ``model(noisy, t, cond)`` with ``cond`` a dict property -> values), or ``score_fn_of(model)``
+  for a model with another interface. ``batch`` is a ``Crystals`` or a
   dict ``{"crystals": Crystals, "cond": ...}`` (cond optional).
   """
   if not isinstance(config, DiffusionConfig):
