@@ -147,3 +147,29 @@ def test_small_training_set_build_cache_and_summary(tmp_path):
   assert summ["num_base"] == base.sum() and summ["num_structures"] == len(d)
   assert sum(summ["atoms_per_cell_base"].values()) == summ["num_base"]
   assert set(summ["elements"]) == {e.symbol for s in structures for e in s.composition}
+
+
+def test_random_and_perturbation_baselines():
+  import jax
+  mask = np.array([[True] * 4 + [False] * 4, [True] * 8])
+  p = np.zeros(_crystal.NUM_ELEMENTS)
+  p[[_crystal.element_index("Na"), _crystal.element_index("Cl")]] = [1.0, 3.0]
+  r = _data.random_crystals(jax.random.key(0), mask, p, lattice_noise=0.0)
+  _crystal.check_crystals(r)
+  vol = np.linalg.det(np.asarray(r.lattice))
+  np.testing.assert_allclose(vol, mask.sum(1) / 0.0577, rtol=1e-4)
+  t = np.asarray(r.atom_types)
+  assert set(t[mask].tolist()) <= {10, 16} and np.all(t[~mask] == 0)
+  big = _data.random_crystals(jax.random.key(1), np.ones((200, 8), bool), p)
+  frac_cl = np.mean(np.asarray(big.atom_types) == 16)
+  assert abs(frac_cl - 0.75) < 0.03  # 1600 draws: sd 0.011
+  with pytest.raises(ValueError, match="type_probs"):
+    _data.random_crystals(jax.random.key(0), mask, p[:5])
+  base = _data.structures_to_crystals([_triclinic()] * 400)
+  pert = _data.perturb_crystals(jax.random.key(2), base, coord_noise=0.1, strain=0.0)
+  np.testing.assert_allclose(np.asarray(pert.lattice), np.asarray(base.lattice), atol=1e-6)
+  d = (np.asarray(pert.frac_coords) - np.asarray(base.frac_coords) + 0.5) % 1.0 - 0.5
+  cart = np.einsum("bni,bij->bnj", d, np.asarray(base.lattice, np.float64))
+  assert abs(cart.std() - 0.1) < 0.005  # 3600 draws
+  with pytest.raises(ValueError, match="strain"):
+    _data.perturb_crystals(jax.random.key(0), base, strain=0.7)

@@ -512,3 +512,82 @@ def crystal_density(crystals: _crystal.Crystals) -> np.ndarray:
 def _atomic_masses() -> np.ndarray:
   data = _require("ase.data")
   return np.asarray(data.atomic_masses[1:_crystal.NUM_ELEMENTS + 1], np.float64)
+
+
+# ------------------------------------------------------------------------------ baselines
+
+
+def random_crystals(key: Any, mask: Any, type_probs: Any, *, atom_density: float = 0.0577,
+                    lattice_noise: float = 0.1) -> _crystal.Crystals:
+  """The random-structure baseline: a cell of the right size, uniform coordinates, random types.
+
+  Lattice: (n / atom_density)^{1/3} (I + E) with E symmetric, entries N(0, lattice_noise^2)
+  (made positive definite by the polar factor); fractional coordinates U[0, 1); types drawn
+  i.i.d. from ``type_probs`` (e.g. the training set's element frequencies).
+
+  Args:
+    key: a ``jax.random`` key.
+    mask: (B, N) bool, which slots hold atoms.
+    type_probs: (NUM_ELEMENTS,) non-negative weights.
+    atom_density: atoms per A^3 (default: MP-20's 0.0577).
+    lattice_noise: relative size of the random strain.
+  """
+  import jax
+  import jax.numpy as jnp
+  from tomioka_jax import core
+  mask = np.asarray(mask, bool)
+  p = np.asarray(type_probs, np.float64)
+  if mask.ndim != 2 or not mask.any(axis=1).all():
+    raise ValueError(f"mask must be (B, N) bool with >= 1 atom per row, got shape {mask.shape}")
+  if p.shape != (_crystal.NUM_ELEMENTS,) or np.any(p < 0) or p.sum() <= 0:
+    raise ValueError(f"type_probs must be {_crystal.NUM_ELEMENTS} non-negative weights with a "
+                     f"positive sum, got shape {p.shape}")
+  if not atom_density > 0 or not 0 <= lattice_noise < 0.5:
+    raise ValueError(f"atom_density must be > 0 and lattice_noise in [0, 0.5), got "
+                     f"{atom_density}, {lattice_noise}")
+  b, n = mask.shape
+  k1, k2, k3 = jax.random.split(key, 3)
+  e = lattice_noise * np.asarray(core.flat_normal(k1, (b, 3, 3)), np.float64)
+  e = 0.5 * (e + np.swapaxes(e, 1, 2))
+  scale = (mask.sum(1) / atom_density) ** (1.0 / 3.0)
+  lat, _ = polar_symmetric_lattice(scale[:, None, None] * (np.eye(3) + e))
+  frac = np.asarray(core.flat_uniform(k2, (b, n, 3)), np.float32) * mask[..., None]
+  types = np.asarray(jax.random.choice(k3, _crystal.NUM_ELEMENTS, (b, n),
+                                       p=jnp.asarray(p / p.sum(), jnp.float32)), np.int32)
+  frac = np.where(frac >= 1.0, 0.0, frac).astype(np.float32)
+  return _crystal.check_crystals(_crystal.Crystals(
+      lat.astype(np.float32), frac, np.where(mask, types, 0).astype(np.int32), mask))
+
+
+def perturb_crystals(key: Any, crystals: _crystal.Crystals, *, coord_noise: float = 0.1,
+                     strain: float = 0.05) -> _crystal.Crystals:
+  """The perturbation baseline: training crystals with Gaussian noise.
+
+  Each atom moves by N(0, coord_noise^2) per Cartesian axis (angstrom) and the lattice is
+  multiplied by (I + E), E symmetric with entries N(0, strain^2); coordinates are re-wrapped.
+  """
+  import jax
+  from tomioka_jax import core
+  if coord_noise < 0 or not 0 <= strain < 0.5:
+    raise ValueError(f"coord_noise must be >= 0 and strain in [0, 0.5), got {coord_noise}, "
+                     f"{strain}")
+  lat, frac, types, mask = (np.asarray(x) for x in _crystal.check_crystals(crystals))
+  k1, k2 = jax.random.split(key)
+  b, n = mask.shape
+  e = strain * np.asarray(core.flat_normal(k1, (b, 3, 3)), np.float64)
+  e = 0.5 * (e + np.swapaxes(e, 1, 2))
+  new_lat = lat.astype(np.float64) @ (np.eye(3) + e)
+  dx = coord_noise * np.asarray(core.flat_normal(k2, (b, n, 3)), np.float64)
+  cart = np.einsum("bni,bij->bnj", frac.astype(np.float64), new_lat) + dx
+  new_frac = np.einsum("bnj,bji->bni", cart, np.linalg.inv(new_lat))
+  new_frac = np.where(mask[..., None], _wrap(new_frac), 0.0).astype(np.float32)
+  new_frac = np.where(new_frac >= 1.0, 0.0, new_frac).astype(np.float32)
+  return _crystal.check_crystals(_crystal.Crystals(new_lat.astype(np.float32), new_frac,
+                                                   types, mask))
+
+
+def type_frequencies(data: CrystalDataset) -> np.ndarray:
+  """Element frequencies (NUM_ELEMENTS,) over the atoms of the base structures."""
+  c = data.subset(data.is_base).crystals
+  t = np.asarray(c.atom_types)[np.asarray(c.mask)]
+  return np.bincount(t, minlength=_crystal.NUM_ELEMENTS).astype(np.float64) / t.size
