@@ -119,7 +119,14 @@ def test_autocorrelation_matches_the_direct_sum():
   ref = np.stack([[np.sum(r[:n - k] * r[k:]) for k in range(n)] for r in xc])
   ref = ref / ref[:, :1]
   np.testing.assert_allclose(rho, ref, atol=1e-4)
-  assert np.all(np.asarray(an.autocorrelation(np.ones(10)))[1:] == 0)
+  assert np.all(np.asarray(an.autocorrelation(np.ones(10))) == 1)
+  # A chain that never moved counts as one sample.
+  assert float(an.effective_sample_size(np.full(50, 0.3))) == 1.0
+  # Also when its features were computed with rounding differences (one float32 ulp).
+  stuck = np.full(50, 0.3, np.float32)
+  stuck[::7] = np.nextafter(np.float32(0.3), np.float32(1))
+  assert float(an.effective_sample_size(stuck)) == 1.0
+  assert np.all(np.asarray(an.autocorrelation(stuck)) == 1)
 
 
 def _ar1(key, a, num_chains, n):

@@ -198,8 +198,8 @@ def autocorrelation(x: ArrayLike) -> jax.Array:
   """The normalized autocorrelation ``rho_k``, ``k = 0..N-1``, of series ``(..., N)``.
 
   ``rho_k = sum_t (x_t - mean)(x_{t+k} - mean) / sum_t (x_t - mean)^2`` (the standard biased
-  estimator, ``rho_0 = 1``), by FFT with zero padding. A constant series gives ``rho_k = 0``
-  for ``k >= 1``.
+  estimator, ``rho_0 = 1``), by FFT with zero padding. A constant series (a Markov chain that
+  never moved; constant up to a few rounding errors) is perfectly correlated: ``rho_k = 1``.
   """
   x = jnp.asarray(x)
   if x.ndim < 1 or x.shape[-1] < 2:
@@ -210,8 +210,8 @@ def autocorrelation(x: ArrayLike) -> jax.Array:
   f = jnp.fft.rfft(xc, n=size, axis=-1)
   acov = jnp.fft.irfft(f * jnp.conj(f), n=size, axis=-1)[..., :n]
   var = acov[..., :1]
-  safe = jnp.where(var > 0, var, 1.0)
-  rho = jnp.where(var > 0, acov / safe, 0.0)
+  moving = (var > 0) & ~_is_constant(x)[..., None]
+  rho = jnp.where(moving, acov / jnp.where(moving, var, 1.0), 1.0)
   return rho.at[..., 0].set(1.0)
 
 
@@ -220,13 +220,22 @@ def effective_sample_size(x: ArrayLike) -> jax.Array:
 
   ``K`` is the first lag ``>= 1`` with ``rho_K <= 0`` (the reference writes the same as
   ``N / (-1 + 2 sum_{k=0}^{K-1} rho_k)``). For an AR(1) series with coefficient ``a > 0`` it
-  approaches ``N (1 - a) / (1 + a)``.
+  approaches ``N (1 - a) / (1 + a)``. A constant series (a chain stuck in its start) has ESS 1.
   """
   rho = autocorrelation(x)
   n = rho.shape[-1]
   positive = jnp.cumprod((rho[..., 1:] > 0).astype(rho.dtype), axis=-1)
   tau = 1.0 + 2.0 * jnp.sum(rho[..., 1:] * positive, axis=-1)
-  return n / tau
+  return jnp.where(_is_constant(jnp.asarray(x)), 1.0, n / tau)
+
+
+def _is_constant(x: jax.Array) -> jax.Array:
+  """Series ``(..., N)`` whose spread is within a few rounding errors of their magnitude (the
+  same state, its features computed by differently vectorized code)."""
+  dtype = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else jnp.float32
+  spread = jnp.max(x, axis=-1) - jnp.min(x, axis=-1)
+  scale = jnp.max(jnp.abs(x), axis=-1)
+  return spread <= 64 * jnp.finfo(dtype).eps * jnp.maximum(scale, jnp.finfo(dtype).tiny)
 
 
 def ess_per_second(x: ArrayLike, seconds: float) -> jax.Array:
