@@ -13,7 +13,8 @@ the wrapped normal
 
 whose score, in fractional coordinates,
 
-    grad_x log p_t = -sum_k w_k (x - x_0 + k) / sigma_t^2,   w = softmax_k(-|x - x_0 + k|^2 / (2 sigma_t^2)),
+    grad_x log p_t = -sum_k w_k (x - x_0 + k) / sigma_t^2,
+    w = softmax_k(-|x - x_0 + k|^2 / (2 sigma_t^2)),
 
 the reference truncates to the images k in {-W..W}^3, W = 3, with the unit cube as the wrapping
 boundary (``mattergen/diffusion/wrapped/wrapped_normal_loss.py``): the images live in

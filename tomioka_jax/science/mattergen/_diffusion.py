@@ -329,6 +329,22 @@ def sample_crystals(score_fn: ScoreFn, key: jax.Array, mask: jax.Array, cond: An
     The generated ``Crystals`` (the last step is noise-free for lattice and coordinates; types
     in 0..99 unless the model predicts otherwise; padding atoms 0). Jittable with ``score_fn``,
     ``config``, ``diffusion`` and ``dtype`` static; call under ``jax.jit`` to compile once.
+
+  Example (data distributed as the lattice prior, so the exact lattice score is -(L - mu_n) /
+  v_n, times sigma_t for the std-scaled output; flat coordinates and types):
+
+    >>> import jax, jax.numpy as jnp
+    >>> def score_fn(noisy, t, cond):
+    ...   n = noisy.num_atoms
+    ...   mu, v = _lattice.lattice_limit_mean(n), _lattice.lattice_limit_var(n)[:, None, None]
+    ...   sigma = _lattice.lattice_marginal(noisy.lattice, t, n)[1][:, None, None]
+    ...   return (-(noisy.lattice - mu) / v * sigma, jnp.zeros_like(noisy.frac_coords),
+    ...           jnp.zeros(noisy.atom_types.shape + (101,)))
+    >>> mask = jnp.array([[True, True, False]])
+    >>> sample = jax.jit(lambda key: sample_crystals(
+    ...     score_fn, key, mask, config=SamplerConfig(num_steps=10)))(jax.random.key(0))
+    >>> sample.frac_coords.shape, int(sample.atom_types[0, 2])
+    ((1, 3, 3), 0)
   """
   if not isinstance(config, SamplerConfig):
     raise ValueError(f"config must be a SamplerConfig, got {type(config).__name__}")

@@ -1,4 +1,5 @@
-"""The lattice corruption of MatterGen: a variance-preserving SDE with an atom-count-dependent limit.
+"""The lattice corruption of MatterGen: a variance-preserving SDE whose limit depends on the
+atom count.
 
 The lattice ``L`` (3 x 3, rows = lattice vectors, made symmetric by the polar decomposition) of a
 crystal with ``n`` atoms diffuses under

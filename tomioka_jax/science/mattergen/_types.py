@@ -11,7 +11,8 @@ reference's ``standard`` schedule, 1 / (N - step) for step = k - 1), so
 and x_N is all MASK. For s < t the reverse posterior is Bayes' rule,
 
     q(x_s | x_t, x_0) = q(x_t | x_s) q(x_s | x_0) / q(x_t | x_0),
-    q(x_t = j | x_s = i) = (alpha_t / alpha_s) [j = i] + (1 - alpha_t / alpha_s) [j = MASK]  (i != MASK),
+    q(x_t = j | x_s = i) = (alpha_t / alpha_s) [j = i] + (1 - alpha_t / alpha_s) [j = MASK]
+                           (i != MASK),
 
 and the model's posterior follows the reference (Austin et al. eq. 4 with the x_0
 parameterization): with p(x_0 | x_t) the softmax of the network's logits,
