@@ -174,7 +174,7 @@ def test_nll_loss_and_training_on_dimer_pairs():
   system = toys.double_well_dimer()
   traj = toys.simulate_langevin(system.energy, np.stack([system.positions] * 8),
                                 jax.random.key(0), masses=system.masses, kT=system.kT,
-                                friction=1.0, timestep=0.01, num_frames=60, spacing=10)
+                                friction=1.0, timestep=0.01, num_frames=40, spacing=10)
   x = np.asarray(traj[:, :-1]).reshape(-1, 2, 3)
   y = np.asarray(traj[:, 1:]).reshape(-1, 2, 3)
   flow = fl.TimewarpFlow(1, rngs=nnx.Rngs(0), **SMALL)
@@ -189,18 +189,18 @@ def test_nll_loss_and_training_on_dimer_pairs():
   np.testing.assert_allclose(loss, want, rtol=1e-5)
   np.testing.assert_allclose(metrics["nll_per_atom"], want / 2, rtol=1e-5)
   trained, m = fl.train_flow(flow, x, y, jax.random.key(1), atom_types=system.atom_types,
-                             steps=150, batch_size=32, learning_rate=3e-3, warmup_steps=10)
-  assert m["loss"].shape == (150,)
+                             steps=120, batch_size=32, learning_rate=3e-3, warmup_steps=10)
+  assert m["loss"].shape == (120,)
   assert m["loss"][-30:].mean() < m["loss"][:10].mean() - 1.0
   assert isinstance(trained, fl.TimewarpFlow)
 
 
 def test_ad1_configuration_is_constructible():
-  flow = fl.TimewarpFlow(12, **fl.AD1_FLOW_CONFIG, rngs=nnx.Rngs(0))
+  flow = nnx.eval_shape(lambda: fl.TimewarpFlow(12, **fl.AD1_FLOW_CONFIG, rngs=nnx.Rngs(0)))
   assert len(flow.couplings) == 8
   assert len(flow.couplings[0].net.layers) == 3
   assert flow.lengthscales == (0.1, 0.2, 0.5, 0.7, 1.0, 1.2)
-  assert flow.couplings[0].net.layers[0].ff1.kernel[...].shape == (128, 2048)
+  assert flow.couplings[0].net.layers[0].ff1.kernel.shape == (128, 2048)
 
 
 def test_bad_input_raises():
