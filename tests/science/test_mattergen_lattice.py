@@ -153,7 +153,7 @@ def test_predictor_last_step_is_the_denoised_mean():
 def test_reverse_sampling_recovers_a_gaussian_lattice_distribution():
   # Data N(mu0, s0^2) per free entry; exact score of the marginal; predictor-corrector from the
   # prior must return the data's moments.
-  b, steps, natoms = 3000, 200, 4
+  b, steps, natoms = 3000, 100, 4
   n = jnp.full((b,), natoms)
   mu0 = jnp.array([[[4.0, 0.5, 0.0], [0.5, 5.0, -0.3], [0.0, -0.3, 6.0]]])
   s0 = 0.3
