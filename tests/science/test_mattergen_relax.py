@@ -56,7 +56,7 @@ def test_forces_and_stress_match_finite_differences():
   with jax.enable_x64(True):
     c64 = _crystal.Crystals(*(jnp.asarray(x) for x in c))
     pot64 = _relax.PairPotential(jnp.asarray(pot.radius, jnp.float64), 1.0)
-    k = _relax.required_images(c, pot) + 1
+    k = _relax.pair_potential_images(c, pot) + 1
 
     def energy(lattice, fr):
       return float(_relax._energy_one(jnp.asarray(lattice), jnp.asarray(fr), c64.atom_types[0],

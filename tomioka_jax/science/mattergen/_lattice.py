@@ -36,9 +36,9 @@ import jax.numpy as jnp
 
 from tomioka_jax import core
 
-# The MP-20 mean atom density (atoms per cubic angstrom); the same constant as the family's
-# MP20_ATOM_DENSITY (a module may not import the family __init__, which imports this module).
-_MP20_DENSITY = 0.0577
+# The mean atomic number density of MP-20 (atoms per cubic angstrom), which sets the limit mean
+# (n / rho)^(1/3) I of the lattice diffusion in the reference's configuration.
+MP20_ATOM_DENSITY = 0.0577
 # The reference clips a_t / a_s from below at this value in the ancestral predictor.
 _MIN_ALPHA_RATIO = 1e-3
 
@@ -54,7 +54,7 @@ class LatticeVPSDE:
   """
   beta_min: float = 0.1
   beta_max: float = 20.0
-  limit_density: float = _MP20_DENSITY
+  limit_density: float = MP20_ATOM_DENSITY
   limit_var_scale: float = 0.25
 
   def __post_init__(self):

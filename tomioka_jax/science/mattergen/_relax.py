@@ -108,7 +108,7 @@ def _energy_one(lattice: jax.Array, frac: jax.Array, types: jax.Array, mask: jax
   return 0.5 * jnp.sum(jnp.where(valid, phi, 0.0))
 
 
-def required_images_per_crystal(crystals: _crystal.Crystals, potential: PairPotential,
+def pair_images_per_crystal(crystals: _crystal.Crystals, potential: PairPotential,
                                 margin: int = 0) -> np.ndarray:
   """Images per axis K each crystal's cutoff needs (its thinnest width), plus ``margin``."""
   lat = np.asarray(crystals.lattice, np.float64)
@@ -123,10 +123,10 @@ def required_images_per_crystal(crystals: _crystal.Crystals, potential: PairPote
   return np.ceil(rc / width.min(axis=1)).astype(int) + int(margin)
 
 
-def required_images(crystals: _crystal.Crystals, potential: PairPotential,
+def pair_potential_images(crystals: _crystal.Crystals, potential: PairPotential,
                     margin: int = 0) -> int:
   """Images per axis K the cutoff needs for every crystal of the batch, plus ``margin``."""
-  return int(required_images_per_crystal(crystals, potential, margin).max())
+  return int(pair_images_per_crystal(crystals, potential, margin).max())
 
 
 def pair_energy(crystals: _crystal.Crystals, potential: PairPotential | None = None, *,
@@ -136,13 +136,13 @@ def pair_energy(crystals: _crystal.Crystals, potential: PairPotential | None = N
   Args:
     crystals: a batch (checked by ``check_crystals``).
     potential: default ``covalent_radius_potential()``.
-    num_images: K; default ``required_images(crystals, potential, margin=0)`` (needs concrete
-      lattices).
+    num_images: K; default ``pair_potential_images(crystals, potential, margin=0)`` (needs
+      concrete lattices).
   """
   potential = potential or covalent_radius_potential()
   if num_images is None:
     _crystal.check_crystals(crystals)
-    num_images = required_images(crystals, potential, margin=0)
+    num_images = pair_potential_images(crystals, potential, margin=0)
   if num_images < 0:
     raise ValueError(f"num_images must be >= 0, got {num_images}")
   images = _images(int(num_images))
@@ -160,7 +160,7 @@ def pair_forces_and_stress(crystals: _crystal.Crystals, potential: PairPotential
   potential = potential or covalent_radius_potential()
   if num_images is None:
     _crystal.check_crystals(crystals)
-    num_images = required_images(crystals, potential, margin=0)
+    num_images = pair_potential_images(crystals, potential, margin=0)
   images = _images(int(num_images))
 
   def one(l, f, t, m):
@@ -221,7 +221,7 @@ def relax_crystals(crystals: _crystal.Crystals, potential: PairPotential | None 
   types = np.asarray(crystals.atom_types)
   mask = np.asarray(crystals.mask)
   if num_images is None:
-    ks = required_images_per_crystal(crystals, potential)
+    ks = pair_images_per_crystal(crystals, potential)
   else:
     if int(num_images) < 0:
       raise ValueError(f"num_images must be >= 0, got {num_images}")

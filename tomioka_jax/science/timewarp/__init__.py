@@ -3,7 +3,7 @@ transferable acceleration of molecular dynamics by a learned time-coarsened cond
 p(x_{t+tau} | x_t) used as a Metropolis-Hastings proposal.
 
 The API of this family (implementation in the private modules ``_units``, ``_flow``,
-``_sampler`` and ``_toys``):
+``_sampler``, ``_openmm``, ``_analysis`` and ``_toys``):
 
 * units (``_units``) -- OpenMM's units (nm, ps, kJ/mol, amu), the molar gas constant and
   ``kT`` at a temperature.
@@ -14,9 +14,42 @@ The API of this family (implementation in the private modules ``_units``, ``_flo
 * the samplers (``_sampler``) -- exact Metropolis-Hastings on ``exp(-U/kT) N(v; 0, I)`` with
   the flow as proposal and ``k`` batched proposals per iteration, the energy-threshold
   exploration mode, the chain's multiplicities and its sequential expansion.
+* molecules (``_openmm``) -- alanine dipeptide (AMBER99SB-ILDN with OBC1 implicit solvent, or
+  vacuum) through OpenMM (the ``[md]`` extra, imported inside the functions): Langevin MD at
+  310 K with a resumable on-disk cache, batched energies and their ``jax.pure_callback``
+  wrapper for the samplers, training pairs at a lag.
+* analysis (``_analysis``) -- backbone dihedrals, Ramachandran histograms and free energies,
+  Jensen-Shannon divergences, TICA features and components, autocorrelation and the truncated
+  effective sample size.
 * toys (``_toys``) -- fully-JAX systems (double-well dimer with its exact bond-length
   density, Lennard-Jones cluster, harmonic wells) and a jittable BAOAB Langevin integrator.
 """
+
+from tomioka_jax.science.timewarp._analysis import autocorrelation
+from tomioka_jax.science.timewarp._analysis import backbone_dihedrals
+from tomioka_jax.science.timewarp._analysis import dihedral_angle
+from tomioka_jax.science.timewarp._analysis import dihedral_angles
+from tomioka_jax.science.timewarp._analysis import effective_sample_size
+from tomioka_jax.science.timewarp._analysis import ess_per_second
+from tomioka_jax.science.timewarp._analysis import fit_tica
+from tomioka_jax.science.timewarp._analysis import free_energy_surface
+from tomioka_jax.science.timewarp._analysis import ramachandran_histogram
+from tomioka_jax.science.timewarp._analysis import ramachandran_js_divergence
+from tomioka_jax.science.timewarp._analysis import tica_features
+
+from tomioka_jax.science.timewarp._openmm import EnergyEvaluator
+from tomioka_jax.science.timewarp._openmm import FORCE_FIELDS
+from tomioka_jax.science.timewarp._openmm import MDTrajectory
+from tomioka_jax.science.timewarp._openmm import MolecularSystem
+from tomioka_jax.science.timewarp._openmm import SOLVENTS
+from tomioka_jax.science.timewarp._openmm import alanine_dipeptide
+from tomioka_jax.science.timewarp._openmm import check_positions
+from tomioka_jax.science.timewarp._openmm import default_cache_dir
+from tomioka_jax.science.timewarp._openmm import jax_energy_fn
+from tomioka_jax.science.timewarp._openmm import minimize_energy
+from tomioka_jax.science.timewarp._openmm import openmm_system
+from tomioka_jax.science.timewarp._openmm import simulate_md
+from tomioka_jax.science.timewarp._openmm import training_pairs
 
 from tomioka_jax.science.timewarp._units import MOLAR_GAS_CONSTANT
 from tomioka_jax.science.timewarp._units import thermal_energy
@@ -48,23 +81,47 @@ __all__ = [
     "AD1_FLOW_CONFIG",
     "ChainResult",
     "DEFAULT_EXPLORATION_THRESHOLD",
+    "EnergyEvaluator",
+    "FORCE_FIELDS",
     "FlowOutput",
+    "MDTrajectory",
     "MOLAR_GAS_CONSTANT",
+    "MolecularSystem",
+    "SOLVENTS",
     "TimewarpFlow",
     "ToySystem",
+    "alanine_dipeptide",
+    "autocorrelation",
+    "backbone_dihedrals",
     "chain_weights",
+    "check_positions",
+    "default_cache_dir",
+    "dihedral_angle",
+    "dihedral_angles",
     "dimer_distance",
     "dimer_distance_density",
     "double_well_dimer",
+    "effective_sample_size",
+    "ess_per_second",
     "expand_chain",
     "explore",
+    "fit_tica",
+    "free_energy_surface",
     "harmonic_well",
+    "jax_energy_fn",
     "lennard_jones_cluster",
     "make_chain_sampler",
     "make_flow_loss",
     "metropolis_hastings",
+    "minimize_energy",
+    "openmm_system",
+    "ramachandran_histogram",
+    "ramachandran_js_divergence",
     "random_rotation",
     "simulate_langevin",
+    "simulate_md",
     "thermal_energy",
+    "tica_features",
     "train_flow",
+    "training_pairs",
 ]
