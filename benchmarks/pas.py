@@ -298,9 +298,26 @@ def _experiment_fit(config: dict, graphdef, model_state, params, tr, te, grid):
   lanes = [_fit_lane(config, graphdef, model_state, tr, params[s], lr, bool(p), s,
                      name=_lane_name(bool(p), lr, s, config["eps"])) for p, lr, s in grid]
   train_s = time.perf_counter() - t0
-  evaluate = jax.jit(_evaluate(config, graphdef, model_state, te))
+  # Test points in chunks (one compile per chunk size): the unrolled attacks keep every step's
+  # activations live, ~35 MB per CNN test point with the ensemble.
+  chunk = config.get("eval_chunk", 100)
+  n_te = len(te["y"])
+  pieces = [(i, min(i + chunk, n_te)) for i in range(0, n_te, chunk)]
+  evals = {}
+
+  def evaluate(params, snaps, key):
+    total = 0.0
+    for j, (a, b) in enumerate(pieces):
+      part = {"x": te["x"][a:b], "y": te["y"][a:b]}
+      if b - a not in evals:
+        evals[b - a] = jax.jit(lambda p, s, k, x, y: _evaluate(
+            config, graphdef, model_state, {"x": x, "y": y})(p, s, k))
+      total = total + (b - a) * np.asarray(
+          evals[b - a](params, snaps, jax.random.fold_in(key, j), part["x"], part["y"]))
+    return total / n_te
+
   t0 = time.perf_counter()
-  acc = np.stack([np.asarray(evaluate(f, sn, jax.random.key(1))) for f, sn, _, _ in lanes])
+  acc = np.stack([evaluate(f, sn, jax.random.key(1)) for f, sn, _, _ in lanes])
   eval_s = time.perf_counter() - t0
   hessian_lr = lrs[len(lrs) // 2]
   stats = jax.jit(lambda p, e, k: _hessian_stats(config, graphdef, model_state, tr, p, e, k))
