@@ -200,17 +200,23 @@ PAPERS = [
           ''),
     Paper('Timewarp: Transferable Acceleration of Molecular Dynamics by Learning Time-Coarsened'
           ' Dynamics (Klein, Foong, Fjelde et al.)',
-          2023, '`science.timewarp`', 'planned', '',
-          ''),
+          2023, '`science.timewarp` (`TimewarpFlow`, `train_flow`, `metropolis_hastings`, '
+          '`explore`, `alanine_dipeptide`, `simulate_md`, `jax_energy_fn`, '
+          '`effective_sample_size`)', 'available', 'timewarp',
+          'MH exact on the double-well toy; alanine dipeptide not accelerated on CPU (a small '
+          'flow, acceptance 0)'),
     Paper('Latent Representation and Simulation of Markov Processes via Time-Lagged Information'
           ' Bottleneck (Federici, Forré, Tomioka et al.)',
           2023, '`representation.tib` (`train_tib`, `simulate_latent`, `infonce_lower_bound`, '
-          '`smile_lower_bound`, `tica`, `train_vampnet`, `simulate_prinz`)', 'available', 'tib',
+          '`smile_lower_bound`, `select_tib_beta`, `tica`, `train_vampnet`, `simulate_prinz`)',
+          'available', 'tib',
           ''),
     Paper('MatterGen: a generative model for inorganic materials design (Zeni, Pinsler, Zügner '
           'et al.)',
-          2023, '`science.mattergen`', 'planned', '',
-          ''),
+          2023, '`science.mattergen` (`MatterGenDenoiser`, `make_diffusion_loss`, '
+          '`sample_crystals`, `with_adapters`, `build_training_set`, `evaluate_structures`, '
+          '`relax_crystals`)', 'available', '',
+          'benchmark (training, sampling, guidance) planned'),
 ]
 
 FOUNDATION = (
