@@ -39,9 +39,6 @@ from flax import nnx
 from benchmarks import _harness
 from tomioka_jax.representation import tib
 from tomioka_jax.science import timewarp
-# The OpenMM bridge and the analysis are not exported by the family yet; once they are, these
-# become ``timewarp.<name>`` like the rest.
-from tomioka_jax.science.timewarp import _analysis as analysis
 
 PAPER = ("Klein, Foong, Fjelde, Mlodozeniec, Brockschmidt, Nowozin, Noé, Tomioka 2023, "
          "Timewarp: Transferable Acceleration of Molecular Dynamics by Learning "
@@ -76,18 +73,13 @@ SOLVENT = "implicit"
 TEMPERATURE = 310.0
 
 
-def _bridge():
-  from tomioka_jax.science.timewarp import _openmm  # pylint: disable=g-import-not-at-top
-  return _openmm
-
-
 def _ad_molecule():
-  return _bridge().alanine_dipeptide(SOLVENT)
+  return timewarp.alanine_dipeptide(SOLVENT)
 
 
 def _md(molecule, cfg: dict):
   """The cached MD ground truth (the first call runs it: ~40 s per 1000 frames)."""
-  return _bridge().simulate_md(molecule, cfg["md_frames"], spacing=cfg["spacing"],
+  return timewarp.simulate_md(molecule, cfg["md_frames"], spacing=cfg["spacing"],
                                burn_in_steps=20_000, seed=0, cache_dir="default",
                                chunk_frames=1000)
 
@@ -97,19 +89,19 @@ def _dihedral_quads(molecule) -> np.ndarray:
 
 
 def _features(molecule, positions) -> np.ndarray:
-  return np.asarray(analysis.tica_features(positions, molecule.heavy_atoms,
+  return np.asarray(timewarp.tica_features(positions, molecule.heavy_atoms,
                                            _dihedral_quads(molecule)))
 
 
 def _angles(molecule, positions) -> np.ndarray:
-  return np.asarray(analysis.backbone_dihedrals(positions, molecule.phi_atoms,
+  return np.asarray(timewarp.backbone_dihedrals(positions, molecule.phi_atoms,
                                                 molecule.psi_atoms))
 
 
 def _ess_fraction(series: np.ndarray) -> float:
   """ESS per sample of one or several ``(m, N)`` series (ESS summed over series)."""
   s = np.atleast_2d(np.asarray(series, np.float64))
-  return float(np.sum(np.asarray(analysis.effective_sample_size(s)))) / s.size
+  return float(np.sum(np.asarray(timewarp.effective_sample_size(s)))) / s.size
 
 
 # ---- (a) the double-well dimer ------------------------------------------------------------------
@@ -136,7 +128,7 @@ def _toy(cfg: dict, seed: int) -> dict:
       system.energy, starts, jax.random.key(seed), masses=system.masses, kT=system.kT,
       friction=TOY_FRICTION, timestep=TOY_DT, num_frames=frames, spacing=TOY_SPACING,
       burn_in=500))
-  x0, x1 = _bridge().training_pairs(traj, TOY_LAG)
+  x0, x1 = timewarp.training_pairs(traj, TOY_LAG)
   t0 = time.perf_counter()
   flow, metrics = timewarp.train_flow(_toy_flow(1, 0.1, seed), x0, x1, jax.random.key(seed + 1),
                                       atom_types=system.atom_types, steps=cfg["train_steps"],
@@ -179,7 +171,6 @@ def _tic0(model, feats: np.ndarray) -> np.ndarray:
 
 
 def _ad(cfg: dict, seed: int) -> dict:
-  bridge = _bridge()
   molecule = _ad_molecule()
   md = _md(molecule, cfg)
   x = md.positions
@@ -188,20 +179,20 @@ def _ad(cfg: dict, seed: int) -> dict:
   # Ground truth: angles, TICA on all of the MD, MD's own finite-sample JS (first vs second half).
   ang_md = _angles(molecule, x)
   feats_md = _features(molecule, x)
-  tica = analysis.fit_tica(feats_md, cfg["tica_lag"])
+  tica = timewarp.fit_tica(feats_md, cfg["tica_lag"])
   tic_md = _tic0(tica, feats_md)
   half = n_frames // 2
-  js_md_halves = float(analysis.ramachandran_js_divergence(ang_md[:half], ang_md[half:],
+  js_md_halves = float(timewarp.ramachandran_js_divergence(ang_md[:half], ang_md[half:],
                                                            cfg["bins"]))
   # Timewarp: pairs at lag tau from the first part, a small flow, MH and exploration chains.
-  x0, x1 = bridge.training_pairs(x[:train_end], cfg["lag"], molecule)
+  x0, x1 = timewarp.training_pairs(x[:train_end], cfg["lag"], molecule)
   t0 = time.perf_counter()
   flow, metrics = timewarp.train_flow(_ad_flow(molecule, seed), x0, x1, jax.random.key(seed + 1),
                                       atom_types=molecule.atom_types, steps=cfg["train_steps"],
                                       batch_size=cfg["batch"])
   train_s = time.perf_counter() - t0
-  evaluator = bridge.EnergyEvaluator(molecule)
-  energy_fn = bridge.jax_energy_fn(evaluator)
+  evaluator = timewarp.EnergyEvaluator(molecule)
+  energy_fn = timewarp.jax_energy_fn(evaluator)
   kT = timewarp.thermal_energy(TEMPERATURE)
   held_out = x[train_end:]
   starts = held_out[np.linspace(0, held_out.shape[0] - 1, cfg["chains"]).astype(int)]
@@ -223,10 +214,10 @@ def _ad(cfg: dict, seed: int) -> dict:
   tic_mh = [_tic0(tica, _features(molecule, e)) for e in expanded]
   # Each chain starts from an MD frame: count the effective samples it adds beyond its start
   # (ESS - 1; 0 for a chain that never moved).
-  ess_mh = float(np.sum([max(float(analysis.effective_sample_size(t)) - 1.0, 0.0)
+  ess_mh = float(np.sum([max(float(timewarp.effective_sample_size(t)) - 1.0, 0.0)
                          for t in tic_mh]))
   ang_ex = _angles(molecule, np.asarray(ex.positions).reshape(-1, molecule.num_atoms, 3))
-  rama = {k: np.asarray(analysis.ramachandran_histogram(a, cfg["bins"]))
+  rama = {k: np.asarray(timewarp.ramachandran_histogram(a, cfg["bins"]))
           for k, a in (("md", ang_md), ("mh", ang_mh), ("explore", ang_ex))}
   occupied = rama["md"] > 1e-3
   tic_edges = np.linspace(tic_md.min(), tic_md.max(), 41)
@@ -273,15 +264,15 @@ def timings(config: dict) -> dict:
   cfg = config["ad"]
   if cfg is None:
     return {}
-  bridge = _bridge()
+
   molecule = _ad_molecule()
-  md = bridge.simulate_md(molecule, cfg["timing_md_frames"], spacing=cfg["spacing"],
+  md = timewarp.simulate_md(molecule, cfg["timing_md_frames"], spacing=cfg["spacing"],
                           burn_in_steps=0, seed=1)
-  evaluator = bridge.EnergyEvaluator(molecule)
+  evaluator = timewarp.EnergyEvaluator(molecule)
   conf = np.repeat(molecule.positions[None], 200, axis=0)
   t_energy = _harness.timeit(lambda: evaluator(conf), repeats=3)
   sample = timewarp.make_chain_sampler(
-      _ad_flow(molecule, 0), bridge.jax_energy_fn(evaluator), atom_types=molecule.atom_types,
+      _ad_flow(molecule, 0), timewarp.jax_energy_fn(evaluator), atom_types=molecule.atom_types,
       num_steps=cfg["timing_steps"], kT=timewarp.thermal_energy(TEMPERATURE),
       num_proposals=AD_PROPOSALS)
   starts = np.repeat(molecule.positions[None], cfg["chains"], axis=0).astype(np.float32)
@@ -510,7 +501,7 @@ def _figure(config: dict, exp: dict):
     ext = [-180, 180, -180, 180]
     for ax, key, title in ((axes[2], "md", "MD"), (axes[3], "mh", "Timewarp MH"),
                            (axes[4], "explore", "Timewarp exploration")):
-      f = np.asarray(analysis.free_energy_surface(np.asarray(ad["rama"][key]), kT))
+      f = np.asarray(timewarp.free_energy_surface(np.asarray(ad["rama"][key]), kT))
       im = ax.imshow(np.where(np.isfinite(f), f, np.nan).T, origin="lower", extent=ext,
                      cmap="viridis", vmax=25)
       ax.set_xlabel("phi (deg)")
@@ -522,7 +513,7 @@ def _figure(config: dict, exp: dict):
     mid = 0.5 * (edges[1:] + edges[:-1])
     for key, label, style in (("tic_hist_md", "MD", "k-"), ("tic_hist_mh", "Timewarp MH", "r.-")):
       h = np.asarray(ad[key], np.float64)
-      f = np.asarray(analysis.free_energy_surface(h / h.sum(), kT))
+      f = np.asarray(timewarp.free_energy_surface(h / h.sum(), kT))
       ax.plot(mid, np.where(np.isfinite(f), f, np.nan), style, label=label)
     ax.set_xlabel("TIC0")
     ax.set_ylabel("free energy (kJ/mol)")
