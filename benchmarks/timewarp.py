@@ -264,7 +264,6 @@ def timings(config: dict) -> dict:
   cfg = config["ad"]
   if cfg is None:
     return {}
-
   molecule = _ad_molecule()
   md = timewarp.simulate_md(molecule, cfg["timing_md_frames"], spacing=cfg["spacing"],
                           burn_in_steps=0, seed=1)
