@@ -54,9 +54,8 @@ from typing import Any
 import numpy as np
 
 from tomioka_jax.science.mattergen import _crystal
+from tomioka_jax.science.mattergen import _metrics
 
-# The StructureMatcher tolerances MatterGen uses for uniqueness and novelty.
-MATCHER_TOLERANCES = {"ltol": 0.2, "stol": 0.3, "angle_tol": 5.0}
 # Elements kept in the offline set: H..Bi without the noble gases, Tc and Pm.
 _EXCLUDED = frozenset({"He", "Ne", "Ar", "Kr", "Xe", "Tc", "Pm"})
 _MAX_Z = 83
@@ -344,7 +343,7 @@ def _mean_en(structure: Any) -> float:
 
 def _dedup(structures: list[Any]) -> list[int]:
   """Indices of the first structure of each StructureMatcher class, grouped by formula."""
-  sm = _require("pymatgen.analysis.structure_matcher").StructureMatcher(**MATCHER_TOLERANCES)
+  sm = _require("pymatgen.analysis.structure_matcher").StructureMatcher(**_metrics.MATCHER_TOLERANCES)
   keep: list[int] = []
   by_formula: dict[str, list[int]] = {}
   for i, s in enumerate(structures):
