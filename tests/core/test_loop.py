@@ -121,12 +121,18 @@ def test_resume_is_announced_and_a_foreign_checkpoint_is_named(tmp_path, caplog)
   assert result.resumed_from == 4
   assert any("resuming from the checkpoint at step 4 of 6" in r.getMessage() and
              str(tmp_path) in r.getMessage() for r in caplog.records)
+  # Continuing from the state the last call returned (robust.fit_pas's segments) is no resume:
+  # no warning.
+  caplog.clear()
+  with caplog.at_level("WARNING"):
+    core.fit(step, result.state, get, 8, workdir=tmp_path, checkpoint_every=2, progress=False)
+  assert not [r for r in caplog.records if "resuming" in r.getMessage()]
   # The same workdir with a model of another input size: the error names the workdir and the
   # first differing array instead of orbax's raw shape error.
   model = core.MLP(65, (32,), 10, rngs=nnx.Rngs(0))
   opt = optax.adam(3e-3)
   _, other = core.create_train_state(model, opt, jax.random.key(0))
-  with pytest.raises(ValueError, match=r"(?s)checkpoint at step 6 in .*checkpoints does not "
+  with pytest.raises(ValueError, match=r"(?s)checkpoint at step 8 in .*checkpoints does not "
                      r"fit this train state.*saved \(64, 32\) float32, state \(65, 32\)"):
     core.fit(step, other, get, 8, workdir=tmp_path, checkpoint_every=2, progress=False)
 

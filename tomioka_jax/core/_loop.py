@@ -240,10 +240,14 @@ def fit(train_step: StepFn, state: TrainState, batches: Callable[[int], Batch], 
       checkpointer = Checkpointer(workdir / "checkpoints", max_to_keep=max_to_keep)
       latest = checkpointer.latest_step()
       if latest is not None:
+        # a checkpoint at the given state's own step is a continuation (e.g. robust.fit_pas
+        # calling fit segment by segment), not a resume: no warning for it
+        continuing = latest == int(state.step)
         state = checkpointer.restore(state, latest)
         resumed_from = latest
-        logger.warning("fit: resuming from the checkpoint at step %d of %d in %s", latest,
-                       num_steps, workdir)
+        logger.log(logging.INFO if continuing else logging.WARNING,
+                   "fit: resuming from the checkpoint at step %d of %d in %s", latest, num_steps,
+                   workdir)
     start = int(state.step)
     history = _read_metrics(workdir / "metrics.jsonl", start)
     evals = _read_metrics(workdir / "evals.jsonl", start)
