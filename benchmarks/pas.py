@@ -20,7 +20,8 @@ In the smoke and quick modes every (method, learning rate, seed) run is one lane
 compiled program (``robust.make_pas_trainer`` over ``core.make_scan_trainer``; the optimizer is
 built inside the ``vmap``-ed function). The full mode trains a CNN, whose convolutions XLA:CPU
 runs ~10x slower inside a loop body: its lanes run one after another, each stepped from Python
-by ``robust.fit_pas`` (same schedules, attacks unrolled, checkpoints: a rerun resumes). Evaluation: clean accuracy and robust accuracy on test points under
+by ``robust.fit_pas`` (same schedules, attacks unrolled, checkpoints: a rerun resumes).
+Evaluation: clean accuracy and robust accuracy on test points under
 PGD (``pgd_steps``, step eps/4, random start) and APGD-CE (``apgd_steps``, one restart), the
 ensemble attacked as one model (through log of its mean softmax, as the reference's
 ``attack_list``). Sensitivity to the learning rate: the spread (max - min over the grid) of the
@@ -77,8 +78,8 @@ CONFIGS = {
     "full": {"dataset": "fashion_mnist", "model": "cnn", "width": 16, "train_examples": 20000,
              "test_examples": 1000, "eps": 0.1, "epochs": 8, "lrs": (0.03, 0.1, 0.3),
              "seeds": 2, "train_steps": 5, "pgd_steps": 20, "apgd_steps": 20, "batch": 128,
-             "hessian_eps": (0.0, 0.1, 0.2), "hessian_examples": 256, "lanczos_steps": 20,
-             "trainer": "fit"},
+             "hessian_eps": (0.0, 0.05, 0.1, 0.2), "hessian_examples": 256,
+             "lanczos_steps": 20, "hessian_warmup": 2, "trainer": "fit"},
 }
 
 HEADLINE = (
@@ -96,11 +97,15 @@ epochs, CIFAR-10 ResNet/VGG for 200 epochs); the learning-rate grid and the numb
 the seed standard deviation). Robust accuracy counts a clean mistake as a success of the
 attack. 'PAS last' is the final single model of the PAS run, 'PAS ens.' the ensemble of its
 {n_snaps} end-of-cycle models. PAS trains at the target eps in {pas_at_target} of the
-{epochs} epochs (the rest is the per-cycle warm-up), vanilla in all of them. The eigenvalue is of the Hessian of the mean cross-entropy on
+{epochs} epochs (the rest is the per-cycle warm-up), vanilla in all of them. The eigenvalue is
+of the Hessian of the mean cross-entropy on
 {hessian_examples} training points at PGD points of each model (Lanczos, {lanczos_steps}
 Hessian-vector products, full reorthogonalization), for vanilla models trained at the learning
-rate {hessian_lr} and each eps. Training of all {n_runs} runs took {train_s:.0f} s, evaluation
-{eval_s:.0f} s, the curvature study {hess_s:.0f} s (compilation included)."""
+rate {hessian_lr} and each eps{curv_warmup}. Training of all {n_runs} runs took {train_s:.0f} s
+(summed from the logged step rates, so a run resumed from checkpoints still counts its first
+part), evaluation {eval_s:.0f} s (likewise: each lane's accuracies are kept beside its
+checkpoints with the time they took), the curvature study {hess_s:.0f} s (its training
+included)."""
 
 
 class LeNet(nnx.Module):
@@ -198,21 +203,44 @@ def _make_run(config: dict, graphdef, tr: dict):
 def _workroot(config: dict):
   """Where the long (fit) runs keep their checkpoints: one folder per configuration, so a rerun
   of the same configuration resumes each lane where it stopped."""
-  key = hashlib.sha1(json.dumps({k: v for k, v in sorted(config.items()) if k != "mode"},
+  # The curvature study's settings are not in the key (its lanes are named by eps and
+  # warm-up): changing them keeps the main lanes' checkpoints.
+  key = hashlib.sha1(json.dumps({k: v for k, v in sorted(config.items())
+                                 if k != "mode" and not k.startswith(("hessian_", "lanczos_"))},
                                 default=str).encode()).hexdigest()[:12]
   base = os.environ.get("TOMIOKA_JAX_CACHE", str(pathlib.Path.home() / ".cache" / "tomioka_jax"))
   return pathlib.Path(base) / "pas_runs" / key
 
 
+def _warmup_eps(eps: float, warmup: int):
+  """The reference's linear eps warm-up: ``eps * min(1, e / warmup)`` in epoch ``e`` (from 0),
+  so the first epoch trains clean; constant ``eps`` without a warm-up."""
+  eps = jnp.asarray(eps, jnp.float32)
+  if warmup <= 0:
+    return lambda e: eps
+  return lambda e: eps * jnp.minimum(1.0, jnp.asarray(e, jnp.float32) / warmup)
+
+
+def _warmup_text(config: dict) -> str:
+  w = config.get("hessian_warmup", 0)
+  return (f", after the reference's linear eps warm-up from 0 over the first {w} epochs (without"
+          f" it, vanilla training at a large eps can stay at the initialization, where the loss"
+          f" is flat)" if w else "")
+
+
 def _fit_lane(config: dict, graphdef, model_state, tr: dict, params, lr: float, pas_flag: bool,
-              seed: int, eps_override: float | None = None, name: str = "lane"):
+              seed: int, eps_override: float | None = None, name: str = "lane",
+              eps_warmup: int = 0):
   """One lane trained by ``robust.fit_pas`` (stepped from Python, resumable): the same
-  schedules as the compiled lanes. Returns (params, snapshots, per-epoch loss, per-epoch eps)."""
+  schedules as the compiled lanes (``eps_override``: a constant eps instead, after a linear
+  warm-up of ``eps_warmup`` epochs). Returns (params, snapshots, per-epoch loss, per-epoch eps,
+  training seconds): the seconds are summed over the run's logged step rates, so a lane resumed
+  from its checkpoints still reports the time it took to train."""
   epochs, batch = config["epochs"], config["batch"]
   steps_per_epoch = len(tr["y"]) // batch
   opt, eps_schedule = _schedules(config, steps_per_epoch, lr, pas_flag)
   if eps_override is not None:
-    eps_schedule = lambda e: jnp.float32(eps_override)  # noqa: E731
+    eps_schedule = _warmup_eps(eps_override, eps_warmup)
   state = core.TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=model_state,
                           opt_state=opt.init(params), rng=jax.random.key(1000 + seed))
   workdir = _workroot(config) / name
@@ -223,7 +251,10 @@ def _fit_lane(config: dict, graphdef, model_state, tr: dict, params, lr: float, 
   loss = np.asarray([h["loss"] for h in hist], np.float64)[:epochs * steps_per_epoch]
   eps = np.asarray([h["eps"] for h in hist], np.float64)[:epochs * steps_per_epoch]
   per_epoch = lambda v: v.reshape(epochs, steps_per_epoch).mean(axis=1)  # noqa: E731
-  return final.params, snaps, per_epoch(loss), per_epoch(eps)
+  steps = np.asarray([h["step"] for h in hist], np.float64)
+  rates = np.asarray([h.get("steps_per_s", np.nan) for h in hist], np.float64)
+  seconds = float(np.nansum(np.diff(steps, prepend=0.0) / rates))
+  return final.params, snaps, per_epoch(loss), per_epoch(eps), seconds
 
 
 def _evaluate(config: dict, graphdef, model_state, te: dict):
@@ -273,7 +304,8 @@ def _curvature(config: dict, graphdef, model_state, tr: dict, params0, hessian_l
 
   def one(eps, key):
     opt, _ = _schedules(config, steps_per_epoch, hessian_lr, False)
-    train = robust.make_pas_trainer(graphdef, loss_fn, opt, eps_schedule=lambda e: eps,
+    eps_schedule = _warmup_eps(eps, config.get("hessian_warmup", 0))
+    train = robust.make_pas_trainer(graphdef, loss_fn, opt, eps_schedule=eps_schedule,
                                     batch_size=batch, epochs=epochs)
     k1, k2, k3 = jax.random.split(key, 3)
     state = core.TrainState(step=jnp.zeros((), jnp.int32), params=params0,
@@ -294,10 +326,9 @@ def _experiment_fit(config: dict, graphdef, model_state, params, tr, te, grid):
   """The lanes one after another, each stepped from Python by ``robust.fit_pas`` (checkpoints
   under :func:`_workroot`: an interrupted run resumes), evaluated and measured one by one."""
   lrs = tuple(config["lrs"])
-  t0 = time.perf_counter()
   lanes = [_fit_lane(config, graphdef, model_state, tr, params[s], lr, bool(p), s,
                      name=_lane_name(bool(p), lr, s, config["eps"])) for p, lr, s in grid]
-  train_s = time.perf_counter() - t0
+  train_s = sum(lane[4] for lane in lanes)  # from the logged step rates (resumes included)
   # Test points in chunks (one compile per chunk size): the unrolled attacks keep every step's
   # activations live, ~35 MB per CNN test point with the ensemble.
   chunk = config.get("eval_chunk", 100)
@@ -316,20 +347,37 @@ def _experiment_fit(config: dict, graphdef, model_state, params, tr, te, grid):
           evals[b - a](params, snaps, jax.random.fold_in(key, j), part["x"], part["y"]))
     return total / n_te
 
-  t0 = time.perf_counter()
-  acc = np.stack([evaluate(f, sn, jax.random.key(1)) for f, sn, _, _ in lanes])
-  eval_s = time.perf_counter() - t0
+  # Each lane's accuracies are kept beside its checkpoints (keyed by the evaluation's settings
+  # and the lane's final step), so a rerun after an interruption evaluates only what is missing.
+  eval_key = json.dumps({k: config[k] for k in ("test_examples", "pgd_steps", "apgd_steps",
+                                                "eps")} | {"epochs": config["epochs"]})
+  accs, eval_s = [], 0.0
+  for (p, lr, s), (f, sn, _, _, _) in zip(grid, lanes):
+    path = _workroot(config) / _lane_name(bool(p), lr, s, config["eps"]) / "evaluation.json"
+    saved = json.loads(path.read_text()) if path.exists() else {}
+    if saved.get("key") != eval_key:
+      t0 = time.perf_counter()
+      saved = {"key": eval_key, "acc": np.asarray(evaluate(f, sn, jax.random.key(1))).tolist()}
+      saved["seconds"] = time.perf_counter() - t0
+      path.write_text(json.dumps(saved))
+    accs.append(np.asarray(saved["acc"], np.float32))
+    eval_s += saved["seconds"]
+  acc = np.stack(accs)
   hessian_lr = lrs[len(lrs) // 2]
   stats = jax.jit(lambda p, e, k: _hessian_stats(config, graphdef, model_state, tr, p, e, k))
-  t0 = time.perf_counter()
-  curv = []
+  warmup = config.get("hessian_warmup", 0)
+  curv, hess_s = [], 0.0
   for eps, key in zip(config["hessian_eps"],
                       jax.random.split(jax.random.key(11), len(config["hessian_eps"]))):
-    p, _, _, _ = _fit_lane(config, graphdef, model_state, tr, params[0], hessian_lr, False, 0,
-                           eps_override=float(eps),
-                           name=_lane_name(False, hessian_lr, 0, float(eps)))
+    # eps 0 needs no warm-up: that lane is the same with or without one
+    name = _lane_name(False, hessian_lr, 0, float(eps)) + (
+        f"_warm{warmup}" if warmup and eps > 0 else "")
+    p, _, _, _, lane_s = _fit_lane(config, graphdef, model_state, tr, params[0], hessian_lr,
+                                   False, 0, eps_override=float(eps), name=name,
+                                   eps_warmup=warmup)
+    t0 = time.perf_counter()
     curv.append([np.asarray(v) for v in stats(p, jnp.float32(eps), key)])
-  hess_s = time.perf_counter() - t0
+    hess_s += lane_s + time.perf_counter() - t0
   top, gnorm, adv_loss = (np.asarray(v) for v in zip(*curv))
   metrics = {"loss": np.stack([lane[2] for lane in lanes]),
              "eps": np.stack([lane[3] for lane in lanes])}
@@ -404,16 +452,20 @@ def claims(config: dict, exp: dict, times: dict) -> list[_harness.Claim]:
   gap = float(np.max(acc[..., 2] - acc[..., 1]))
   apgd_stronger = gap <= 0.01
   top = np.asarray(exp["hessian_top"])
-  increasing = bool(np.all(np.diff(top) > 0))
   eps_list = ", ".join(f"{e:g}" for e in config["hessian_eps"])
-  # a model whose adversarial loss stays near log(10) predicts (almost) the uniform
-  # distribution: it never left the initialization, and its Hessian is flat there
-  stuck = [f"{e:g}" for e, l in zip(config["hessian_eps"], np.asarray(exp["hessian_adv_loss"]))
-           if l > 0.95 * np.log(10)]
-  curv_reason = "the top eigenvalue is not increasing in eps" + (
-      f"; the model at eps {', '.join(stuck)} did not leave the initialization (adversarial "
-      f"loss near log 10, flat Hessian), the paper's other finding on large budgets"
-      if stuck else "")
+  # A model whose adversarial loss stays near log(10) predicts (almost) the uniform
+  # distribution: it never left the initialization (or collapsed back to it), is no minimum,
+  # and its Hessian is flat there. The sharpness claim is about minima: it is judged on the
+  # models that trained (at least three eps values), and the others are named.
+  trained = np.asarray(exp["hessian_adv_loss"]) <= 0.95 * np.log(10)
+  stuck = [f"{e:g}" for e, ok in zip(config["hessian_eps"], trained) if not ok]
+  increasing = bool(trained.sum() >= 3 and np.all(np.diff(top[trained]) > 0))
+  curv_reason = ("fewer than three eps values gave trained models" if trained.sum() < 3 else
+                 "the top eigenvalue is not increasing in eps among the trained models")
+  stuck_text = (f"; the model at eps {', '.join(stuck)} stayed at (or fell back to) the "
+                f"uniform prediction (adversarial loss near log 10), left out: the paper's "
+                f"other finding, large budgets hinder the escape from the initialization"
+                if stuck else "")
   return [
       _harness.Claim(
           "PAS is much less sensitive to the learning rate than vanilla adversarial training: "
@@ -437,9 +489,9 @@ def claims(config: dict, exp: dict, times: dict) -> list[_harness.Claim]:
           reason="" if apgd_stronger else "APGD left some model more robust than PGD did"),
       _harness.Claim(
           "larger adversarial budgets give sharper minima: the top Hessian eigenvalue of the "
-          "adversarial loss increases with eps",
+          "adversarial loss increases with eps (among the models that trained, >= 3 eps)",
           "Sec. 3 (Fig. 2)",
-          f"eps {eps_list}: " + ", ".join(f"{v:.2f}" for v in top), increasing,
+          f"eps {eps_list}: " + ", ".join(f"{v:.2f}" for v in top) + stuck_text, increasing,
           reason="" if increasing else curv_reason),
   ]
 
@@ -469,18 +521,20 @@ def report(config: dict, exp: dict, times: dict) -> _harness.Report:
   ]
   van, pas = s["vanilla"][0][:, 2], s["PAS ens."][0][:, 2]
   top = np.asarray(exp["hessian_top"])
+  # the headline's largest eps is the largest whose model trained (see claims)
+  trained = np.flatnonzero(np.asarray(exp["hessian_adv_loss"]) <= 0.95 * np.log(10))
+  last = int(trained[-1]) if trained.size else len(top) - 1
   n_runs = 2 * len(lrs) * config["seeds"]
   return _harness.Report(
       tables=tables, figure=_figure(config, exp, s),
       notes=NOTES.format(**{**config, **exp}, n_snaps=len(_cycles(config["epochs"])),
-                         n_runs=n_runs, pas_at_target=int(np.sum(
+                         n_runs=n_runs, curv_warmup=_warmup_text(config), pas_at_target=int(np.sum(
                              np.asarray(exp["pas_eps"]) >= config["eps"] * (1 - 1e-6)))),
       headline=HEADLINE.format(mode=config["mode"], dataset=config["dataset"],
                                lrs="/".join(f"{v:g}" for v in lrs), eps=config["eps"],
                                van_lo=van.min(), van_hi=van.max(), pas_lo=pas.min(),
                                pas_hi=pas.max(), van_mean=van.mean(), pas_mean=pas.mean(),
-                               eig_lo=top[0], eig_hi=top[-1],
-                               eps_hi=config["hessian_eps"][-1]))
+                               eig_lo=top[0], eig_hi=top[last], eps_hi=config["hessian_eps"][last]))
 
 
 def _figure(config: dict, exp: dict, s: dict):
@@ -505,7 +559,13 @@ def _figure(config: dict, exp: dict, s: dict):
   axes[1].plot(epochs, exp["pas_eps"], "C3-", label="PAS eps (cosine warm-up per cycle)")
   axes[1].set(xlabel="epoch", ylabel="eps", title="training budget")
   axes[1].legend(fontsize=8)
-  axes[2].plot(config["hessian_eps"], exp["hessian_top"], "ko-")
+  heps, top = np.asarray(config["hessian_eps"]), np.asarray(exp["hessian_top"])
+  trained = np.asarray(exp["hessian_adv_loss"]) <= 0.95 * np.log(10)
+  axes[2].plot(heps[trained], top[trained], "ko-", label="trained models")
+  if not trained.all():
+    axes[2].plot(heps[~trained], top[~trained], "x", color="C3", ms=9,
+                 label="stayed at the uniform prediction")
+  axes[2].legend(fontsize=8)
   axes[2].set(xlabel="training eps", ylabel="top Hessian eigenvalue",
               title="curvature of the adversarial loss")
   fig.tight_layout()
