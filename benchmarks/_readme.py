@@ -177,12 +177,12 @@ PAPERS = [
           'IWAE'),
     Paper('On Certifying Non-uniform Bound against Adversarial Attacks (Liu, Tomioka, Cevher)',
           2019, '`robust` (`interval_bounds`, `linear_bounds`, `margin_bounds`, '
-          '`certify_nonuniform`, `certify_uniform`, `layers_from_nnx`)', 'available',
+          '`certify_nonuniform`, `certify_uniform`, `layers_from_nnx`)', 'reproduced',
           'nonuniform', ''),
     Paper('On the Loss Landscape of Adversarial Training: Identifying Challenges and How to '
           'Overcome Them (Liu, Salzmann, Lin et al.)',
           2020, '`robust` (`pgd`, `apgd_ce`, `pas_eps_schedule`, `make_pas_trainer`, '
-          '`hessian_top_eigenvalues`)', 'available', 'pas', ''),
+          '`hessian_top_eigenvalues`, `fit_pas`)', 'reproduced', 'pas', ''),
     Paper('Regularized Policies are Reward Robust (Husain, Ciosek, Tomioka)',
           2021, '`rl` (`soft_value_iteration`, `worst_case_reward`, `occupancy_lp`, '
           '`solve_occupancy_regularized`)', 'reproduced', 'reward_robust', ''),

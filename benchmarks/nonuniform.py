@@ -61,7 +61,8 @@ HEADLINE = (
     "({mode}, {dataset}): non-uniform certified boxes (the reference's augmented Lagrangian) "
     "have {nu_normal:.1f} (normal) and {nu_adv:.1f} (adversarially trained) more log-volume "
     "than the largest uniform box, geometric-mean width x{gm_normal:.2f} / x{gm_adv:.2f}; no "
-    "PGD/APGD attack inside a certified box changes the label")
+    "PGD/APGD attack inside a certified box changes the label; certification {batch_x:.1f}x "
+    "faster per point than the reference's method in NumPy in its batches of 10 (target 10x)")
 
 NOTES = """\
 Dataset {dataset}, MLP hidden {hidden}, inputs in [-1, 1]; {epochs} epochs of Adam (lr 1e-4,
@@ -399,7 +400,7 @@ def report(config: dict, exp: dict, times: dict) -> _harness.Report:
       headline=HEADLINE.format(mode=config["mode"], dataset=config["dataset"],
                                nu_normal=float(np.mean(nrm["ratio"])),
                                nu_adv=float(np.mean(adv["ratio"])), gm_normal=gm(nrm),
-                               gm_adv=gm(adv)))
+                               gm_adv=gm(adv), batch_x=sp["batch_x"]))
 
 
 def _figure(exp):
