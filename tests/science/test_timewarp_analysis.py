@@ -200,3 +200,25 @@ def test_bad_input():
     an.ess_per_second(np.ones(10), 0.0)
   with pytest.raises(ValueError, match="last .time. axis"):
     an.effective_sample_size(np.ones(1))
+
+
+def test_multichain_ess_counts_disagreeing_chains_once():
+  rng = np.random.default_rng(7)
+  a, m, n = 0.6, 4, 6000
+  x = np.zeros((m, n))
+  e = rng.normal(size=(m, n))
+  for i in range(1, n):
+    x[:, i] = a * x[:, i - 1] + e[:, i]
+  want = m * n * (1 - a) / (1 + a)  # m independent AR(1) chains
+  assert float(an.multichain_effective_sample_size(x)) == pytest.approx(want, rel=0.15)
+  # Chains that never move, at different points: m N / (2 N - 1).
+  stuck = np.repeat(rng.normal(size=(m, 1)), n, axis=1)
+  assert float(an.multichain_effective_sample_size(stuck)) == pytest.approx(
+      m * n / (2 * n - 1), rel=1e-4)
+  # Jittering about different points: the single-chain ESS counts thousands of samples, the
+  # multi-chain ESS about m / 2.
+  jitter = stuck + 1e-3 * x
+  assert float(np.sum(an.effective_sample_size(jitter))) > 1000
+  assert float(an.multichain_effective_sample_size(jitter)) < m
+  with pytest.raises(ValueError, match=r"chains must have shape \(m, N\) with m >= 2"):
+    an.multichain_effective_sample_size(x[:1])

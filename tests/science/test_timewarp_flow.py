@@ -220,3 +220,59 @@ def test_bad_input_raises():
     flow.log_prob(jnp.array([0, 1, 2]), x, v, y[:2], w)
   with pytest.raises(ValueError, match="steps"):
     fl.train_flow(flow, x[None], y[None], jax.random.key(0), atom_types=[0, 1, 2], steps=0)
+
+
+def test_regularized_energy_difference():
+  du = jnp.array([-5.0, 10.0, 99.0, 101.0, 1e12, jnp.inf])
+  got = fl.regularized_energy_difference(du, 100.0)
+  np.testing.assert_allclose(got[:3], du[:3])
+  np.testing.assert_allclose(got[3], 100.0 + math.log(2.0), rtol=1e-6)
+  np.testing.assert_allclose(got[4], 100.0 + math.log1p(1e12 - 100.0), rtol=1e-6)
+  assert np.isfinite(got[5]) and got[5] > got[4]
+  g = jax.grad(lambda d: jnp.sum(fl.regularized_energy_difference(d, 100.0)))(du)
+  np.testing.assert_allclose(g[:3], 1.0)
+  np.testing.assert_allclose(g[3], 0.5, rtol=1e-6)
+  assert float(g[5]) == 0.0
+
+
+def test_acceptance_loss_is_the_mean_negative_log_acceptance():
+  system = toys.double_well_dimer()
+  flow = _random_flow(num_types=1, scale=0.05)
+  flow.positions_log_scale[...] = jnp.asarray(math.log(0.05))
+  x = jnp.asarray(system.positions)[None] + 0.01 * jax.random.normal(jax.random.key(1), (8, 2, 3))
+  y = x + 0.02 * jax.random.normal(jax.random.key(2), (8, 2, 3))
+  batch = {"x": x, "y": y, "atom_types": jnp.zeros((8, 2), jnp.int32)}
+  kT, cutoff = system.kT, 5.0
+  loss_fn = fl.make_acceptance_loss(system.energy, kT, likelihood_weight=0.3,
+                                    energy_cutoff=cutoff, rotate=False)
+  loss, m = loss_fn(flow, batch, jax.random.key(3))
+  # By hand, with the loss's own keys.
+  _, k_nll, k_v, k_p = jax.random.split(jax.random.key(3), 4)
+  nll, _ = fl.make_flow_loss(rotate=False)(flow, batch, k_nll)
+  v = jax.random.normal(k_v, x.shape)
+  prop, w, lp_fwd = flow.sample_and_log_prob(k_p, batch["atom_types"], x, v)
+  lp_rev = flow.log_prob(batch["atom_types"], prop, w, x, v)
+  du = system.energy(prop) - system.energy(x)
+  delta = (fl.regularized_energy_difference(du, cutoff) / kT
+           + 0.5 * (jnp.sum(w ** 2, (-1, -2)) - jnp.sum(v ** 2, (-1, -2))) + lp_fwd - lp_rev)
+  want = jnp.mean(jnp.maximum(delta, 0.0)) + 0.3 * nll
+  np.testing.assert_allclose(loss, want, rtol=1e-5)
+  exact = du / kT + delta - fl.regularized_energy_difference(du, cutoff) / kT
+  np.testing.assert_allclose(m["acceptance"], jnp.mean(jnp.exp(-jnp.maximum(exact, 0.0))),
+                             rtol=1e-5)
+  # Fine-tuning with it raises the acceptance of a poor proposal (too wide for the dimer).
+  flow.positions_log_scale[...] = jnp.asarray(math.log(0.3))
+  tuned, mt = fl.train_flow(flow, x, y, jax.random.key(5), atom_types=[0, 0], steps=150,
+                            batch_size=8, learning_rate=3e-3, warmup_steps=5,
+                            loss_fn=fl.make_acceptance_loss(system.energy, kT,
+                                                            likelihood_weight=0.0))
+  assert mt["acceptance"].shape == (150,)
+  assert mt["acceptance"][-30:].mean() > 2 * mt["acceptance"][:10].mean()
+  with pytest.raises(ValueError, match="kT must be a finite number > 0"):
+    fl.make_acceptance_loss(system.energy, 0.0)
+  with pytest.raises(ValueError, match="energy_cutoff must be a finite number > 0"):
+    fl.make_acceptance_loss(system.energy, 1.0, energy_cutoff=float("nan"))
+  with pytest.raises(ValueError, match="likelihood_weight must be a finite number >= 0"):
+    fl.make_acceptance_loss(system.energy, 1.0, likelihood_weight=-1.0)
+  with pytest.raises(TypeError, match="energy_fn must be callable"):
+    fl.make_acceptance_loss(None, 1.0)

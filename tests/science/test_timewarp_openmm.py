@@ -183,3 +183,65 @@ def test_bad_input(implicit, evaluator):
     om.simulate_md(implicit, 10, spacing=0)
   with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
     om.simulate_md(implicit, 10, temperature=-1.0)
+
+
+def test_forces_are_minus_the_gradient_of_the_energy(implicit, evaluator):
+  rng = np.random.default_rng(3)
+  x = implicit.positions[None] + 0.002 * rng.normal(size=(3, 22, 3))
+  e, f = evaluator.energies_and_forces(x)
+  np.testing.assert_allclose(e, evaluator(x), rtol=1e-10)
+  assert f.shape == (3, 22, 3)
+  # Central differences of U along a random direction equal -F . d.
+  d = rng.normal(size=(22, 3))
+  h = 1e-6
+  fd = (evaluator(x[0] + h * d) - evaluator(x[0] - h * d)) / (2 * h)
+  assert float(fd) == pytest.approx(-np.sum(f[0] * d), rel=1e-4)
+  # The differentiable JAX energy: its gradient is -F, under jit and vmap.
+  energy_fn = om.jax_energy_fn(evaluator, differentiable=True)
+  xj = jnp.asarray(x, jnp.float64) if jax.config.jax_enable_x64 else jnp.asarray(x, jnp.float32)
+  g = jax.jit(jax.vmap(jax.grad(energy_fn)))(xj)
+  np.testing.assert_allclose(np.asarray(g), -f, rtol=2e-3, atol=2e-2)
+  np.testing.assert_allclose(np.asarray(energy_fn(xj)), e, rtol=1e-5)
+  # A conformation OpenMM cannot evaluate: +inf energy, zero gradient (no NaN).
+  bad = np.array(xj).copy()
+  bad[1, 0, 0] = np.nan
+  e_bad, f_bad = evaluator.energies_and_forces(bad)
+  assert np.isinf(e_bad[1]) and np.all(f_bad[1] == 0) and np.all(np.isfinite(e_bad[[0, 2]]))
+  g_bad = jax.grad(lambda p: jnp.sum(jnp.where(jnp.isfinite(energy_fn(p)), energy_fn(p), 0.0)))(
+      jnp.asarray(bad))
+  assert np.all(np.isfinite(np.asarray(g_bad[1]))) and np.all(np.asarray(g_bad[1]) == 0)
+
+
+def test_rigid_align_undoes_a_rigid_motion_and_aligned_pairs(implicit):
+  rng = np.random.default_rng(4)
+  x = implicit.positions
+  q = rng.normal(size=4)
+  a, b, c, d = q / np.linalg.norm(q)
+  rot = np.array([[a*a + b*b - c*c - d*d, 2*(b*c - a*d), 2*(b*d + a*c)],
+                  [2*(b*c + a*d), a*a - b*b + c*c - d*d, 2*(c*d - a*b)],
+                  [2*(b*d - a*c), 2*(c*d + a*b), a*a - b*b - c*c + d*d]])
+  y = x @ rot.T + np.array([0.3, -1.0, 2.0])
+  np.testing.assert_allclose(om.rigid_align(y, x), x, atol=1e-10)
+  # With internal motion: the aligned y has the same internal geometry (distances), and no
+  # rotation of it about its centre fits x better (a local minimum of the RMSD).
+  y2 = y + 0.02 * rng.normal(size=y.shape)
+  al = om.rigid_align(y2, x)
+  dist = lambda p: np.linalg.norm(p[:, None] - p[None], axis=-1)  # noqa: E731
+  np.testing.assert_allclose(dist(al), dist(y2), atol=1e-10)
+  rmsd = np.sum((al - x) ** 2)
+  cen = al.mean(0)
+  for axis in np.eye(3):
+    for t in (-0.01, 0.01):
+      k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+      r = np.eye(3) + np.sin(t) * k + (1 - np.cos(t)) * k @ k
+      assert np.sum(((al - cen) @ r.T + cen - x) ** 2) > rmsd
+  # A reflection never fits: the mirror image is aligned by a proper rotation only.
+  mirror = x * np.array([-1.0, 1.0, 1.0])
+  assert np.sum((om.rigid_align(mirror, x) - x) ** 2) > 1e-3
+  # training_pairs(align=True) aligns the later frame of each pair onto the earlier.
+  traj = np.stack([x, y, y2]).astype(np.float32)
+  x0, x1 = om.training_pairs(traj, 1, implicit, align=True)
+  np.testing.assert_allclose(x1[0], x, atol=1e-5)
+  np.testing.assert_allclose(x1[1], om.rigid_align(y2, y), atol=1e-5)
+  with pytest.raises(ValueError, match="same shape"):
+    om.rigid_align(y[:5], x)

@@ -32,6 +32,7 @@ from tomioka_jax.science.timewarp._analysis import dihedral_angles
 from tomioka_jax.science.timewarp._analysis import effective_sample_size
 from tomioka_jax.science.timewarp._analysis import ess_per_second
 from tomioka_jax.science.timewarp._analysis import fit_tica
+from tomioka_jax.science.timewarp._analysis import multichain_effective_sample_size
 from tomioka_jax.science.timewarp._analysis import free_energy_surface
 from tomioka_jax.science.timewarp._analysis import ramachandran_histogram
 from tomioka_jax.science.timewarp._analysis import ramachandran_js_divergence
@@ -48,6 +49,7 @@ from tomioka_jax.science.timewarp._openmm import default_cache_dir
 from tomioka_jax.science.timewarp._openmm import jax_energy_fn
 from tomioka_jax.science.timewarp._openmm import minimize_energy
 from tomioka_jax.science.timewarp._openmm import openmm_system
+from tomioka_jax.science.timewarp._openmm import rigid_align
 from tomioka_jax.science.timewarp._openmm import simulate_md
 from tomioka_jax.science.timewarp._openmm import training_pairs
 
@@ -57,8 +59,10 @@ from tomioka_jax.science.timewarp._units import thermal_energy
 from tomioka_jax.science.timewarp._flow import AD1_FLOW_CONFIG
 from tomioka_jax.science.timewarp._flow import FlowOutput
 from tomioka_jax.science.timewarp._flow import TimewarpFlow
+from tomioka_jax.science.timewarp._flow import make_acceptance_loss
 from tomioka_jax.science.timewarp._flow import make_flow_loss
 from tomioka_jax.science.timewarp._flow import random_rotation
+from tomioka_jax.science.timewarp._flow import regularized_energy_difference
 from tomioka_jax.science.timewarp._flow import train_flow
 
 from tomioka_jax.science.timewarp._sampler import ChainResult
@@ -110,14 +114,18 @@ __all__ = [
     "harmonic_well",
     "jax_energy_fn",
     "lennard_jones_cluster",
+    "make_acceptance_loss",
     "make_chain_sampler",
     "make_flow_loss",
     "metropolis_hastings",
     "minimize_energy",
+    "multichain_effective_sample_size",
     "openmm_system",
     "ramachandran_histogram",
     "ramachandran_js_divergence",
     "random_rotation",
+    "regularized_energy_difference",
+    "rigid_align",
     "simulate_langevin",
     "simulate_md",
     "thermal_energy",

@@ -436,11 +436,95 @@ def make_flow_loss(*, rotate: bool = True) -> Callable[[TimewarpFlow, dict, jax.
   return loss_fn
 
 
+def regularized_energy_difference(du: jax.Array, cutoff: float) -> jax.Array:
+  """``du`` below ``cutoff``, ``cutoff + log(1 + du - cutoff)`` above (and for ``+inf``).
+
+  The logarithmic continuation (as in Boltzmann generators, Noé et al. 2019) keeps the
+  gradient of a loss on the energies of a poor model's samples, whose atoms overlap and whose
+  energies reach ``1e10`` kJ/mol, of the size of a relative change (``1 / du``) instead of the
+  force itself. Non-finite ``du`` counts as ``1e30`` (``cutoff + 69``, finite, no gradient).
+  """
+  excess = jnp.maximum(du - cutoff, 0.0)
+  soft = cutoff + jnp.log1p(jnp.where(jnp.isfinite(excess), excess, 1e30))
+  return jnp.where(du < cutoff, du, soft)
+
+
+def make_acceptance_loss(energy_fn: Callable[[jax.Array], jax.Array], kT: float, *,
+                         likelihood_weight: float = 1.0, energy_cutoff: float = 1000.0,
+                         rotate: bool = True
+                         ) -> Callable[[TimewarpFlow, dict, jax.Array], tuple[jax.Array, dict]]:
+  """The acceptance loss: the expected ``-log alpha`` of one Metropolis-Hastings step, plus NLL.
+
+  Timewarp fine-tunes a likelihood-trained flow to raise its acceptance (Klein et al. 2023,
+  Sec. 4, "acceptance loss"). For a data state ``x`` (``batch["x"]``), ``v ~ N(0, I)`` and a
+  reparameterized proposal ``(y, w) ~ p_theta(. | x, v)``,
+
+  .. math::  -\log\alpha = \max\Big(0, \frac{U(y) - U(x)}{kT} + \frac{|w|^2 - |v|^2}{2}
+             + \log p_\theta(y, w | x, v) - \log p_\theta(x, v | y, w)\Big),
+
+  differentiated through the sample (so ``energy_fn`` must be differentiable: e.g.
+  ``jax_energy_fn(evaluator, differentiable=True)``), with ``U(y) - U(x)`` replaced by
+  :func:`regularized_energy_difference` above ``energy_cutoff`` (kJ/mol). The loss is the mean
+  of ``-log alpha`` plus ``likelihood_weight`` times :func:`make_flow_loss`'s NLL on the data
+  pairs ``(batch["x"], batch["y"])`` (the reference keeps the likelihood term so the flow does not
+  collapse to tiny moves, which are accepted but useless). ``rotate``: one random rotation per
+  example, as in :func:`make_flow_loss` (``U`` is rotation invariant).
+
+  Returns:
+    ``loss_fn(flow, batch, rng) -> (loss, metrics)`` for :func:`train_flow`; metrics:
+    ``nll_per_atom``, ``neg_log_alpha`` (the mean, regularized) and ``acceptance`` (the mean
+    MH acceptance probability with the exact energies).
+
+  Raises:
+    ValueError: ``kT`` or ``energy_cutoff`` not a finite number > 0, a negative or non-finite
+      ``likelihood_weight``.
+  """
+  if not callable(energy_fn):
+    raise TypeError(f"energy_fn must be callable, got {type(energy_fn).__name__}")
+  for name, val in (("kT", kT), ("energy_cutoff", energy_cutoff)):
+    if isinstance(val, bool) or not isinstance(val, (int, float, np.integer, np.floating)) or not (
+        math.isfinite(val) and val > 0):
+      raise ValueError(f"{name} must be a finite number > 0 (kJ/mol), got {name}={val!r}")
+  if not (math.isfinite(likelihood_weight) and likelihood_weight >= 0):
+    raise ValueError(f"likelihood_weight must be a finite number >= 0, got "
+                     f"likelihood_weight={likelihood_weight!r}")
+  nll_loss = make_flow_loss(rotate=False)
+  kT, cutoff, lam = float(kT), float(energy_cutoff), float(likelihood_weight)
+
+  def loss_fn(flow: TimewarpFlow, batch: dict, rng: jax.Array):
+    x, y = batch["x"], batch["y"]
+    mask = batch.get("mask")
+    k_rot, k_nll, k_v, k_p = jax.random.split(rng, 4)
+    if rotate:
+      r = random_rotation(k_rot, x.shape[:-2], x.dtype)
+      x = jnp.einsum("...ij,...nj->...ni", r, x)
+      y = jnp.einsum("...ij,...nj->...ni", r, y)
+    nll, metrics = nll_loss(flow, {**batch, "x": x, "y": y}, k_nll)
+    types = batch["atom_types"]
+    v = jax.random.normal(k_v, x.shape, x.dtype)
+    if mask is not None:
+      v = jnp.where(jnp.asarray(mask, bool)[..., None], v, 0.0)
+    prop, w, logp_fwd = flow.sample_and_log_prob(k_p, types, x, v, mask)
+    logp_rev = flow.log_prob(types, prop, w, x, v, mask)
+    du = energy_fn(prop) - jax.lax.stop_gradient(energy_fn(x))
+    rest = 0.5 * (jnp.sum(w * w, axis=(-1, -2)) - jnp.sum(v * v, axis=(-1, -2))) + (
+        logp_fwd - logp_rev)
+    neg_log_alpha = jnp.maximum(regularized_energy_difference(du, cutoff) / kT + rest, 0.0)
+    exact = jnp.where(jnp.isfinite(du), du / kT + rest, jnp.inf)
+    acceptance = jnp.exp(-jnp.maximum(jax.lax.stop_gradient(exact), 0.0))
+    loss = jnp.mean(neg_log_alpha) + lam * nll
+    return loss, {**metrics, "neg_log_alpha": jnp.mean(neg_log_alpha),
+                  "acceptance": jnp.mean(acceptance)}
+
+  return loss_fn
+
+
 def train_flow(flow: TimewarpFlow, x: ArrayLike, y: ArrayLike, key: jax.Array, *,
                atom_types: ArrayLike, steps: int, batch_size: int = 32,
                learning_rate: float = 1e-3, warmup_steps: int = 100, clip_norm: float = 10.0,
-               mask: ArrayLike | None = None, rotate: bool = True
-               ) -> tuple[TimewarpFlow, dict]:
+               mask: ArrayLike | None = None, rotate: bool = True,
+               loss_fn: Callable[[TimewarpFlow, dict, jax.Array], tuple[jax.Array, dict]]
+               | None = None) -> tuple[TimewarpFlow, dict]:
   """Trains ``flow`` by maximum likelihood on pairs ``(x_t, x_{t+tau})`` (one compiled run).
 
   Each of ``steps`` Adam steps (linear warm-up to ``learning_rate`` over ``warmup_steps``,
@@ -456,10 +540,12 @@ def train_flow(flow: TimewarpFlow, x: ArrayLike, y: ArrayLike, key: jax.Array, *
     learning_rate, warmup_steps, clip_norm: the optimizer.
     mask: optional ``(n,)`` or ``(N, n)`` bool.
     rotate: random-rotation augmentation.
+    loss_fn: the loss (default ``make_flow_loss(rotate=rotate)``); e.g.
+      :func:`make_acceptance_loss` to fine-tune a trained flow for acceptance.
 
   Returns:
-    ``(trained flow, metrics)`` with ``metrics["loss"]`` and ``metrics["nll_per_atom"]``
-    ``(steps,)`` NumPy arrays (per step).
+    ``(trained flow, metrics)`` with ``metrics["loss"]``, ``metrics["nll_per_atom"]`` and the
+    loss's other metrics as ``(steps,)`` NumPy arrays (per step).
 
   Raises:
     ValueError: ``x``/``y`` shapes differ or are not ``(N, n, 3)``, non-finite pairs,
@@ -499,7 +585,9 @@ def train_flow(flow: TimewarpFlow, x: ArrayLike, y: ArrayLike, key: jax.Array, *
 
   k_state, k_train = jax.random.split(key)
   graphdef, state = core.create_train_state(flow, optimizer, k_state)
-  train = core.make_sampler_trainer(graphdef, make_flow_loss(rotate=rotate), optimizer,
+  if loss_fn is None:
+    loss_fn = make_flow_loss(rotate=rotate)
+  train = core.make_sampler_trainer(graphdef, loss_fn, optimizer,
                                     sample=sample, steps=int(steps))
   state, metrics = train(state, k_train)
   trained = nnx.merge(graphdef, state.params, state.model_state)

@@ -370,50 +370,103 @@ class EnergyEvaluator:
       x = check_positions(x, self.molecule)
     elif x.ndim < 2 or x.shape[-2:] != (self.molecule.num_atoms, 3):
       check_positions(np.zeros(x.shape), self.molecule)  # the shape message
+    return self._evaluate(x, forces=False)[0]
+
+  def energies_and_forces(self, positions: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Energies ``(...)`` (kJ/mol) and forces ``-dU/dx`` ``(..., n_atoms, 3)`` (kJ/(mol nm)).
+
+    Conformations OpenMM cannot evaluate (non-finite positions, energy or forces) get ``+inf``
+    energy and zero forces (what a training loss behind ``jax.pure_callback`` needs: it cannot
+    raise). Float64 NumPy arrays.
+    """
+    x = np.asarray(positions, np.float64)
+    if x.ndim < 2 or x.shape[-2:] != (self.molecule.num_atoms, 3):
+      check_positions(np.zeros(x.shape), self.molecule)  # the shape message
+    return self._evaluate(x, forces=True)
+
+  def _evaluate(self, x: np.ndarray, forces: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """One ``setPositions`` / ``getState`` per conformation of ``(..., n, 3)`` float64 ``x``."""
     batch = x.shape[:-2]
     flat = x.reshape(-1, self.molecule.num_atoms, 3)
-    out = np.empty(flat.shape[0])
+    energy = np.full(flat.shape[0], np.inf)
+    force = np.zeros(flat.shape) if forces else None
     with self._lock:
       for i, conf in enumerate(flat):
         if not np.all(np.isfinite(conf)):
-          out[i] = np.inf
           continue
         self._context.setPositions(conf)
-        e = self._context.getState(getEnergy=True).getPotentialEnergy()
-        out[i] = e._value  # kJ/mol, OpenMM's unit  # pylint: disable=protected-access
+        state = self._context.getState(getEnergy=True, getForces=forces)
+        e = state.getPotentialEnergy()._value  # kJ/mol  # pylint: disable=protected-access
+        if not forces:
+          energy[i] = e if np.isfinite(e) else np.inf
+          continue
+        f = np.asarray(state.getForces(asNumpy=True)._value)  # pylint: disable=protected-access
+        if np.isfinite(e) and np.all(np.isfinite(f)):
+          energy[i], force[i] = e, f
       self.calls += flat.shape[0]
-    out[~np.isfinite(out)] = np.inf
-    return out.reshape(batch)
+    return energy.reshape(batch), None if force is None else force.reshape(x.shape)
 
 
-def jax_energy_fn(evaluator: EnergyEvaluator, dtype: Any = None
+def jax_energy_fn(evaluator: EnergyEvaluator, dtype: Any = None, *, differentiable: bool = False
                   ) -> Callable[[jax.Array], jax.Array]:
   """The evaluator as a JAX function ``energy_fn(positions (..., n_atoms, 3)) -> (...)``.
 
   A ``jax.pure_callback`` (``vmap_method="expand_dims"``: under ``vmap`` the callback gets the
   batch as a leading axis and evaluates it in one call), usable inside ``jit``, ``vmap`` and
   ``lax.scan``. The result has the positions' dtype (or ``dtype``). Non-finite positions get
-  ``+inf`` energy, so a Metropolis-Hastings step rejects them. Not differentiable (no forces).
+  ``+inf`` energy, so a Metropolis-Hastings step rejects them.
+
+  With ``differentiable=True`` the function has a custom VJP whose gradient is minus OpenMM's
+  forces (evaluated in the same call as the energy; zero where the energy is not finite), for
+  losses on the energy of flow samples (:func:`~tomioka_jax.science.timewarp.make_acceptance_loss`);
+  otherwise it is not differentiable.
 
   Raises:
     ValueError: at trace time, when ``positions`` is not ``(..., n_atoms, 3)``.
   """
   n = evaluator.molecule.num_atoms
 
-  def host(x):
-    return evaluator(np.asarray(x), nonfinite="inf")
-
-  def energy_fn(positions):
+  def check(positions):
     positions = jnp.asarray(positions)
     if positions.ndim < 2 or positions.shape[-2:] != (n, 3):
       raise ValueError(f"positions has shape {positions.shape}, but the topology has {n} atoms: "
                        f"expected (..., {n}, 3)")
-    out_dtype = positions.dtype if dtype is None else jnp.dtype(dtype)
-    spec = jax.ShapeDtypeStruct(positions.shape[:-2], out_dtype)
-    return jax.pure_callback(lambda x: host(x).astype(out_dtype), spec, positions,
-                             vmap_method="expand_dims")
+    return positions, (positions.dtype if dtype is None else jnp.dtype(dtype))
 
-  return energy_fn
+  def energy_fn(positions):
+    positions, out_dtype = check(positions)
+    spec = jax.ShapeDtypeStruct(positions.shape[:-2], out_dtype)
+    return jax.pure_callback(
+        lambda x: evaluator(np.asarray(x), nonfinite="inf").astype(out_dtype), spec, positions,
+        vmap_method="expand_dims")
+
+  if not differentiable:
+    return energy_fn
+
+  def with_forces(positions):
+    positions, out_dtype = check(positions)
+    specs = (jax.ShapeDtypeStruct(positions.shape[:-2], out_dtype),
+             jax.ShapeDtypeStruct(positions.shape, positions.dtype))
+
+    def host(x):
+      e, f = evaluator.energies_and_forces(np.asarray(x))
+      return e.astype(out_dtype), f.astype(positions.dtype)
+
+    return jax.pure_callback(host, specs, positions, vmap_method="expand_dims")
+
+  @jax.custom_vjp
+  def differentiable_energy(positions):
+    return with_forces(positions)[0]
+
+  def fwd(positions):
+    e, f = with_forces(positions)
+    return e, f
+
+  def bwd(forces, g):
+    return (-jnp.asarray(g, forces.dtype)[..., None, None] * forces,)
+
+  differentiable_energy.defvjp(fwd, bwd)
+  return differentiable_energy
 
 
 def minimize_energy(molecule: MolecularSystem, positions: Any = None, *,
@@ -594,15 +647,45 @@ def _wall_here(chunks: list[dict]) -> float:
   return sum(c.get("_new_s", 0.0) for c in chunks)
 
 
-def training_pairs(trajectory: Any, lag: int, molecule: MolecularSystem | int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+def rigid_align(y: Any, x: Any) -> np.ndarray:
+  """``y`` rigidly moved onto ``x`` (least squares over all atoms, equal weights; Kabsch).
+
+  For ``(..., n, 3)`` pairs: ``R (y - mean y) + mean x`` with the proper rotation ``R`` (``det
+  R = +1``) minimising ``sum_i |R (y_i - mean y) + mean x - x_i|^2``, the SVD solution of
+  Kabsch (1976). Float64 NumPy.
+  """
+  y = np.asarray(y, np.float64)
+  x = np.asarray(x, np.float64)
+  if y.shape != x.shape or y.ndim < 2 or y.shape[-1] != 3:
+    raise ValueError(f"y and x must have the same shape (..., n_atoms, 3), got {y.shape} and "
+                     f"{x.shape}")
+  yc = y - y.mean(-2, keepdims=True)
+  xm = x.mean(-2, keepdims=True)
+  cov = np.swapaxes(yc, -1, -2) @ (x - xm)  # (..., 3, 3) = sum_i yc_i x_i^T
+  u, _, vt = np.linalg.svd(cov)
+  d = np.sign(np.linalg.det(np.swapaxes(vt, -1, -2) @ np.swapaxes(u, -1, -2)))
+  fix = np.ones(d.shape + (3,))
+  fix[..., 2] = d
+  rot = np.swapaxes(vt, -1, -2) @ (fix[..., :, None] * np.swapaxes(u, -1, -2))
+  return yc @ np.swapaxes(rot, -1, -2) + xm
+
+
+def training_pairs(trajectory: Any, lag: int, molecule: MolecularSystem | int | None = None,
+                   *, align: bool = False) -> tuple[np.ndarray, np.ndarray]:
   """Timewarp's training pairs ``(x_t, x_{t+lag})`` of one or several trajectories.
+
+  With ``align`` the later frame is rigidly aligned onto the earlier (:func:`rigid_align`):
+  the pairs then carry the internal motion only, not the molecule's tumbling (fast in implicit
+  solvent: at 0.5 ps it moves atoms more than the internal motion does). The Boltzmann density
+  is invariant to rigid motions, so a flow trained on aligned pairs is still a valid
+  Metropolis-Hastings proposal for the same target (MH is exact for any proposal).
 
   Args:
     trajectory: ``(T, n_atoms, 3)`` frames or ``(n_traj, T, n_atoms, 3)`` trajectories.
     lag: frames between the two members of a pair (``tau = lag * frame time``), ``1 <= lag
       < T``.
     molecule: when given, its atom count must match the frames'.
+    align: rigidly align ``x_{t+lag}`` onto ``x_t``.
 
   Returns:
     ``(x_t, x_{t+lag})``, each ``(n_traj (T - lag), n_atoms, 3)`` float32 (trajectory-major).
@@ -630,5 +713,7 @@ def training_pairs(trajectory: Any, lag: int, molecule: MolecularSystem | int | 
                      f"{int(np.sum(~np.isfinite(x)))} non-finite values")
   n = x.shape[-2]
   before = x[:, :length - lag].reshape(-1, n, 3).astype(np.float32)
-  after = x[:, lag:].reshape(-1, n, 3).astype(np.float32)
-  return before, after
+  after = x[:, lag:].reshape(-1, n, 3)
+  if align:
+    after = rigid_align(after, before)
+  return before, after.astype(np.float32)
