@@ -11,6 +11,8 @@ reference, infers its types and simulates its cost.
 * ``_pipeline`` -- GPipe (FIFO) and 1F1B microbatch schedules.
 * ``_project`` -- rank projection to per-device programs; running them on local devices.
 * ``_cost`` -- FLOPs and bytes per op, kernel times, alpha-beta communication.
+* ``_runtime`` -- the local runtime's cost: dispatch per segment, XLA fusions, products,
+  ``device_put`` copies.
 * ``_simulate`` -- the simulator: per-device clocks, peak memory, Chrome traces.
 * ``_calibrate`` -- device and link constants fitted on the local devices.
 * ``_search`` -- grid search over (d, h, p, microbatches); the vectorized cost model.
@@ -49,6 +51,12 @@ from tomioka_jax.distributed.distir._project import gather_projected_outputs
 from tomioka_jax.distributed.distir._project import project_inputs
 from tomioka_jax.distributed.distir._project import rank_projection
 from tomioka_jax.distributed.distir._project import run_projected
+from tomioka_jax.distributed.distir._runtime import RuntimeConstants
+from tomioka_jax.distributed.distir._runtime import fusion_plan
+from tomioka_jax.distributed.distir._runtime import program_features
+from tomioka_jax.distributed.distir._calibrate import calibrate_runtime
+from tomioka_jax.distributed.distir._calibrate import fit_runtime
+from tomioka_jax.distributed.distir._calibrate import measure_runtime
 from tomioka_jax.distributed.distir._transforms import GPT_BLOCK_SPLITS
 from tomioka_jax.distributed.distir._search import GPT_SIZES
 from tomioka_jax.distributed.distir._search import GridResult
@@ -72,6 +80,12 @@ from tomioka_jax.distributed.distir._transforms import shard_gpt_inputs
 from tomioka_jax.distributed.distir._transforms import shard_mlp_inputs
 
 __all__ = [
+    "RuntimeConstants",
+    "calibrate_runtime",
+    "fit_runtime",
+    "fusion_plan",
+    "measure_runtime",
+    "program_features",
     "AbstractInterpreter",
     "COMMUNICATION_OPS",
     "Calibration",

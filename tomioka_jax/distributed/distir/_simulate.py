@@ -36,6 +36,7 @@ from typing import Any
 from tomioka_jax.distributed.distir import _cost as cost_lib
 from tomioka_jax.distributed.distir import _interpret as interpret
 from tomioka_jax.distributed.distir import _ir as ir
+from tomioka_jax.distributed.distir import _runtime as runtime_lib
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +90,8 @@ class _State:
   executors: list[float] | None  # heap of executor free times
   per_segment: bool = False      # charge the launch overhead once per compute segment
   in_segment: set[int] = dataclasses.field(default_factory=set)
+  runtime: Any = None            # RuntimeConstants: the local runtime's model
+  plan: Any = None               # its fusion plan of the function
 
 
 def _allocate(state: _State, value: ir.Value) -> None:
@@ -105,9 +108,16 @@ def _free(state: _State, value: ir.Value) -> None:
     state.live[d] -= value.type.nbytes
 
 
+_WIDE = ("dot_general", "conv_general_dilated")
+
+
 def _simulate_rule(op: ir.Op, types: tuple, state: _State):
-  times = state.model.op_times(op)
-  if state.per_segment:
+  if state.runtime is not None:
+    times = runtime_lib.runtime_op_times(op, state.plan, state.runtime,
+                                         state.model.free_movement)
+  else:
+    times = state.model.op_times(op)
+  if state.per_segment and state.runtime is None:
     if op.is_communication:
       state.in_segment.difference_update(times)
     else:
@@ -120,7 +130,11 @@ def _simulate_rule(op: ir.Op, types: tuple, state: _State):
   devices = sorted(times)
   start = max(state.clocks.get(d, 0.0) for d in devices)
   duration = max(times.values())
-  if state.executors is not None:
+  if state.executors is not None and state.runtime is not None and op.name in _WIDE:
+    # a product runs on XLA:CPU's threaded library: it holds every executor (core)
+    start = max(start, max(state.executors))
+    state.executors = [start + duration] * len(state.executors)
+  elif state.executors is not None:
     free_at = heapq.heappop(state.executors)
     start = max(start, free_at)
     heapq.heappush(state.executors, start + duration)
@@ -152,7 +166,8 @@ _SIMULATOR = interpret.AbstractInterpreter(
 
 def simulate(fn: ir.Function, topology: ir.Topology | None = None, *,
              cost_model: cost_lib.CostModel | None = None,
-             executors: int | None = None, launch: str = "op") -> Simulation:
+             executors: int | None = None, launch: str = "op",
+             runtime: runtime_lib.RuntimeConstants | None = None) -> Simulation:
   """Simulates one run of ``fn`` (module docstring): step time, peak memory, trace.
 
   Args:
@@ -166,6 +181,11 @@ def simulate(fn: ir.Function, topology: ir.Topology | None = None, *,
       device pays it once per maximal run of compute ops between its communication ops:
       what a runtime that compiles each such run into one executable pays, e.g.
       ``run_projected``; the ops inside are fused by XLA).
+    runtime: :class:`~tomioka_jax.distributed.distir.RuntimeConstants`: charge every op
+      the local runtime's cost instead (``_runtime``'s module docstring: a dispatch per
+      segment, fused kernels, products, ``device_put`` copies); the cost model then only
+      decides ``free_movement``, and ``launch`` must be ``"segment"``. With ``executors`` a
+      product holds all of them (XLA:CPU threads it over the cores), every other op one.
 
   Raises:
     ValueError: a device of ``fn`` is not in the topology, or ``executors`` is not a
@@ -185,6 +205,13 @@ def simulate(fn: ir.Function, topology: ir.Topology | None = None, *,
                        f"{topology.num_devices} devices")
   if launch not in ("op", "segment"):
     raise ValueError(f"simulate: launch must be 'op' or 'segment', got {launch!r}")
+  if runtime is not None:
+    if not isinstance(runtime, runtime_lib.RuntimeConstants):
+      raise ValueError(f"simulate: runtime must be a RuntimeConstants, got "
+                       f"{type(runtime).__name__}")
+    if launch != "segment":
+      raise ValueError(f"simulate: runtime= models per-segment dispatch; pass "
+                       f"launch='segment', got {launch!r}")
   if executors is not None and (not isinstance(executors, int) or executors < 1):
     raise ValueError(f"simulate: executors must be None or an integer >= 1, got "
                      f"{executors!r}")
@@ -196,7 +223,9 @@ def simulate(fn: ir.Function, topology: ir.Topology | None = None, *,
   keep = {id(v) for v in fn.inputs} | {id(v) for v in fn.outputs}
   state = _State(cost_model, {d: 0.0 for d in fn.devices}, {}, {}, remaining, keep, [],
                  [0.0] * executors if executors is not None else None,
-                 per_segment=launch == "segment")
+                 per_segment=launch == "segment", runtime=runtime,
+                 plan=(runtime_lib.fusion_plan(fn, cost_model.free_movement)
+                       if runtime is not None else None))
   for value in fn.inputs:
     _allocate(state, value)
   for d in fn.devices:
