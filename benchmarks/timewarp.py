@@ -487,7 +487,7 @@ def claims(config: dict, exp: dict, times: dict) -> list[_harness.Claim]:
   ratio = s["ratio"] if s else float("nan")
   out += [
       _harness.Claim(texts[0][0], texts[0][1],
-                     f"{ad['acceptance']:.4f} ({ad['moves']} moves in {ad['mh_steps']} MH steps, "
+                     f"{ad['acceptance']:.2g} ({ad['moves']} moves in {ad['mh_steps']} MH steps, "
                      f"tau {ad['tau_ps']:g} ps; median proposal dU "
                      f"{ad['proposal_du_quantiles'][1]:.3g} kJ/mol)", ad["moves"] > 0,
                      reason="" if ad["moves"] else "no proposal accepted"),
@@ -518,7 +518,7 @@ HEADLINE = (
 AD_HEADLINE = (
     " Alanine dipeptide (implicit solvent, {md_ns:.1f} ns of MD, tau = {tau_ps:g} ps, a "
     "{train_steps}-step CPU flow fine-tuned {ft_steps} steps for acceptance): MH acceptance "
-    "{acc:.4f}, phi/psi JS to MD {js:.3f} (MD "
+    "{acc:.2g}, phi/psi JS to MD {js:.3f} (MD "
     "halves {js_md:.3f}); TIC0 ESS/s Timewarp {tw:.3g} vs MD {md:.3g}, a ratio of {ratio:.3g}x "
     "(paper: ~33x on an unseen dipeptide; the reference's FAQ: no wall-clock speed-up for many "
     "peptides).")
@@ -563,7 +563,7 @@ motion), and a likelihood-trained small flow spreads its proposals over that mot
 stiff bonds (unconstrained C-H bonds fluctuate by ~0.003 nm).
 {chains} MH chains from held-out MD frames, {chain_steps} iterations of {k} parallel proposals
 ({mh_steps} sequential MH steps), OpenMM energies through ``jax.pure_callback``
-({energy_us:.0f} us per conformation): acceptance {acc:.4f} ({moves} moves, RMS move per atom
+({energy_us:.0f} us per conformation): acceptance {acc:.2g} ({moves} moves, RMS move per atom
 {move_nm:.3g} nm); exploration (dU < 300 kJ/mol) accepts {ex_acc:.4f}.
 
 Speed: ESS/s = ESS per step x steps per second; sampler {tw_s_iter:.3g} s per iteration of all
