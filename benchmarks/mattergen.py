@@ -81,9 +81,9 @@ CONFIGS = {
               "targets": (3.0, 12.0), "gammas": (0.0, 1.0, 2.0), "per_target": 24,
               "checkpoints": True, "seed": 0},
     "full": {"model": {"hidden": 64, "num_blocks": 3, "num_radial": 16, "max_neighbors": 24},
-             "train_steps": 5000, "batch": 32, "lr": 1e-3, "num_samples": 128,
-             "sampler_steps": 200, "max_step_size": 1e-2, "relax_steps": 300,
-             "image_buckets": (2, 4, 8), "finetune_steps": 1000, "finetune_lr": 5e-4,
+             "train_steps": 4000, "batch": 32, "lr": 1e-3, "num_samples": 128,
+             "sampler_steps": 150, "max_step_size": 1e-2, "relax_steps": 300,
+             "image_buckets": (2, 4, 8), "finetune_steps": 800, "finetune_lr": 5e-4,
              "targets": (3.0, 8.0, 14.0), "gammas": (0.0, 1.0, 2.0), "per_target": 32,
              "checkpoints": True, "seed": 0},
 }
@@ -471,6 +471,8 @@ def claims(config: dict, exp: dict, times: dict) -> list[_harness.Claim]:
   return out
 
 
+RESUMED = " (resumed from the checkpoints of an earlier, interrupted invocation)"
+
 HEADLINE = (
     "({mode}) a {params:,}-parameter denoiser trained {steps} steps on the offline crystal set "
     "(AFLOW prototypes + ase crystals + substitutions + strains, not MP-20): V.U.N. {vun:.2f} vs "
@@ -487,7 +489,7 @@ Training set (not MP-20): {num_structures} rows, {num_base} base structures ({by
 
 Model: ``MatterGenDenoiser`` {model} ({params:,} parameters; the reference's GemNet-T has
 46.8 M), trained {steps} steps of batch {batch} (Adam {lr:g}, clip 0.5; final loss
-{loss_end:.3f}, first {loss_start:.3f}) in {train_s:.0f} s. Sampler: {sampler_steps}
+{loss_end:.3f}, first {loss_start:.3f}) in {train_s:.0f} s{train_note}. Sampler: {sampler_steps}
 predictor-corrector steps (reference 1000), corrector snr 0.4 / 0.2, max corrector step
 {max_step:g} (the reference's 1e6 lets an undertrained model take exploding Langevin steps),
 {sample_s:.0f} s for {num} samples. Relaxation: the default covalent-radius pair potential
@@ -504,8 +506,8 @@ random {unusable_r}, perturbed {unusable_p}. The median density of our samples i
 
 Density conditioning: ``with_adapters`` on the standardised log density (zero-init mixins:
 max output difference to the base at step 0 = {zero:.2g}), fine-tuned {ft_steps} steps (lr
-{ft_lr:g}) with condition dropout 0.2 in {ft_s:.0f} s, then {per_target} samples per (target,
-gamma) with classifier-free guidance (one doubled batch per step), gamma = 0 being the
+{ft_lr:g}) with condition dropout 0.2 in {ft_s:.0f} s{ft_note}, then {per_target} samples per
+(target, gamma) with classifier-free guidance (one doubled batch per step), gamma = 0 being the
 unconditional model, sampled once ({guided_s:.0f} s). Densities are compared on a log scale
 (geometric means): density spans 0.5..25 g/cm^3.
 
@@ -565,6 +567,8 @@ def report(config: dict, exp: dict, times: dict) -> _harness.Report:
       ft_lr=config["finetune_lr"], ft_s=t["finetune_s"], per_target=config["per_target"],
       guided_s=t["guided_sample_s"], ratio=46.8e6 / exp["num_params"], run_s=exp["run_s"],
       dens_ours=dens_ours, dens_train=dens_train,
+      train_note=RESUMED if t["train_s"] < 10 and config["train_steps"] > 500 else "",
+      ft_note=RESUMED if t["finetune_s"] < 10 and config["finetune_steps"] > 200 else "",
       dens_word="far too dilute" if dens_ours < 0.5 * dens_train else "of the right size",
       dens_comment=(
           "the small model's cells are far too large (gas-like), which makes structural "
