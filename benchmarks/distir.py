@@ -102,9 +102,11 @@ to back); XLA's fusions (an elementwise/reduction value is written only where a 
 communication op, another segment or a reduction boundary needs it), each written value a
 fusion of `l_fusion + flops/F + bytes/B + transcendentals/T`, fitted by relative NNLS on
 fused chains, tanh, row sums, normalizations and softmaxes of 1e3-1e6 elements (median |fit
-residual| {res_med:.0f}%, max {res_max:.0f}% over products and fusions); products
-interpolated by FLOPs in a table of timed generic matmul shapes (XLA:CPU's products are not
-linear at small sizes: a 64^3 product costs ~60 us, a 32^3 one ~2 us); and the
+residual| {res_med:.0f}%, max {res_max:.0f}% over the linear fits of products and fusions);
+products interpolated (log-log, by FLOPs) in a table of 13 generic matmul shapes, each timed
+as a chain of 4 back-to-back products (XLA:CPU's products are not linear in FLOPs at small
+sizes, and a product called alone also pays the wake-up of the library's threads, which
+back-to-back products in a step do not); and the
 runtime's copies (an all-reduce is 2(N-1) full-size `device_put`s plus a jitted sum, not a
 ring), each `alpha_put + bytes/beta_put` fitted on back-to-back copies of 16 B to 4 MiB. All
 devices' work is serialized on one executor, products included (XLA:CPU threads them over

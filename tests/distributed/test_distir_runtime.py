@@ -130,8 +130,9 @@ def test_fit_runtime_recovers_constants_from_synthetic_timings():
   rng = np.random.default_rng(0)
   programs = []
   for i in range(8):  # products
-    f = {"dispatches": 1.0, "dots": 1.0, "dot_flops": float(10 ** rng.uniform(5, 9)),
-         "dot_bytes": float(10 ** rng.uniform(4, 7)), "fusions": 0.0, "fusion_flops": 0.0,
+    k = float(1 + i % 4)  # chains of 1-4 products separate l_dot from the intercept
+    f = {"dispatches": 1.0, "dots": k, "dot_flops": k * float(10 ** rng.uniform(5, 9)),
+         "dot_bytes": k * float(10 ** rng.uniform(4, 7)), "fusions": 0.0, "fusion_flops": 0.0,
          "fusion_bytes": 0.0, "transcendentals": 0.0}
     programs.append((f"dot{i}", f, 1e-5 + runtime_lib.predicted_time(f, rc) - 4e-6))
   for i in range(12):  # fusions
@@ -156,8 +157,9 @@ def test_fit_runtime_recovers_constants_from_synthetic_timings():
   assert fitted.dispatch == 4e-6
   with_table, _ = distir.fit_runtime(meas)
   assert len(with_table.dot_table) == 8
-  f0, t0 = min((p[1]["dot_flops"], p[2]) for p in programs[:8])
-  assert with_table.dot_time(f0, 0.0) == pytest.approx(t0 - 1e-5)
+  f0, t0, k0 = min((p[1]["dot_flops"] / p[1]["dots"], p[2], p[1]["dots"])
+                   for p in programs[:8])
+  assert with_table.dot_time(f0, 0.0) == pytest.approx((t0 - 1e-5) / k0)
 
 
 def test_simulated_runtime_of_a_projected_mlp_counts_its_segments():

@@ -235,13 +235,25 @@ def _fusion_programs(n: int) -> list[tuple[str, object, tuple]]:
           (f"normalize n={n}", normalize, (m,)), (f"softmax n={n}", softmax, (m,))]
 
 
+#: Products per timed program: a chain, as in a step (back to back, XLA:CPU's threads stay
+#: awake between them; one product alone also pays their wake-up).
+DOT_CHAIN = 4
+
+
 def _dot_program(shape) -> tuple[str, object, tuple]:
   batch, m, k, n = shape
   rng = np.random.default_rng(0)
   lead = (batch,) if batch else ()
   a = rng.standard_normal(lead + (m, k)).astype(np.float32)
-  b = rng.standard_normal(lead + (k, n)).astype(np.float32)
-  return f"dot {shape}", jnp.matmul, (a, b)
+  b = (rng.standard_normal(lead + (k, n)) / np.sqrt(k)).astype(np.float32)
+  c = (rng.standard_normal(lead + (n, k)) / np.sqrt(n)).astype(np.float32)
+
+  def chain(x, w, v):
+    for i in range(DOT_CHAIN):
+      x = jnp.matmul(x, w if i % 2 == 0 else v)
+    return x
+
+  return f"dot {shape}", chain, (a, b, c)
 
 
 def _dispatch_time(device, repeats: int, chain: int = 32) -> tuple[float, float]:
@@ -315,7 +327,9 @@ def fit_runtime(measurements: dict, *, dot_table: bool = True) -> tuple:
   non-negative least squares on ``t = c + fusions l_fusion + fusion_flops / F_fusion +
   fusion_bytes / B_fusion + transcendentals / T``, with a free intercept ``c`` (one call and
   its wait, which a segment inside a step does not pay in full); the products the same way
-  on ``c' + flops / F_dot + bytes / B_dot`` with ``l_dot = c' - c``; with ``dot_table`` the products' own
+  on ``c' + dots l_dot + dot_flops / F_dot + dot_bytes / B_dot`` (chains of products of
+  several lengths would separate ``c'`` from ``l_dot``; with chains of one length the
+  solver's split between them is arbitrary, and the table is used); with ``dot_table`` the products' own
   times less the blocking call of a trivial kernel also become the interpolation table. The
   copies are fitted by :func:`fit_link_constants`.
 
@@ -337,19 +351,17 @@ def fit_runtime(measurements: dict, *, dot_table: bool = True) -> tuple:
     coef, res = _nnls(design / scale, seconds[mask], True)
     return coef / scale, res
 
-  # every product program is one product: l_dot is the products' intercept less the call's
-  dcoef, dres = fit(is_dot, ("dot_flops", "dot_bytes"))
+  dcoef, dres = fit(is_dot, ("dots", "dot_flops", "dot_bytes"))
   fcoef, fres = fit(~is_dot, ("fusions", "fusion_flops", "fusion_bytes", "transcendentals"))
-  dot_intercept, inv_fd, inv_bd = (float(c) for c in dcoef)
+  dot_intercept, l_dot, inv_fd, inv_bd = (float(c) for c in dcoef)
   intercept, l_f, inv_ff, inv_bf, inv_t = (float(c) for c in fcoef)
-  l_dot = max(dot_intercept - intercept, 0.0)
   rate = lambda c: 1.0 / c if c > 0 else 1e30
   alpha, beta, put_res = fit_link_constants(measurements["put_bytes"],
                                             measurements["put_seconds"])
   table = ()
   if dot_table:
     base = float(measurements["dispatch_blocking"])
-    table = tuple((p[1]["dot_flops"], max(t - base, 1e-7))
+    table = tuple((p[1]["dot_flops"] / p[1]["dots"], max(t - base, 1e-7) / p[1]["dots"])
                   for p, t, m in zip(programs, seconds, is_dot) if m)
   rc = _runtime.RuntimeConstants(
       dispatch=float(measurements["dispatch"]), dot_overhead=l_dot, dot_flops=rate(inv_fd),
