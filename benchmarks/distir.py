@@ -111,10 +111,10 @@ runtime's copies (an all-reduce is 2(N-1) full-size `device_put`s plus a jitted 
 ring), each `alpha_put + bytes/beta_put` fitted on back-to-back copies of 16 B to 4 MiB. All
 devices' work is serialized on one executor, products included (XLA:CPU threads them over
 both cores). Simulated (runtime model) / measured per configuration runs from {min_ratio:.2f}
-to {max_ratio:.2f}: GPT data-parallel steps are over-predicted (8 devices on 2 cores
-overlap their small kernels' fixed costs, which a serialized model adds up; a list
-scheduler that lets devices fill each other's gaps over-corrected the MLPs in a trial), and
-small pipelined MLPs with many microbatches under-predicted.
+to {max_ratio:.2f}; the largest misses, in both directions, are the smallest MLP programs
+(steps of 1-10 ms, where a few products' thread wake-ups decide the time); a list
+scheduler that let the devices fill each other's idle gaps over-corrected in a trial and
+is not used.
 Kernel model (the paper's, kept for comparison), calibration (medians of {calib_repeats} repeats): F = {F:.3g} FLOP/s, B = {B:.3g} B/s,
 L = {L:.3g} s (kernel fit residuals {kres}), link alpha = {alpha:.3g} s, beta = {beta:.3g}
 B/s (residuals {lres}). The constants are fitted on microbenchmarks only, never on the
