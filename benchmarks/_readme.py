@@ -202,9 +202,8 @@ PAPERS = [
           ' Dynamics (Klein, Foong, Fjelde et al.)',
           2023, '`science.timewarp` (`TimewarpFlow`, `train_flow`, `metropolis_hastings`, '
           '`explore`, `alanine_dipeptide`, `simulate_md`, `jax_energy_fn`, '
-          '`effective_sample_size`)', 'available', 'timewarp',
-          'MH exact on the double-well toy; alanine dipeptide not accelerated on CPU (a small '
-          'flow, acceptance 0)'),
+          '`make_acceptance_loss`, `rigid_align`, `multichain_effective_sample_size`)',
+          'available', 'timewarp', ''),
     Paper('Latent Representation and Simulation of Markov Processes via Time-Lagged Information'
           ' Bottleneck (Federici, Forré, Tomioka et al.)',
           2023, '`representation.tib` (`train_tib`, `simulate_latent`, `infonce_lower_bound`, '
@@ -215,8 +214,7 @@ PAPERS = [
           'et al.)',
           2023, '`science.mattergen` (`MatterGenDenoiser`, `make_diffusion_loss`, '
           '`sample_crystals`, `with_adapters`, `build_training_set`, `evaluate_structures`, '
-          '`relax_crystals`)', 'available', '',
-          'benchmark (training, sampling, guidance) planned'),
+          '`relax_crystals`)', 'available', 'mattergen', ''),
 ]
 
 FOUNDATION = (
