@@ -196,7 +196,8 @@ PAPERS = [
     Paper('DistIR: An Intermediate Representation and Simulator for Efficient Neural Network '
           'Distribution (Santhanam, Krishna, Tomioka et al.)',
           2021, '`distributed.distir` (`trace`, `mlp_training_step`, `gpt_inference`, '
-          '`run_projected`, `simulate`, `calibrate`, `grid_search`)', 'available', 'distir',
+          '`run_projected`, `simulate`, `calibrate`, `calibrate_runtime`, `grid_search`)',
+          'reproduced', 'distir',
           ''),
     Paper('Timewarp: Transferable Acceleration of Molecular Dynamics by Learning Time-Coarsened'
           ' Dynamics (Klein, Foong, Fjelde et al.)',
