@@ -348,7 +348,7 @@ class CostModel:
     if op.is_communication:
       raise ValueError(f"CostModel.kernel_time: {op.name} is a communication op; use "
                        "op_times or communication_time")
-    if self.free_movement and op.name in _FREE:
+    if self.free_movement and op.name in FREE_MOVEMENT:
       return 0.0
     if device is None:
       device = op.devices[0] if op.devices else 0
@@ -363,7 +363,8 @@ class CostModel:
     return {devices[0]: self.kernel_time(op, devices[0])}
 
 
-_FREE = ("reshape", "squeeze", "expand_dims")
+#: Movement primitives that cost nothing (a view of the same buffer) with ``free_movement``.
+FREE_MOVEMENT = ("reshape", "squeeze", "expand_dims")
 
 
 # --------------------------------------------------------------------------------------

@@ -171,7 +171,7 @@ def fusion_plan(fn: ir.Function, free_movement: bool = True) -> dict[int, _OpPla
       d = op.devices[0] if op.devices else None
       segment[id(op)] = (d, counter.get(d, 0))
   outputs = {id(v) for v in fn.outputs}
-  free = cost_lib._FREE if free_movement else ()  # pylint: disable=protected-access
+  free = cost_lib.FREE_MOVEMENT if free_movement else ()
 
   def fusible(op: ir.Op) -> bool:
     return _category(op) in FUSIBLE_CATEGORIES
@@ -296,7 +296,7 @@ def runtime_op_times(op: ir.Op, plan: Mapping[int, _OpPlan], rc: RuntimeConstant
   p = plan[id(op)]
   t = rc.dispatch if p.segment_start else 0.0
   category = _category(op)
-  if free_movement and op.name in cost_lib._FREE:  # pylint: disable=protected-access
+  if free_movement and op.name in cost_lib.FREE_MOVEMENT:
     return {device: t}
   cost = cost_lib.op_cost(op)
   if category in ("dot", "conv"):
@@ -330,7 +330,7 @@ def program_features(fn: ir.Function, free_movement: bool = True) -> dict[str, f
                        "features are for single-device programs")
     p = plan[id(op)]
     out["dispatches"] += 1.0 if p.segment_start else 0.0
-    if free_movement and op.name in cost_lib._FREE:  # pylint: disable=protected-access
+    if free_movement and op.name in cost_lib.FREE_MOVEMENT:
       continue
     cost = cost_lib.op_cost(op)
     category = _category(op)
