@@ -175,3 +175,12 @@ def test_pas_long_run_path_trains_every_lane_and_resumes(tmp_path, monkeypatch):
                    "vanilla_lr0.1_seed0_eps0.1"]
   again = pas.experiment(config)
   assert (again["acc"] == first["acc"]).all()
+
+
+def test_pas_curvature_warmup_is_the_references_linear_ramp():
+  """eps * min(1, e / warmup) per epoch: clean first epoch, the target from epoch `warmup` on."""
+  from benchmarks import pas  # pylint: disable=g-import-not-at-top
+  ramp = pas._warmup_eps(0.2, 2)  # pylint: disable=protected-access
+  assert [float(ramp(e)) for e in range(4)] == pytest.approx([0.0, 0.1, 0.2, 0.2])
+  const = pas._warmup_eps(0.2, 0)  # pylint: disable=protected-access
+  assert [float(const(e)) for e in range(3)] == pytest.approx([0.2, 0.2, 0.2])
