@@ -64,3 +64,28 @@ def test_under_jit_only_shapes_are_checked():
   c = _rock_salt()
   out = jax.jit(lambda c: cr.check_crystals(c).lattice.sum())(c._replace(lattice=-c.lattice))
   assert np.isfinite(float(out))
+
+
+def test_right_handed_keeps_every_position_and_only_flips_left_handed_cells():
+  c = _rock_salt()
+  rng = np.random.default_rng(0)
+  lat = np.stack([np.asarray(c.lattice[0]), -np.asarray(c.lattice[0]),
+                  np.diag([3.0, 4.0, -5.0]) + 0.1 * rng.normal(size=(3, 3))])
+  frac = np.stack([np.asarray(c.frac_coords[0])] * 3)
+  frac[1:, :2] = rng.uniform(0, 1, (2, 2, 3))
+  frac[2, 0] = [0.0, 0.25, 0.0]  # zero coordinates must stay in [0, 1) after -f mod 1
+  batch = cr.Crystals(jnp.asarray(lat, jnp.float32), jnp.asarray(frac, jnp.float32),
+                      jnp.repeat(c.atom_types, 3, 0), jnp.repeat(c.mask, 3, 0))
+  out = jax.jit(cr.right_handed)(batch)
+  det = np.linalg.det(np.asarray(out.lattice, np.float64))
+  assert np.all(det > 0)
+  np.testing.assert_array_equal(np.asarray(out.lattice[0]), lat[0].astype(np.float32))
+  np.testing.assert_array_equal(np.asarray(out.frac_coords[0]), np.asarray(batch.frac_coords[0]))
+  cr.check_crystals(out)
+  # The same crystal: every atom's Cartesian position is a lattice translate of the old one.
+  for i in (1, 2):
+    old = frac[i, :2] @ lat[i]
+    new = np.asarray(out.frac_coords[i, :2], np.float64) @ np.asarray(out.lattice[i], np.float64)
+    shift = (new - old) @ np.linalg.inv(lat[i])
+    np.testing.assert_allclose(shift, np.round(shift), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(out.frac_coords[:, 2]), 0.0)

@@ -37,6 +37,21 @@ def test_min_distance_and_structure_validity():
     _metrics.structure_validity([np.eye(3)])
 
 
+def test_min_distance_of_a_skewed_or_needle_thin_cell_is_exact_and_cheap():
+  # The same NaCl in a badly skewed cell (L' = U L, f' = f U^-1): the same shortest distance.
+  nacl = _nacl()
+  u = np.array([[1, 7, 0], [0, 1, 0], [0, -5, 1]])
+  skew = Structure(Lattice(u @ nacl.lattice.matrix), nacl.species,
+                   nacl.frac_coords @ np.linalg.inv(u), coords_are_cartesian=False)
+  # A needle: one lattice vector of 1e-3 A, atoms 2 A apart along another. A neighbour search
+  # over 5 A in this cell would list ~10^4 images per atom; the reduced search lists a few.
+  needle = Structure(Lattice([[1e-3, 0, 0], [0, 6.0, 0], [0, 0, 6.0]]), ["Na", "Cl"],
+                     [[0, 0, 0], [0, 1 / 3, 0]])
+  d = _metrics.min_distances([skew, needle])
+  np.testing.assert_allclose(d, [5.64 / 2, 1e-3], rtol=1e-6)
+  assert not _metrics.structure_validity([needle])[0]
+
+
 def test_smact_validity_charge_balance():
   lat = Lattice.cubic(5.0)
   def s(species):

@@ -78,11 +78,13 @@ def test_output_shapes_and_padding_rows_are_zero():
   assert float(jnp.abs(out.coord_score).max()) > 0
 
 
-@pytest.mark.parametrize("proper", [True, False])
-def test_rotating_the_frame_rotates_the_scores_and_leaves_logits(proper):
+@pytest.mark.parametrize("proper,cosines", [(True, True), (True, False), (False, False)])
+def test_rotating_the_frame_rotates_the_scores_and_leaves_logits(proper, cosines):
   # L -> L R^T rotates every Cartesian vector x -> R x (rows: x R^T); a reflection too (E(3)).
+  # The edge-lattice cosines are rotation invariant; the reflection test swaps two lattice
+  # vectors (another cell), which they see, so it runs without them.
   c = _batch(1)
-  model = _model()
+  model = _model(lattice_cosines=cosines)
   rot = jnp.asarray(_rotation(1, proper), jnp.float32)
   out = _run(model, c, _t(3))
   cr_ = c._replace(lattice=c.lattice @ rot.T)
@@ -139,12 +141,73 @@ def test_the_choice_of_unit_cell_does_not_matter():
   lat2 = jnp.einsum("de,bef->bdf", u, c.lattice)
   frac2 = jnp.mod(c.frac_coords @ jnp.linalg.inv(u), 1.0) * c.mask[..., None]
   c2 = cr.Crystals(lat2, frac2, c.atom_types, c.mask)
-  model = _model(max_images=4)
+  model = _model(max_images=4, lattice_cosines=False, cell_head=False)
   assert bool(jnp.all(model.graph(c).complete)) and bool(jnp.all(model.graph(c2).complete))
   out, out2 = _run(model, c, _t(2)), _run(model, c2, _t(2))
   _assert_close(out2.coord_score, out.coord_score, atol=1e-4)
   _assert_close(out2.lattice_score, out.lattice_score, atol=1e-5)
   _assert_close(out2.type_logits, out.type_logits, atol=1e-4)
+
+
+def test_lattice_cosines_are_the_edge_directions_in_the_cell_and_reach_the_outputs():
+  c = _batch(6, b=2)
+  model = _model(max_images=4)
+  g = model.graph(c)
+  unit = g.vectors / jnp.where(g.mask, g.distances, 1.0)[..., None]
+  cos = np.asarray(net.lattice_cosines_of(unit, c.lattice))
+  lat = np.asarray(c.lattice, np.float64)
+  b, i, k = np.argwhere(np.asarray(g.mask))[7]
+  v = np.asarray(g.vectors, np.float64)[b, i, k]
+  for l in range(3):
+    want = v @ lat[b, l] / (np.linalg.norm(v) * np.linalg.norm(lat[b, l]))
+    assert abs(cos[b, i, k, l] - want) < 1e-5
+  assert np.all(np.abs(cos) <= 1 + 1e-6)
+  # The feature is wired in: the same crystal in another cell now gives other outputs (the
+  # lattice diffusion, too, depends on the cell), unlike the model without it (test above).
+  u = jnp.asarray([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 1.0]])
+  c2 = cr.Crystals(jnp.einsum("de,bef->bdf", u, c.lattice),
+                   jnp.mod(c.frac_coords @ jnp.linalg.inv(u), 1.0) * c.mask[..., None],
+                   c.atom_types, c.mask)
+  out, out2 = _run(model, c, _t(2)), _run(model, c2, _t(2))
+  assert float(jnp.max(jnp.abs(out2.type_logits - out.type_logits))) > 1e-3
+
+
+def test_cell_head_is_an_isotropic_function_of_the_shape_metric():
+  c = _batch(7, b=3)
+  model = _model()
+  n = jnp.sum(c.mask, axis=1)
+  metric, feats = net.cell_invariants(c.lattice, n)
+  lat = np.asarray(c.lattice, np.float64)
+  v = np.abs(np.linalg.det(lat)) / np.asarray(n)
+  gram = np.einsum("bji,bjk->bik", lat, lat) / v[:, None, None] ** (2 / 3)
+  tr = np.trace(gram, axis1=1, axis2=2) / 3
+  np.testing.assert_allclose(np.asarray(metric), gram / tr[:, None, None], rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(feats), np.stack(
+      [np.log(v) / 3, np.log(tr), np.log(np.sum((gram / tr[:, None, None]) ** 2, (1, 2)) / 3)],
+      -1), rtol=1e-5, atol=1e-6)
+  # A cubic cell of one atom has M = I (scale-free).
+  m1, _ = net.cell_invariants(jnp.asarray(2.7 * np.eye(3)[None], jnp.float32), jnp.ones(1))
+  np.testing.assert_allclose(np.asarray(m1[0]), np.eye(3), atol=1e-6)
+  rng = np.random.default_rng(7)
+  # The head starts at zero; give its last layer weights to test its form.
+  assert float(jnp.abs(model.cell_head(jnp.ones((3, 16)), jnp.ones((3, 16)), c.lattice, n)).max()) == 0
+  model.cell_head.out.kernel[...] = jnp.asarray(rng.normal(size=(16, 3)), jnp.float32)
+  h_mean = jnp.asarray(rng.normal(size=(3, 16)), jnp.float32)
+  temb = jnp.asarray(rng.normal(size=(3, 16)), jnp.float32)
+  out = np.asarray(model.cell_head(h_mean, temb, c.lattice, n), np.float64)
+  # c0 I + c1 M + c2 M^2 is symmetric and commutes with M, and is not a multiple of I.
+  mm = np.asarray(metric, np.float64)
+  np.testing.assert_allclose(out, np.swapaxes(out, 1, 2), atol=1e-5)
+  np.testing.assert_allclose(out @ mm, mm @ out, atol=1e-4 * np.abs(out).max() * np.abs(mm).max())
+  assert np.abs(out - np.trace(out, axis1=1, axis2=2)[:, None, None] / 3 * np.eye(3)).max() > 1e-4
+  # The model's lattice output is the stress head plus this term: with the same weights and no
+  # head, the difference is non-zero and again commutes with M.
+  other = _model(cell_head=False)
+  nnx.update(other, nnx.state(model, nnx.Not(nnx.PathContains("cell_head"))))
+  diff = np.asarray(_run(model, c, _t(3)).lattice_score - _run(other, c, _t(3)).lattice_score,
+                    np.float64)
+  assert np.abs(diff).max() > 1e-3
+  np.testing.assert_allclose(diff @ mm, mm @ diff, atol=1e-4 * np.abs(diff).max() * np.abs(mm).max())
 
 
 def test_adding_padding_slots_changes_nothing():
@@ -366,6 +429,10 @@ def test_bad_arguments_raise():
     net.MatterGenDenoiser(cutoff=0.0, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="unconditional must be"):
     net.MatterGenDenoiser(unconditional="maybe", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="lattice_cosines must be True or False"):
+    net.MatterGenDenoiser(lattice_cosines="yes", rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="cell_head must be True or False"):
+    net.MatterGenDenoiser(cell_head=1, rngs=nnx.Rngs(0))
   model = _model()
   c = _batch()
   with pytest.raises(ValueError, match="t must have shape"):

@@ -6,7 +6,8 @@ The API of this family (implementation in the private modules below):
 
 * crystals (``_crystal``) -- padded fixed-shape batches (:class:`Crystals`: lattice rows in
   angstrom, fractional coordinates in [0, 1), types Z - 1 with the absorbing ``MASK_TYPE``,
-  mask) and their checks.
+  mask), their checks, and :func:`right_handed` (a left-handed cell as the same crystal in a
+  right-handed one).
 * lattice diffusion (``_lattice``) -- the VP SDE with the atom-count-dependent limit mean
   ``(n / rho)^(1/3) I`` and variance ``0.25 n^(2/3)``, symmetric noise, marginals, score,
   ancestral predictor and Langevin corrector.
@@ -17,8 +18,9 @@ The API of this family (implementation in the private modules below):
 * joint diffusion (``_diffusion``) -- corruption of a batch, the weighted denoising loss with
   condition dropout, the predictor-corrector sampler with classifier-free guidance.
 * score network (``_graph``, ``_network``) -- periodic top-k neighbour graphs with fixed shapes,
-  :class:`MatterGenDenoiser` (E(3)-invariant messages, equivariant coordinate score,
-  stress-like lattice score, type logits), zero-initialised property adapters, guidance.
+  :class:`MatterGenDenoiser` (messages invariant under rotations of the frame, with the
+  reference's edge-lattice cosines; equivariant coordinate score, stress-like lattice score,
+  type logits), zero-initialised property adapters, guidance.
 * data and metrics (``_data``, ``_metrics``, ``_relax``) -- pymatgen/ase converters, the
   offline training set (AFLOW prototypes and ase crystals with substitutions and strains),
   validity, uniqueness, novelty and RMSD with the reference's matcher tolerances, a periodic
@@ -35,13 +37,17 @@ from tomioka_jax.science.mattergen._crystal import NUM_ELEMENTS
 from tomioka_jax.science.mattergen._crystal import NUM_TYPE_STATES
 from tomioka_jax.science.mattergen._crystal import check_crystals
 from tomioka_jax.science.mattergen._crystal import element_index
+from tomioka_jax.science.mattergen._crystal import right_handed
 
 from tomioka_jax.science.mattergen._lattice import LATTICE_SDE
 from tomioka_jax.science.mattergen._lattice import LatticeVPSDE
 from tomioka_jax.science.mattergen._lattice import MP20_ATOM_DENSITY
 from tomioka_jax.science.mattergen._lattice import lattice_corrector_step
+from tomioka_jax.science.mattergen._lattice import lattice_limit_mean
+from tomioka_jax.science.mattergen._lattice import lattice_limit_var
 from tomioka_jax.science.mattergen._lattice import lattice_marginal
 from tomioka_jax.science.mattergen._lattice import lattice_marginal_score
+from tomioka_jax.science.mattergen._lattice import lattice_mean_coeff
 from tomioka_jax.science.mattergen._lattice import lattice_predictor_step
 from tomioka_jax.science.mattergen._lattice import lattice_prior_sample
 from tomioka_jax.science.mattergen._lattice import lattice_sample_marginal
@@ -184,6 +190,7 @@ __all__ = [
     "dataset_summary",
     "diffusion_loss",
     "element_index",
+    "right_handed",
     "evaluate_structures",
     "fractional_displacement",
     "fractional_score",
@@ -194,8 +201,11 @@ __all__ = [
     "is_null_condition",
     "is_unique",
     "lattice_corrector_step",
+    "lattice_limit_mean",
+    "lattice_limit_var",
     "lattice_marginal",
     "lattice_marginal_score",
+    "lattice_mean_coeff",
     "lattice_predictor_step",
     "lattice_prior_sample",
     "lattice_sample_marginal",

@@ -61,6 +61,24 @@ def element_index(symbol: str) -> int:
         f"(H ... Fm)") from None
 
 
+def right_handed(crystals: Crystals) -> Crystals:
+  """The same crystals with every cell right-handed (det(lattice) > 0); jittable.
+
+  A cell with det < 0 becomes ``(-L, -f mod 1)``: every Cartesian position ``f L = (-f)(-L)``
+  and every lattice point stays where it was, so it is the same crystal, not its mirror image.
+  The reverse lattice diffusion keeps its samples symmetric, not positive definite, so a
+  generated cell can come out left-handed (an odd number of negative eigenvalues).
+  Padding slots keep coordinates 0.
+  """
+  lattice, frac, types, mask = crystals
+  flip = jnp.linalg.det(lattice) < 0
+  neg = jnp.mod(-frac, 1.0)
+  neg = jnp.where(neg >= 1.0, 0.0, neg)  # -tiny mod 1 can round to 1.0 in float32
+  frac = jnp.where(flip[:, None, None] & mask[..., None], neg, frac).astype(frac.dtype)
+  lattice = jnp.where(flip[:, None, None], -lattice, lattice)
+  return Crystals(lattice, frac, types, mask)
+
+
 def check_crystals(crystals: Crystals, *, allow_mask_type: bool = False) -> Crystals:
   """Checks shapes and, where the arrays are concrete, values; returns ``crystals`` unchanged.
 

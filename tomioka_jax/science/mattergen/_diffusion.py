@@ -327,7 +327,9 @@ def sample_crystals(score_fn: ScoreFn, key: jax.Array, mask: jax.Array, cond: An
 
   Returns:
     The generated ``Crystals`` (the last step is noise-free for lattice and coordinates; types
-    in 0..99 unless the model predicts otherwise; padding atoms 0). Jittable with ``score_fn``,
+    in 0..99 unless the model predicts otherwise; padding atoms 0). The reverse lattice
+    diffusion keeps the cell symmetric, not positive definite; a left-handed result is returned
+    as the same crystal in a right-handed cell (:func:`_crystal.right_handed`). Jittable with ``score_fn``,
     ``config``, ``diffusion`` and ``dtype`` static; call under ``jax.jit`` to compile once.
 
   Example (data distributed as the lattice prior, so the exact lattice score is -(L - mu_n) /
@@ -398,4 +400,4 @@ def sample_crystals(score_fn: ScoreFn, key: jax.Array, mask: jax.Array, cond: An
   keys = jax.random.split(k2, config.num_steps)
   xs = (jnp.asarray(times, dtype), jnp.asarray(k_now), jnp.asarray(k_next), keys)
   out, _ = jax.lax.scan(step, state, xs)
-  return out
+  return _crystal.right_handed(out)

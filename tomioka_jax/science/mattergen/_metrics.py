@@ -50,13 +50,26 @@ def _check_list(name: str, structures: Sequence[Any]) -> list[Any]:
 def min_distances(structures: Sequence[Any], *, search: float = 5.0) -> np.ndarray:
   """Shortest distance between two atoms (periodic images included) per structure, angstrom.
 
-  Distances beyond ``search`` are reported as ``search`` (they are valid anyway).
+  Each structure is Niggli-reduced first (the same crystal); the shortest vector ``d0`` of the
+  reduced cell is the distance from an atom to its own nearest image, so only neighbours within
+  ``min(search, d0)`` need searching. That keeps the search small for a generated cell so thin
+  that a search over its own cell would exhaust memory. Distances beyond ``search`` are
+  reported as ``search`` (they are valid anyway).
   """
   out = []
   for s in _check_list("structures", structures):
-    _, _, _, d = s.get_neighbor_list(search, exclude_self=True)
+    try:
+      s = s.get_reduced_structure(reduction_algo="niggli")
+    except Exception:  # pylint: disable=broad-except
+      pass  # pymatgen gives up on a degenerate cell; search the cell as given
+    d0 = float(min(s.lattice.abc))
+    radius = min(search, d0)
+    if radius <= 0.0 or not np.isfinite(radius):
+      out.append(0.0)
+      continue
+    _, _, _, d = s.get_neighbor_list(radius * (1 + 1e-9), exclude_self=True)
     d = d[d > 1e-8] if len(s) == 1 else d
-    out.append(float(d.min()) if d.size else search)
+    out.append(float(min(d.min(), radius)) if d.size else radius)
   return np.asarray(out)
 
 

@@ -230,7 +230,7 @@ def effective_sample_size(x: ArrayLike) -> jax.Array:
 
 
 def multichain_effective_sample_size(chains: ArrayLike) -> jax.Array:
-  """ESS of ``m`` chains ``(m, N)`` of one quantity together, counting their disagreement.
+  r"""ESS of ``m`` chains ``(m, N)`` of one quantity together, counting their disagreement.
 
   The multi-chain estimator of Gelman et al. (BDA3, Sec. 11.5; Vehtari et al. 2021 without
   the rank normalization): with ``W`` the mean within-chain variance, ``B / N`` the variance

@@ -453,7 +453,7 @@ def make_acceptance_loss(energy_fn: Callable[[jax.Array], jax.Array], kT: float,
                          likelihood_weight: float = 1.0, energy_cutoff: float = 1000.0,
                          rotate: bool = True
                          ) -> Callable[[TimewarpFlow, dict, jax.Array], tuple[jax.Array, dict]]:
-  """The acceptance loss: the expected ``-log alpha`` of one Metropolis-Hastings step, plus NLL.
+  r"""The acceptance loss: the expected ``-log alpha`` of one Metropolis-Hastings step, plus NLL.
 
   Timewarp fine-tunes a likelihood-trained flow to raise its acceptance (Klein et al. 2023,
   Sec. 4, "acceptance loss"). For a data state ``x`` (``batch["x"]``), ``v ~ N(0, I)`` and a
