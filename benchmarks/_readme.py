@@ -215,7 +215,7 @@ PAPERS = [
           'et al.)',
           2023, '`science.mattergen` (`MatterGenDenoiser`, `make_diffusion_loss`, '
           '`sample_crystals`, `with_adapters`, `build_training_set`, `evaluate_structures`, '
-          '`relax_crystals`)', 'available', 'mattergen', ''),
+          '`relax_crystals`)', 'reproduced', 'mattergen', ''),
 ]
 
 FOUNDATION = (
